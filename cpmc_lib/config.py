@@ -1,0 +1,382 @@
+"""Typed configuration: one frozen dataclass per pipeline stage, YAML in and out, ``--set`` overrides.
+
+A :class:`Config` groups the stage configs. Keys are checked: an unknown or mistyped key raises
+:class:`ConfigError` naming the key and listing the valid ones, and values are converted to the
+declared field type (``--set classifier.epochs=3`` gives an ``int``).
+
+Each stage's cache key (:meth:`Config.stage_hash`) covers that stage's config, the configs of the
+stages it reads from, and the seed, so changing a CRF parameter does not retrain the classifier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "STAGE_DEPS",
+    "CalibrationConfig",
+    "CamConfig",
+    "ClassifierConfig",
+    "Config",
+    "ConfigError",
+    "CrfConfig",
+    "DataConfig",
+    "PrototypeConfig",
+    "PseudoConfig",
+    "RefinementConfig",
+    "SegmentationConfig",
+    "SynthConfig",
+    "apply_overrides",
+    "load_config",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message names it and lists the valid keys."""
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Generator of the embedded synthetic WSSS benchmark (``python -m cpmc_lib synth``)."""
+
+    classes: int = 10
+    size: int = 128
+    train: int = 2000
+    val: int = 500
+    seed: int = 0
+    part_frac: float = 0.2
+    context_prob: float = 0.4
+    max_objects: int = 3
+    absent_context_prob: float = 0.25  # per image: a context disc of a class not in the image
+    distractor_prob: float = 0.5  # per image: 1-2 part-less blobs with a group's body
+    atypical_prob: float = 0.25  # per object: the group's atypical body (other colour and texture)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where it lies, and which splits each stage reads."""
+
+    kind: str = "synth"  # synth | voc | coco
+    root: str = "data/synth"  # dataset root; CPMC_DATA overrides it
+    num_classes: int = 11  # K: foreground classes + background
+    train_split: str = "train"  # classifier training
+    cam_split: str = "train"  # CAMs and pseudo labels are made and scored here (WSSS convention)
+    val_split: str = "val"  # segmentation evaluation
+    mask_dir: str = ""  # "" = auto (SegmentationClass, else SegmentationClassAug)
+    limit: int = 0  # use only the first N images of each split (0 = all); for smoke runs
+    mask_ids: str = "contiguous"  # coco masks hold: contiguous (0..80) | coco (raw category ids 1..90)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Multi-label classifier whose 1x1 head gives the classifier CAM."""
+
+    backbone: str = "resnet18"  # timm model name (VOC/COCO: resnet50)
+    pretrained: bool = False  # timm's own download, for users online
+    weights: str = ""  # local weights file (offline machines, or the synthetic ImageNet stand-in)
+    # Backbone shape. Synthetic default: the stem, layer1 and layer2 of a one-block-per-stage timm
+    # ResNet: CAMs at stride 8 (16x16 for 128 px), receptive field 51 px (objects are 30-70 px).
+    # VOC/COCO (SIPE/IRN): layers=[], channels=[], out_indices=[1,2,3,4], output_stride=16,
+    # side_channels=[128,128,256,256], freeze_bn=true.
+    layers: tuple[int, ...] = (1, 1)  # blocks per stage passed to timm; [] = the model's own
+    channels: tuple[int, ...] = (64, 128)  # stage widths passed to timm; [] = the model's own
+    out_indices: tuple[int, ...] = (0, 1, 2)  # timm feature indices; the last one feeds the head
+    output_stride: int = 8
+    side_channels: tuple[int, ...] = (64, 64, 128)  # hierarchical side projections, one per out index
+    freeze_bn: bool = False  # IRN's FixedBatchNorm: keep BN statistics (for pretrained backbones)
+    optimizer: str = "sgd"  # sgd | adamw
+    momentum: float = 0.9  # SGD momentum (IRN's PolyOptimizer effectively has none; see classifier.py)
+    new_lr_mult: float = 10.0  # lr multiplier of the new layers (head, side projections)
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    crop_size: int = 128
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class CamConfig:
+    """CAM inference and evaluation."""
+
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = True
+    batch_size: int = 32
+    thresholds_step: float = 0.05
+
+
+@dataclass(frozen=True)
+class RefinementConfig:
+    """Context refinement of the classifier CAM by pixel-feature affinity."""
+
+    iterations: int = 2
+    power: float = 1.0
+
+
+@dataclass(frozen=True)
+class PrototypeConfig:
+    """Prototype CAM from seeds of the refined CAM."""
+
+    bg_factor: float = 0.3
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Mutual calibration with false-negative / false-positive local prototypes."""
+
+    use_fn: bool = True
+    use_fp: bool = True
+
+
+@dataclass(frozen=True)
+class PseudoConfig:
+    """Pseudo labels from CAMs."""
+
+    method: str = "cpmc"
+    bg_threshold: float = 0.0  # 0 = the CAM's best threshold on the cam split
+
+
+@dataclass(frozen=True)
+class CrfConfig:
+    """Dense CRF (pydensecrf) kernel parameters."""
+
+    iterations: int = 10
+    gaussian_sxy: float = 3.0
+    gaussian_compat: float = 3.0
+    bilateral_sxy: float = 50.0
+    bilateral_srgb: float = 5.0
+    bilateral_compat: float = 10.0
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """DeepLab-style segmentation network trained on pseudo labels."""
+
+    backbone: str = "resnet18"
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 0.01
+
+
+# Which stage configs a stage's outputs depend on (its own and everything upstream).
+STAGE_DEPS: dict[str, tuple[str, ...]] = {
+    "synth": ("synth",),
+    "classifier": ("data", "synth", "classifier"),
+    "cams": ("data", "synth", "classifier", "cams", "refinement", "prototypes", "calibration"),
+    "pseudo": (
+        "data",
+        "synth",
+        "classifier",
+        "cams",
+        "refinement",
+        "prototypes",
+        "calibration",
+        "pseudo",
+        "crf",
+    ),
+    "segmentation": (
+        "data",
+        "synth",
+        "classifier",
+        "cams",
+        "refinement",
+        "prototypes",
+        "calibration",
+        "pseudo",
+        "crf",
+        "segmentation",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole pipeline's configuration."""
+
+    run: str = "default"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N; CPMC_DEVICE overrides "auto"
+    runs_dir: str = "runs"
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    cams: CamConfig = field(default_factory=CamConfig)
+    refinement: RefinementConfig = field(default_factory=RefinementConfig)
+    prototypes: PrototypeConfig = field(default_factory=PrototypeConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    crf: CrfConfig = field(default_factory=CrfConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        return _build(cls, d, "")
+
+    def replace(self, **overrides: Any) -> Config:
+        """A copy with ``dotted.key=value`` overrides applied, e.g. ``cfg.replace(**{"crf.iterations": 5})``."""
+        return apply_overrides(self, [f"{k}={v}" for k, v in overrides.items()])
+
+    def stage_hash(self, stage: str) -> str:
+        """Cache key of ``stage``: a hash of its config, its upstream configs and the seed."""
+        if stage not in STAGE_DEPS:
+            raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_DEPS)}")
+        d = self.to_dict()
+        part = {k: d[k] for k in STAGE_DEPS[stage]}
+        part["seed"] = self.seed
+        if self.data.kind != "synth":  # the generator does not feed real data
+            part.pop("synth", None)
+        blob = json.dumps(part, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def data_root(self) -> Path:
+        """The dataset root: ``CPMC_DATA`` if set, else ``data.root``."""
+        return Path(os.environ.get("CPMC_DATA") or self.data.root)
+
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.run
+
+
+def _to_plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_plain(v) for v in x]
+    return x
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _build(cls: type, d: Any, where: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of keys, got {type(d).__name__}")
+    types_ = _field_types(cls)
+    unknown = sorted(set(d) - set(types_))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown config key {prefix + unknown[0]!r}; valid keys"
+            f"{' in ' + where if where else ''}: {', '.join(types_)}"
+        )
+    kwargs = {}
+    for name, value in d.items():
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _coerce(types_[name], value, key)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or a ``--set`` string) to the declared type ``tp``."""
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (elem, *_rest) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = yaml.safe_load(value if value.strip().startswith("[") else f"[{value}]")
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_coerce(elem, v, key) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: union types are not supported in configs")
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+                return False
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise ValueError(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if tp is str:
+            return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}") from None
+    raise ConfigError(f"{key}: unsupported field type {tp}")
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Apply ``section.key=value`` strings (the command line's ``--set``) and re-validate."""
+    d = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. classifier.epochs=3)")
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node, cls = d, Config
+        for i, part in enumerate(parts):
+            types_ = _field_types(cls)
+            if part not in types_:
+                where = ".".join(parts[:i]) or "config"
+                raise ConfigError(
+                    f"unknown config key {dotted!r}; valid keys in {where}: {', '.join(types_)}"
+                )
+            if i == len(parts) - 1:
+                if dataclasses.is_dataclass(types_[part]):
+                    raise ConfigError(f"{dotted} is a section; set one of its keys, e.g. {dotted}.<key>=...")
+                node[part] = raw if typing.get_origin(types_[part]) is tuple else yaml.safe_load(raw)
+                if types_[part] is str:
+                    node[part] = raw
+            else:
+                if not dataclasses.is_dataclass(types_[part]):
+                    raise ConfigError(f"{'.'.join(parts[: i + 1])} is a value, not a section")
+                node, cls = node[part], types_[part]
+    return Config.from_dict(d)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (missing keys take their defaults), then apply ``overrides``."""
+    d: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (try configs/default.yaml)")
+        with open(path) as f:
+            loaded = yaml.safe_load(f)
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        d = loaded
+    try:
+        cfg = Config.from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+    return apply_overrides(cfg, overrides)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> Path:
+    """Write ``cfg`` as YAML (atomically); :func:`load_config` reads it back to an equal config."""
+    from .io import atomic_write
+
+    with atomic_write(path, "w") as f:
+        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+    return Path(path)

@@ -1,0 +1,190 @@
+"""Figures for the chapters: masks, CAM overlays, curves. Each function returns a Figure.
+
+Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot``, so nothing is
+registered globally: a notebook shows the returned figure once, and scripts can ``savefig`` it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from .io import IGNORE_INDEX, voc_palette
+
+__all__ = [
+    "colorize",
+    "overlay_cam",
+    "plot_bars",
+    "plot_curves",
+    "plot_history",
+    "plot_image_grid",
+    "plot_samples",
+    "to_hwc_uint8",
+]
+
+
+def to_hwc_uint8(img: np.ndarray | torch.Tensor) -> np.ndarray:
+    """An image as (H, W, 3) uint8 for matplotlib, from (3, H, W) / (H, W, 3), uint8 or float in [0, 1]."""
+    x = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+    if x.ndim == 3 and x.shape[0] == 3 and x.shape[-1] != 3:
+        x = x.transpose(1, 2, 0)
+    if x.dtype != np.uint8:
+        x = (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+    return x
+
+
+def colorize(mask: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Class-index mask (H, W) to (H, W, 3) uint8 colours of the VOC palette (255 = ignore, cream)."""
+    m = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    return voc_palette()[m.astype(np.int64).clip(0, 255)]
+
+
+def overlay_cam(
+    img: np.ndarray | torch.Tensor, cam: np.ndarray | torch.Tensor, alpha: float = 0.5
+) -> np.ndarray:
+    """Blend a map in [0, 1] (H, W) over an image as a jet heat map; returns (H, W, 3) uint8."""
+    from matplotlib import colormaps
+
+    base = to_hwc_uint8(img).astype(np.float32) / 255
+    c = cam.detach().cpu().numpy() if isinstance(cam, torch.Tensor) else np.asarray(cam, dtype=np.float32)
+    heat = colormaps["jet"](np.clip(c, 0, 1))[..., :3]
+    blend = ((1 - alpha) * base + alpha * heat).clip(0, 1)
+    return (blend * 255).round().astype(np.uint8)
+
+
+def plot_image_grid(
+    rows: Sequence[Sequence[np.ndarray]],
+    titles: Sequence[Sequence[str]] | None = None,
+    row_labels: Sequence[str] | None = None,
+    size: float = 2.2,
+    suptitle: str | None = None,
+) -> Figure:
+    """A grid of images: ``rows[r][c]`` is an (H, W, 3) or (H, W) array."""
+    nrows, ncols = len(rows), max(len(r) for r in rows)
+    fig = Figure(figsize=(size * ncols, size * nrows + (0.4 if suptitle else 0)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
+    for r in range(nrows):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            if c < len(rows[r]):
+                im = rows[r][c]
+                ax.imshow(im, cmap="gray" if np.asarray(im).ndim == 2 else None, interpolation="nearest")
+                if titles is not None and c < len(titles[r]):
+                    ax.set_title(titles[r][c], fontsize=8)
+        if row_labels is not None:
+            axes[r, 0].set_axis_on()
+            axes[r, 0].set_xticks([])
+            axes[r, 0].set_yticks([])
+            axes[r, 0].set_ylabel(row_labels[r], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def plot_samples(
+    samples: Sequence[Mapping], class_names: Sequence[str], diag_names: Mapping[int, str] | None = None
+) -> Figure:
+    """Image, ground-truth mask, and (when present) the diagnostic mask of each sample.
+
+    Args:
+        samples: dataset items with ``img`` (3, H, W) uint8, ``mask`` (H, W), ``label`` (K-1,) and
+            optionally ``diag`` (H, W).
+        class_names: K names, index 0 background.
+        diag_names: diagnostic code -> description, for the legend.
+    """
+    rows, titles = [], []
+    has_diag = all("diag" in s for s in samples)
+    diag_colors = _diag_colors(diag_names) if has_diag and diag_names else None
+    for s in samples:
+        keys = (torch.as_tensor(s["label"]).nonzero().flatten() + 1).tolist()
+        label = ", ".join(class_names[k] for k in keys)
+        row = [to_hwc_uint8(s["img"]), colorize(s["mask"])]
+        title = [f"{s['name']}\nlabel: {label}", "mask (what it is judged on)"]
+        if has_diag:
+            d = np.asarray(s["diag"])
+            row.append(diag_colors[d] if diag_colors is not None else d)
+            title.append("diagnostics")
+        rows.append(row)
+        titles.append(title)
+    fig = plot_image_grid(rows, titles, size=2.6)
+    if diag_colors is not None:
+        handles = [Patch(color=diag_colors[c] / 255, label=f"{c}: {n}") for c, n in diag_names.items()]
+        fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=7)
+    return fig
+
+
+def _diag_colors(diag_names: Mapping[int, str]) -> np.ndarray:
+    from matplotlib import colormaps
+
+    table = np.zeros((256, 3), dtype=np.uint8)
+    cmap = colormaps["tab10"]
+    for i, code in enumerate(sorted(c for c in diag_names if c != IGNORE_INDEX)):
+        table[code] = (np.array(cmap(i)[:3]) * 255).astype(np.uint8)
+    table[IGNORE_INDEX] = (255, 255, 255)
+    return table
+
+
+def plot_history(history: Sequence[Mapping[str, float]], keys: Sequence[str], title: str = "") -> Figure:
+    """Per-epoch curves: one panel per key of the history records (e.g. ``loss``, ``val_mAP``)."""
+    fig = Figure(figsize=(3.4 * len(keys), 2.8), layout="constrained")
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+    for ax, key in zip(axes, keys, strict=True):
+        ax.plot(epochs, [h.get(key, np.nan) for h in history], marker="o")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_curves(
+    curves: Mapping[str, Sequence[Sequence[float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    mark_best: bool = True,
+) -> Figure:
+    """Several ``[(x, y), ...]`` curves on one axis, e.g. mIoU against background threshold per method."""
+    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for name, pts in curves.items():
+        xy = np.asarray(pts, dtype=float)
+        (line,) = ax.plot(xy[:, 0], xy[:, 1], label=name)
+        if mark_best and len(xy):
+            b = np.nanargmax(xy[:, 1])
+            ax.plot(xy[b, 0], xy[b, 1], "o", color=line.get_color())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_bars(
+    values: Mapping[str, Sequence[float]], labels: Sequence[str], ylabel: str, title: str = ""
+) -> Figure:
+    """Grouped bars: ``values[series][i]`` for category ``labels[i]`` (e.g. per-class IoU per method)."""
+    n = len(values)
+    x = np.arange(len(labels))
+    width = 0.8 / max(n, 1)
+    fig = Figure(figsize=(max(5.5, 0.45 * len(labels) * max(n, 1) + 1.5), 3.4), layout="constrained")
+    ax = fig.subplots()
+    for i, (name, v) in enumerate(values.items()):
+        ax.bar(x + (i - (n - 1) / 2) * width, np.asarray(v, dtype=float), width, label=name)
+    ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    if n > 1:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig

@@ -1,0 +1,146 @@
+"""The run store: every stage writes into ``runs/<run>/<stage>/`` beside a ``manifest.json``.
+
+A manifest records the stage's config, its hash, the seed, git commit, package versions, device,
+and start and end times. A stage is *complete* when its manifest says so for the current config
+hash; a complete stage is reused, a stage with another hash (or none, after a crash) is cleared
+and recomputed. Artifacts go through :mod:`cpmc_lib.io`'s atomic writes, and the manifest is
+written last, so a killed stage is never mistaken for a finished one.
+
+Example:
+    >>> store = RunStore("runs/demo")  # doctest: +SKIP
+    >>> with store.stage("cams", cfg) as st:  # doctest: +SKIP
+    ...     if not st.done:
+    ...         save_torch(st.path / "cams.pt", cams)
+    ...         st.result = {"miou": 42.0}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import importlib.metadata
+import platform
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .io import load_json, save_json
+
+__all__ = ["RunStore", "StageRun", "environment_info"]
+
+_PACKAGES = ("torch", "torchvision", "timm", "numpy", "torchmetrics", "pydensecrf2", "cpmc_lib")
+
+
+def environment_info() -> dict[str, Any]:
+    """Git commit, Python and package versions: what a manifest needs to reproduce a result."""
+    versions = {}
+    for pkg in _PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"git_commit": commit, "python": platform.python_version(), "packages": versions}
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class StageRun:
+    """One stage's folder: ``done`` tells whether its outputs can be reused; set ``result`` to record metrics."""
+
+    name: str
+    path: Path
+    config_hash: str
+    done: bool
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return load_json(self.path / "manifest.json")
+
+
+class RunStore:
+    """The folder of one run (``runs/<run>``), holding one sub-folder per stage."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @classmethod
+    def for_config(cls, cfg: Config) -> RunStore:
+        return cls(cfg.run_dir())
+
+    def path(self, stage: str) -> Path:
+        return self.root / stage
+
+    def is_done(self, stage: str, config_hash: str) -> bool:
+        """True when the stage finished with this config hash (its manifest was written last)."""
+        manifest = self.path(stage) / "manifest.json"
+        if not manifest.exists():
+            return False
+        try:
+            m = load_json(manifest)
+        except (OSError, ValueError):
+            return False
+        return m.get("status") == "complete" and m.get("config_hash") == config_hash
+
+    def result(self, stage: str) -> dict[str, Any]:
+        """The ``result`` a finished stage recorded in its manifest."""
+        return load_json(self.path(stage) / "manifest.json").get("result", {})
+
+    @contextlib.contextmanager
+    def stage(
+        self, name: str, cfg: Config, device: str | None = None, keep: tuple[str, ...] = ()
+    ) -> Iterator[StageRun]:
+        """Open a stage for ``cfg``: reuse it if complete, otherwise clear it and record a new run.
+
+        Args:
+            keep: file names to keep when clearing (e.g. a training checkpoint to resume from
+                after a crash with the *same* config; they are cleared when the hash changes).
+        """
+        h = cfg.stage_hash(name)
+        path = self.path(name)
+        if self.is_done(name, h):
+            yield StageRun(name, path, h, True, self.result(name))
+            return
+        old = path / "manifest.json"
+        same_config = old.exists() and load_json(old).get("config_hash") == h
+        if path.exists():
+            for child in path.iterdir():
+                if same_config and child.name in keep:
+                    continue
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "stage": name,
+            "status": "running",
+            "config_hash": h,
+            "seed": cfg.seed,
+            "config": cfg.to_dict(),
+            "device": device,
+            "started": _now(),
+            **environment_info(),
+        }
+        save_json(old, manifest)
+        run = StageRun(name, path, h, False)
+        yield run
+        manifest.update(status="complete", finished=_now(), result=run.result)
+        save_json(old, manifest)

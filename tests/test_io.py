@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from cpmc_lib.io import atomic_write, load_json, read_mask_png, save_json, save_mask_png, voc_palette
+
+
+def test_atomic_write_interrupted_keeps_old_artifact(tmp_path):
+    path = tmp_path / "metrics.json"
+    save_json(path, {"miou": 1.0})
+    with pytest.raises(RuntimeError):
+        with atomic_write(path, "w") as f:
+            f.write('{"miou": 2')  # half written ...
+            raise RuntimeError("killed")  # ... when the run dies
+    assert load_json(path) == {"miou": 1.0}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left behind
+
+
+def test_atomic_write_interrupted_leaves_nothing_when_new(tmp_path):
+    path = tmp_path / "sub" / "new.bin"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(path) as f:
+            f.write(b"abc")
+            raise KeyboardInterrupt
+    assert not path.exists()
+    assert list(path.parent.iterdir()) == []
+
+
+def test_voc_palette_known_entries():
+    pal = voc_palette()
+    assert pal.shape == (256, 3)
+    assert tuple(pal[0]) == (0, 0, 0)
+    assert tuple(pal[1]) == (128, 0, 0)  # aeroplane
+    assert tuple(pal[15]) == (192, 128, 128)  # person
+    assert tuple(pal[255]) == (224, 224, 192)  # ignore / border
+
+
+def test_mask_png_round_trip_and_rgb_error(tmp_path):
+    mask = np.array([[0, 1, 2], [255, 20, 0]], dtype=np.uint8)
+    path = save_mask_png(tmp_path / "m.png", mask)
+    assert Image.open(path).mode == "P"
+    np.testing.assert_array_equal(read_mask_png(path), mask)
+    Image.new("RGB", (3, 2)).save(tmp_path / "rgb.png")
+    with pytest.raises(ValueError, match=r"rgb.png.*palette"):
+        read_mask_png(tmp_path / "rgb.png")
