@@ -8,25 +8,10 @@ always sees which names come from the library. Submodules load on first use, whi
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Any
 
 __version__ = "0.1.0"
-
-_SUBMODULES = (
-    "cams",
-    "classifier",
-    "config",
-    "datasets",
-    "diagnostics",
-    "engine",
-    "io",
-    "metrics",
-    "models",
-    "runtime",
-    "store",
-    "synth",
-    "transforms",
-)
 
 # Names re-exported at the top level: name -> submodule.
 _EXPORTS = {
@@ -38,6 +23,8 @@ _EXPORTS = {
     "pick_device": "runtime",
     "seed_everything": "runtime",
 }
+
+_SUBMODULES = tuple(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 __all__ = [*_SUBMODULES, *_EXPORTS, "__version__"]
 

@@ -121,14 +121,24 @@ class RefinementConfig:
     """Context refinement of the classifier CAM by pixel-feature affinity."""
 
     iterations: int = 2
-    power: float = 1.0
+    power: float = 1.0  # affinity exponent beta
+    source: str = "stages"  # context features: stages | feat | hie | image+feat | image+stages | projection
 
 
 @dataclass(frozen=True)
 class PrototypeConfig:
     """Prototype CAM from seeds of the refined CAM."""
 
-    bg_factor: float = 0.3
+    bg_factor: float = 0.3  # background scale of the arg-max that assigns class areas (SFC)
+    seed_rule: str = "argmax"  # argmax | threshold | quantile | iou (SIPE)
+    fg_threshold: float = 0.8  # seed_rule=threshold
+    bg_threshold: float = 0.2  # seed_rule=threshold
+    fg_quantile: float = 0.5  # seed_rule=quantile: top fraction of each class's area
+    bg_quantile: float = 0.3  # seed_rule=quantile: lowest fraction of the image as background
+    feature: str = "hie"  # prototype features: hie | feat
+    clusters: int = 1  # global prototypes per class (k-means inside the seed)
+    min_size: int = 1  # grid cells per global prototype cluster
+    bg_mode: str = "drop"  # how the background channel enters the foreground maps: drop | subtract | gate
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,15 @@ class CalibrationConfig:
 
     use_fn: bool = True
     use_fp: bool = True
+    pairing: str = "proto"  # proto: prototype CAM's errors vs the refined CAM | classifier: the opposite
+    ref_rule: str = "argmax"  # reference labels: argmax (bg x ref_bg_factor) | quantile (per image)
+    ref_bg_factor: float = 1.0
+    ref_bg_quantile: float = 0.5  # ref_rule=quantile: lowest fraction of the image is background
+    proto_bg_factor: float = 1.0  # background scale of the prototype CAM's arg-max
+    clusters: int = 1  # M: local prototypes per region (k-means)
+    min_size: int = 1  # regions (and clusters) below this many grid cells give no prototype
+    fuse_refined: float = 0.0  # final map + this x refined CAM (SFC fuses with 0.7 the other way)
+    train_consistency_weight: float = 0.0  # > 0: classifier training adds the CPMC consistency loss
 
 
 @dataclass(frozen=True)
@@ -145,11 +164,22 @@ class PseudoConfig:
 
     method: str = "cpmc"
     bg_threshold: float = 0.0  # 0 = the CAM's best threshold on the cam split
+    # IRN's confident regions: foreground where the top class map > conf_fg, background where it
+    # is <= conf_bg, ignore (255) in between. 0 = use bg_threshold (no ignore zone). IRN: 0.30 / 0.05.
+    conf_fg: float = 0.0
+    conf_bg: float = 0.0
+    crf: bool = True  # save the dense-CRF labels (both are scored either way)
 
 
 @dataclass(frozen=True)
 class CrfConfig:
-    """Dense CRF (pydensecrf) kernel parameters."""
+    """Dense CRF (pydensecrf) kernel parameters.
+
+    The kernel values are IRN/SIPE's (method notes §4), set for VOC's 500 px images. With
+    ``size_ref`` > 0 the spatial widths (``*_sxy``) are given for images whose long side is
+    ``size_ref`` pixels and scale with the image: exactly IRN's values on VOC, 3.2x narrower on
+    128 px synthetic images. ``size_ref: 0`` uses them in pixels as written.
+    """
 
     iterations: int = 10
     gaussian_sxy: float = 3.0
@@ -157,16 +187,41 @@ class CrfConfig:
     bilateral_sxy: float = 50.0
     bilateral_srgb: float = 5.0
     bilateral_compat: float = 10.0
+    size_ref: int = 500  # long side the *_sxy values are meant for; 0 = pixels as written
+    workers: int = 2  # processes for CRF over many images; 0 or 1 = in this process
 
 
 @dataclass(frozen=True)
 class SegmentationConfig:
-    """DeepLab-style segmentation network trained on pseudo labels."""
+    """DeepLab-style segmentation network trained on pseudo labels (or, for the ceiling, on ground truth).
 
-    backbone: str = "resnet18"
+    Synthetic default: the classifier's small from-scratch ResNet (stem, layer1, layer2; stride 8)
+    under a DeepLabV3 head of width 64, sized to train in about 3 minutes on 2 CPU cores.
+    VOC (DeepLab convention): backbone resnet101 (or resnet50), layers=[], channels=[],
+    output_stride=16, head_channels=256 (torchvision's DeepLabHead as is), atrous_rates=[6,12,18],
+    pretrained=true, head_lr_mult=10, crop_size=321 or 512, batch_size=10, lr=0.007, weight_decay=5e-4.
+    """
+
+    backbone: str = "resnet18"  # timm model name; the last feature stage feeds the head
+    pretrained: bool = False  # timm's own download, for users online
+    layers: tuple[int, ...] = (1, 1)  # blocks per stage passed to timm; [] = the model's own
+    channels: tuple[int, ...] = (64, 128)  # stage widths passed to timm; [] = the model's own
+    output_stride: int = 8
+    head_channels: int = 64  # ASPP width; 256 = torchvision's DeepLabHead unchanged
+    atrous_rates: tuple[int, ...] = (2, 4, 6)  # ASPP dilations (16x16 feature maps at 128 px)
     epochs: int = 10
     batch_size: int = 16
     lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    head_lr_mult: float = 1.0  # lr multiplier of the head (10 with a pretrained backbone)
+    crop_size: int = 128
+    scale: tuple[float, ...] = (0.7, 1.3)  # random rescale range of training images
+    color_jitter: float = 0.0  # off: the synthetic classes are told apart by colour
+    test_scales: tuple[float, ...] = (1.0,)  # multi-scale test: e.g. [0.75, 1.0, 1.25]
+    test_flip: bool = False  # add the horizontally flipped image at test time
+    test_crf: bool = False  # also score dense-CRF post-processing (crf section) on val
+    num_workers: int = 0
 
 
 # Which stage configs a stage's outputs depend on (its own and everything upstream).
@@ -197,6 +252,8 @@ STAGE_DEPS: dict[str, tuple[str, ...]] = {
         "crf",
         "segmentation",
     ),
+    # The fully supervised ceiling: the same network trained on ground-truth masks.
+    "segmentation_gt": ("data", "synth", "crf", "segmentation"),
 }
 
 

@@ -8,6 +8,7 @@ leaves the previous artifact (or nothing) and never a half-written file that a l
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -93,6 +94,11 @@ def voc_palette(n: int = 256) -> np.ndarray:
     Returns:
         uint8 array of shape (n, 3); entry 0 is black (background), 255 is (224, 224, 192) (ignore).
     """
+    return _voc_palette(n).copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _voc_palette(n: int) -> np.ndarray:
     pal = np.zeros((n, 3), dtype=np.uint8)
     for i in range(n):
         c, r, g, b = i, 0, 0, 0

@@ -19,9 +19,11 @@ __all__ = [
     "colorize",
     "overlay_cam",
     "plot_bars",
+    "plot_cam_methods",
     "plot_curves",
     "plot_history",
     "plot_image_grid",
+    "plot_matrix",
     "plot_samples",
     "to_hwc_uint8",
 ]
@@ -71,7 +73,7 @@ def plot_image_grid(
         for c in range(ncols):
             ax = axes[r, c]
             ax.set_axis_off()
-            if c < len(rows[r]):
+            if c < len(rows[r]) and rows[r][c] is not None:  # None leaves a cell empty
                 im = rows[r][c]
                 ax.imshow(im, cmap="gray" if np.asarray(im).ndim == 2 else None, interpolation="nearest")
                 if titles is not None and c < len(titles[r]):
@@ -114,7 +116,7 @@ def plot_samples(
     fig = plot_image_grid(rows, titles, size=2.6)
     if diag_colors is not None:
         handles = [Patch(color=diag_colors[c] / 255, label=f"{c}: {n}") for c, n in diag_names.items()]
-        fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=7)
+        fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=7)
     return fig
 
 
@@ -188,3 +190,68 @@ def plot_bars(
     if title:
         ax.set_title(title)
     return fig
+
+
+def plot_matrix(
+    matrix: Sequence[Sequence[float]], labels: Sequence[str], title: str = "", fmt: str = "d"
+) -> Figure:
+    """A labelled square matrix as a heat map with its values written in the cells."""
+    m = np.asarray(matrix)
+    fig = Figure(figsize=(0.5 * len(labels) + 2.5, 0.5 * len(labels) + 2), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(
+            j,
+            i,
+            format(v, fmt),
+            ha="center",
+            va="center",
+            fontsize=6,
+            color="white" if v > m.max() / 2 else "black",
+        )
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_cam_methods(
+    samples: Sequence[Mapping],
+    maps: Mapping[str, Sequence[Mapping]],
+    class_names: Sequence[str],
+    thresholds: Mapping[str, float] | None = None,
+) -> Figure:
+    """Rows of images: the image with its mask, then each method's map (max over the image's classes).
+
+    Args:
+        samples: dataset items with ``img`` (3, H, W) uint8, ``mask`` (H, W), ``name``.
+        maps: method -> per-sample saved maps ``{"keys": (k,), "cam": (k, H, W)}``
+            (:func:`cpmc_lib.cams.load_cams`).
+        thresholds: method -> background threshold; when given, a second row per image shows the
+            method's predicted mask at that threshold.
+    """
+    from .metrics import cam_to_mask
+
+    rows, titles = [], []
+    for i, s in enumerate(samples):
+        img = to_hwc_uint8(s["img"])
+        row, title = [img, colorize(s["mask"])], [s["name"], "ground truth"]
+        pred_row, pred_title = [None, None], ["", ""]
+        for method, per_sample in maps.items():
+            cam = np.asarray(per_sample[i]["cam"], dtype=np.float32)
+            row.append(overlay_cam(img, cam.max(0) if len(cam) else np.zeros(img.shape[:2])))
+            title.append(method)
+            if thresholds is not None:
+                t = thresholds[method]
+                pred = cam_to_mask(cam, per_sample[i]["keys"], t)
+                pred_row.append(colorize(np.asarray(pred)))
+                pred_title.append(f"{method} @ {t:.2f}")
+        rows.append(row)
+        titles.append(title)
+        if thresholds is not None:
+            rows.append(pred_row)
+            titles.append(pred_title)
+    return plot_image_grid(rows, titles, size=2.0)

@@ -1,0 +1,158 @@
+"""Pathology diagnostics: how much of CPMC's two built-in failures a CAM shows.
+
+The synthetic benchmark (:mod:`cpmc_lib.synth`) writes a diagnostic mask beside every ground-truth
+mask that says what each pixel is by design: object body, discriminative part, atypical body,
+context of a present or an absent class, distractor, neutral background. mIoU mixes the two
+failures CPMC calibrates; these measures separate them:
+
+- **false negatives** (incomplete activation): how much of the *body* a CAM covers compared with
+  the *part* (``recall_body`` vs ``recall_part``, ``act_body`` vs ``act_part``);
+- **false positives** (background noise): how strongly it fires on *context* and *distractors*
+  compared with neutral background (``act_context`` vs ``act_neutral``, ``fp_context``, ...).
+
+:func:`fn_fp_fractions` compares two CAMs' masks directly: what one misses or adds relative to
+the other, the "failure modes of prototype CAMs" the dataset card records.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .io import IGNORE_INDEX
+from .metrics import cam_to_mask
+from .synth import ATYPICAL, BODY, CONTEXT_ABSENT, CONTEXT_PRESENT, DISTRACTOR, NEUTRAL, PART
+
+__all__ = ["OBJECT_CODES", "BACKGROUND_CODES", "PathologyMeter", "fn_fp_fractions"]
+
+# Diagnostic code -> the name used in the result keys.
+OBJECT_CODES = {BODY: "body", PART: "part", ATYPICAL: "atypical"}
+BACKGROUND_CODES = {
+    NEUTRAL: "neutral",
+    CONTEXT_PRESENT: "context",
+    CONTEXT_ABSENT: "absent_context",
+    DISTRACTOR: "distractor",
+}
+
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+def _numpy(x: ArrayLike, dtype: type) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x).astype(dtype, copy=False)
+
+
+def _own_activation(cam: np.ndarray, keys: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Activation of each pixel's ground-truth class map: ``(H, W)``, 0 where that class has no map."""
+    lut = np.zeros(256, np.int64)  # class id -> 1 + channel of its map (0 = none)
+    lut[keys] = np.arange(1, keys.size + 1)
+    padded = np.concatenate([np.zeros((1, *cam.shape[1:]), cam.dtype), cam])
+    return np.take_along_axis(padded, lut[np.clip(gt, 0, 255)][None], 0)[0]
+
+
+class PathologyMeter:
+    """Per-code activations, recalls and false-positive rates of CAMs, summed over a dataset.
+
+    Args:
+        threshold: background threshold turning a CAM into a mask (:func:`cam_to_mask`),
+            usually the best one of :class:`~cpmc_lib.metrics.CamEvaluator`.
+
+    Example:
+        >>> meter = PathologyMeter(0.5)
+        >>> cam = torch.tensor([[[0.3, 0.9, 0.6]]])  # (k=1, H=1, W=3): body, part, context pixels
+        >>> meter.update(cam, [1], torch.tensor([[1, 1, 0]]), torch.tensor([[1, 2, 3]]))
+        >>> meter.compute()["recall_body"], meter.compute()["fp_context"]
+        (0.0, 100.0)
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        # Per diagnostic code (0..255): pixel count, summed own-class and highest activation,
+        # pixels predicted as their gt class, pixels predicted as some foreground class.
+        self._sums = {name: np.zeros(256) for name in ("n", "own", "top", "right", "fg")}
+
+    def update(self, cam: ArrayLike, keys: ArrayLike, gt: ArrayLike, diag: ArrayLike) -> None:
+        """Add one image.
+
+        Args:
+            cam: ``(k, H, W)`` normalised maps in ``[0, 1]`` of the image's present classes.
+            keys: ``(k,)`` their class ids in ``1..K-1``.
+            gt: ``(H, W)`` ground-truth mask (255 = ignore).
+            diag: ``(H, W)`` diagnostic codes of :mod:`cpmc_lib.synth` (255 border, skipped).
+        """
+        cam, keys = _numpy(cam, np.float32), _numpy(keys, np.int64).reshape(-1)
+        gt, diag = _numpy(gt, np.int64), _numpy(diag, np.int64)
+        if not (gt.shape == diag.shape == cam.shape[1:]):
+            raise ValueError(f"shapes differ: cam {cam.shape}, gt {gt.shape}, diag {diag.shape}")
+        if diag.size and (diag.min() < 0 or diag.max() > 255):
+            raise ValueError(f"diagnostic codes must lie in 0..255, got {np.unique(diag)[:10].tolist()}")
+        pred = cam_to_mask(cam, keys, self.threshold).numpy()
+        top = cam.max(0) if cam.shape[0] else np.zeros(gt.shape, np.float32)
+        per_pixel = {
+            "n": np.ones(gt.shape),
+            "own": _own_activation(cam, keys, gt),
+            "top": top,
+            "right": pred == gt,
+            "fg": pred > 0,
+        }
+        codes = diag.ravel()
+        for name, weights in per_pixel.items():
+            self._sums[name] += np.bincount(codes, weights=weights.ravel().astype(np.float64), minlength=256)
+
+    def compute(self) -> dict:
+        """Pixel-weighted means over everything seen so far.
+
+        Returns:
+            dict with, for object codes (``body``, ``part``, ``atypical``): ``recall_<name>``
+            (percent of pixels predicted as their class) and ``act_<name>`` (mean activation of
+            the object's own class map); for background codes (``context``, ``neutral``,
+            ``absent_context``, ``distractor``): ``act_<name>`` (mean of the highest class map)
+            and ``fp_<name>`` (percent of pixels predicted as some foreground class); and
+            ``n_<name>``, the pixel count of every code. A code with no pixels gives NaN.
+        """
+        s, out = self._sums, {}
+        for codes, rate, act, hit in (
+            (OBJECT_CODES, "recall", "own", "right"),
+            (BACKGROUND_CODES, "fp", "top", "fg"),
+        ):
+            for code, name in codes.items():
+                n = int(s["n"][code])
+                out[f"{rate}_{name}"] = 100 * float(s[hit][code]) / n if n else float("nan")
+                out[f"act_{name}"] = float(s[act][code]) / n if n else float("nan")
+                out[f"n_{name}"] = n
+        return out
+
+
+def fn_fp_fractions(pred_a: ArrayLike, pred_b: ArrayLike, gt: ArrayLike) -> dict:
+    """What mask B misses and adds relative to mask A (e.g. A = classifier CAM, B = prototype CAM).
+
+    Args:
+        pred_a: predicted mask of the reference map, class ids, any shape (a stack of images works).
+        pred_b: predicted mask of the compared map, same shape.
+        gt: ground-truth mask, same shape, 255 = ignore.
+
+    Returns:
+        dict with ``fn``: percent of ground-truth object pixels that A labels with the right class
+        and B does not (false negatives of B relative to A); ``fp``: percent of ground-truth
+        background pixels that B labels foreground and A labels background (false positives of B
+        relative to A); and the counts ``n_fn``, ``n_fp``, ``n_object``, ``n_background`` to sum
+        over a dataset. NaN where a denominator is zero.
+    """
+    pred_a, pred_b, gt = (_numpy(x, np.int64) for x in (pred_a, pred_b, gt))
+    if not (pred_a.shape == pred_b.shape == gt.shape):
+        raise ValueError(f"shapes differ: {pred_a.shape}, {pred_b.shape}, {gt.shape}")
+    obj = (gt != 0) & (gt != IGNORE_INDEX)
+    bg = gt == 0
+    n_fn = int((obj & (pred_a == gt) & (pred_b != gt)).sum())
+    n_fp = int((bg & (pred_a == 0) & (pred_b > 0)).sum())
+    n_obj, n_bg = int(obj.sum()), int(bg.sum())
+    return {
+        "fn": 100 * n_fn / n_obj if n_obj else float("nan"),
+        "fp": 100 * n_fp / n_bg if n_bg else float("nan"),
+        "n_fn": n_fn,
+        "n_fp": n_fp,
+        "n_object": n_obj,
+        "n_background": n_bg,
+    }

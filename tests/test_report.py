@@ -1,0 +1,28 @@
+from cpmc_lib.report import fmt, markdown_table, method_table
+
+
+def test_markdown_table_formats_and_fills_missing():
+    table = markdown_table([{"a": 1.234, "b": "x"}, {"a": float("nan")}], ["a", "b"])
+    lines = table.splitlines()
+    assert lines[0] == "| a | b |"
+    assert lines[2] == "| 1.2 | x |"
+    assert lines[3] == "| – | – |"
+    assert fmt(3) == "3" and fmt(0.456, 2) == "0.46"
+
+
+def test_method_table_includes_diagnostics():
+    res = {
+        "cam": {
+            "miou": 40.0,
+            "threshold": 0.3,
+            "precision": 60.0,
+            "recall": 50.0,
+            "pathology": {"recall_body": 30.0, "recall_part": 80.0, "act_context": 0.456, "act_neutral": 0.1},
+        },
+        "gradcam": {"miou": 35.0, "threshold": 0.25, "precision": 55.0, "recall": 45.0},
+    }
+    table = method_table(res)
+    header, _, cam, grad = table.splitlines()
+    assert "body recall" in header and "context act." in header
+    assert cam.startswith("| cam | 40.0 | 0.30 | 60.0 | 50.0 | 30.0 | 80.0 |") and "0.46" in cam
+    assert grad.startswith("| gradcam | 35.0 | 0.25 |")
