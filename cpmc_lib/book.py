@@ -105,6 +105,7 @@ def build(quick: bool = False, out: Path = ROOT / "build", execute: bool = True)
                 secs = execute_notebook(nb, dest / f"{f}.ipynb", params)
                 print(f"  done in {secs:.0f} s", flush=True)
             else:
+                (dest / f).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(nb, dest / f"{f}.ipynb")
             present.add(f)
         elif any((src_book / f"{f}{ext}").exists() for ext in (".md", ".ipynb", ".rst")):

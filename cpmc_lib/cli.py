@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -75,6 +76,43 @@ def _cmd_cams(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pseudo(args: argparse.Namespace) -> int:
+    from . import pseudo
+
+    result = pseudo.run(_config(args), method=args.method, progress=not args.quiet)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from . import segmentation
+
+    result = segmentation.run(_config(args), labels=args.labels, progress=not args.quiet)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    cfg = _config(args)
+    metrics = pipeline.run(cfg, progress=not args.quiet)
+    print(pipeline.format_metrics(metrics))
+    print(f"\nwrote {cfg.run_dir() / 'metrics.json'}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from . import sweep
+
+    result = sweep.run_sweep(args.file, workers=args.workers, progress=not args.quiet)
+    done = sum(r["status"] != "failed" for r in result["rows"])
+    print(f"{done}/{len(result['rows'])} points finished; table: {result['csv']}")
+    for name, err in result["failures"].items():
+        print(f"FAILED {name}: {err}")
+    return 1 if result["failures"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cpmc_lib",
@@ -102,6 +140,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--method", default="cam", help="CAM method (cam, gradcam, gradcampp, layercam, ...)")
     p.set_defaults(func=_cmd_cams)
+
+    p = sub.add_parser("pseudo", help="pseudo labels from a CAM method's maps (threshold, optional CRF)")
+    _add_common(p)
+    p.add_argument("--method", default=None, help="CAM method (default: pseudo.method of the config)")
+    p.set_defaults(func=_cmd_pseudo)
+
+    p = sub.add_parser("segment", help="train and evaluate the segmentation network")
+    _add_common(p)
+    p.add_argument(
+        "--labels",
+        choices=("pseudo", "gt"),
+        default="pseudo",
+        help="train on pseudo labels (weak supervision) or ground truth (the ceiling)",
+    )
+    p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser("pipeline", help="run every stage in order and write runs/<run>/metrics.json")
+    _add_common(p)
+    p.set_defaults(func=_cmd_pipeline)
+
+    p = sub.add_parser("sweep", help="run a papermill sweep (papermill_runs/<name>.yaml), resumably")
+    p.add_argument("file", type=Path, help="sweep definition, e.g. papermill_runs/ablation.yaml")
+    p.add_argument("--workers", type=int, default=None, help="points in parallel (default: the file's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_sweep)
     return parser
 
 
@@ -111,4 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        # Library errors name the file and the fix; a traceback adds nothing for a user.
+        # CPMC_DEBUG=1 shows it for a developer.
+        if os.environ.get("CPMC_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
         return 2

@@ -31,6 +31,7 @@ __all__ = [
     "ConfigError",
     "CrfConfig",
     "DataConfig",
+    "PretrainConfig",
     "PrototypeConfig",
     "PseudoConfig",
     "RefinementConfig",
@@ -100,10 +101,28 @@ class ClassifierConfig:
     new_lr_mult: float = 10.0  # lr multiplier of the new layers (head, side projections)
     epochs: int = 10
     batch_size: int = 32
-    lr: float = 0.01
+    lr: float = 0.1  # backbone; new layers get new_lr_mult x (IRN/SIPE: 0.1 / 1.0)
     weight_decay: float = 1e-4
     crop_size: int = 128
-    num_workers: int = 0
+    num_workers: int = 1  # a worker runs the transforms single-threaded (tiny ops thrash 2 threads)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The ImageNet stand-in: pretrain the classifier's backbone on a synthetic *source* set.
+
+    Single-object images of shapes, textures and colours disjoint from the benchmark's, with one
+    classification head each (see :mod:`cpmc_lib.pretrain`).
+    """
+
+    enabled: bool = False  # the classifier starts from this stage's weights when classifier.weights is ""
+    images: int = 4000  # source training images (drawn on the fly, deterministic by seed)
+    val_images: int = 256  # held-out source images for the reported accuracy
+    size: int = 96  # image side in pixels
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 0.05  # SGD, momentum 0.9, poly schedule
+    weight_decay: float = 1e-4
 
 
 @dataclass(frozen=True)
@@ -209,7 +228,7 @@ class SegmentationConfig:
     output_stride: int = 8
     head_channels: int = 64  # ASPP width; 256 = torchvision's DeepLabHead unchanged
     atrous_rates: tuple[int, ...] = (2, 4, 6)  # ASPP dilations (16x16 feature maps at 128 px)
-    epochs: int = 10
+    epochs: int = 5
     batch_size: int = 16
     lr: float = 0.01
     momentum: float = 0.9
@@ -228,6 +247,8 @@ class SegmentationConfig:
 STAGE_DEPS: dict[str, tuple[str, ...]] = {
     "synth": ("synth",),
     "classifier": ("data", "synth", "classifier"),
+    # Only the backbone's shape matters, but the classifier section holds it.
+    "pretrain": ("classifier", "pretrain"),
     "cams": ("data", "synth", "classifier", "cams", "refinement", "prototypes", "calibration"),
     "pseudo": (
         "data",
@@ -268,6 +289,7 @@ class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     data: DataConfig = field(default_factory=DataConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     cams: CamConfig = field(default_factory=CamConfig)
     refinement: RefinementConfig = field(default_factory=RefinementConfig)
     prototypes: PrototypeConfig = field(default_factory=PrototypeConfig)

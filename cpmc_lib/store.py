@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import importlib.metadata
+import os
 import platform
 import shutil
 import subprocess
@@ -59,6 +60,28 @@ def environment_info() -> dict[str, Any]:
     return {"git_commit": commit, "python": platform.python_version(), "packages": versions}
 
 
+def _link_tree(src: Path, dst: Path) -> None:
+    """Replace ``dst`` by hard links to ``src``'s files (a copy where linking is impossible).
+
+    The manifest is copied last, so an interrupted link leaves ``dst`` incomplete, never done.
+    """
+    if dst.exists():
+        shutil.rmtree(dst)
+    tmp = dst.with_name(f".{dst.name}.linking")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+
+    def link(s: str, d: str) -> None:
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    shutil.copytree(src, tmp, copy_function=link, ignore=shutil.ignore_patterns("manifest.json"))
+    shutil.copy2(src / "manifest.json", tmp / "manifest.json")
+    os.replace(tmp, dst)
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -79,10 +102,17 @@ class StageRun:
 
 
 class RunStore:
-    """The folder of one run (``runs/<run>``), holding one sub-folder per stage."""
+    """The folder of one run (``runs/<run>``), holding one sub-folder per stage.
 
-    def __init__(self, root: str | Path):
+    Runs beside it (the other folders of ``runs/``) act as a cache: a stage that is not done here
+    but finished with the same config hash in a sibling run is linked in (hard links, so no copy
+    of the data) instead of recomputed. Sweep points with their own run names thus share the
+    classifier they have in common.
+    """
+
+    def __init__(self, root: str | Path, share: bool = True):
         self.root = Path(root)
+        self.share = share
 
     @classmethod
     def for_config(cls, cfg: Config) -> RunStore:
@@ -102,6 +132,15 @@ class RunStore:
             return False
         return m.get("status") == "complete" and m.get("config_hash") == config_hash
 
+    def find_cached(self, stage: str, config_hash: str) -> Path | None:
+        """A sibling run's folder of ``stage`` finished with ``config_hash``, if any."""
+        if not self.share or not self.root.parent.is_dir():
+            return None
+        for other in sorted(self.root.parent.iterdir()):
+            if other != self.root and RunStore(other, share=False).is_done(stage, config_hash):
+                return other / stage
+        return None
+
     def result(self, stage: str) -> dict[str, Any]:
         """The ``result`` a finished stage recorded in its manifest."""
         return load_json(self.path(stage) / "manifest.json").get("result", {})
@@ -118,6 +157,8 @@ class RunStore:
         """
         h = cfg.stage_hash(name)
         path = self.path(name)
+        if not self.is_done(name, h) and (cached := self.find_cached(name, h)) is not None:
+            _link_tree(cached, path)
         if self.is_done(name, h):
             yield StageRun(name, path, h, True, self.result(name))
             return

@@ -118,3 +118,58 @@ def fake_coco_root(tmp_path: Path) -> Path:
             write_jpeg(root / f"{split}2014" / f"{name}.jpg", np.zeros_like(mask))
         _write_split(root / "ImageSets" / f"{split}.txt", list(by_name))
     return root
+
+
+# --- a tiny run with hand-made CAMs (tests/test_pseudo.py, tests/test_segmentation.py) ----------
+
+
+def blurred_cams(mask: np.ndarray, keys: list[int], stride: int = 8) -> np.ndarray:
+    """CAM-like maps of the classes ``keys`` from a ground-truth mask: each class indicator averaged
+    over ``stride`` x ``stride`` cells, upsampled bilinearly, max-normalised. (k, H, W) float16."""
+    import torch
+    import torch.nn.functional as F
+
+    ind = torch.tensor(np.stack([mask == k for k in keys]).astype(np.float32))[None]
+    low = F.avg_pool2d(ind, stride)
+    up = F.interpolate(low, size=mask.shape, mode="bilinear", align_corners=False)[0]
+    up = up / (up.amax(dim=(1, 2), keepdim=True) + 1e-5)
+    return up.numpy().astype(np.float16)
+
+
+@pytest.fixture
+def tiny_cam_run(tmp_path: Path):
+    """A synthetic data set (8 train, 4 val, 64 px) and a run store whose "cams" stage holds
+    method "cam": blurred ground-truth maps (:func:`blurred_cams`), best threshold 0.25.
+
+    Returns (cfg, store); CRF in-process, device cpu, a tiny segmentation network.
+    """
+    from cpmc_lib.config import Config, CrfConfig, DataConfig, SegmentationConfig, SynthConfig
+    from cpmc_lib.datasets import build_dataset
+    from cpmc_lib.store import RunStore
+    from cpmc_lib.synth import generate
+
+    synth = SynthConfig(train=8, val=4, size=64)
+    root = tmp_path / "synth"
+    generate(synth, root, progress=False, workers=1)
+    cfg = Config(
+        run="tiny",
+        device="cpu",
+        runs_dir=str(tmp_path / "runs"),
+        synth=synth,
+        data=DataConfig(kind="synth", root=str(root), num_classes=11),
+        crf=CrfConfig(workers=0),
+        segmentation=SegmentationConfig(
+            channels=(8, 16), head_channels=8, epochs=1, batch_size=4, crop_size=48, lr=0.05
+        ),
+    )
+    store = RunStore.for_config(cfg)
+    ds = build_dataset(cfg, cfg.data.cam_split)
+    with store.stage("cams", cfg) as st:
+        (st.path / "cam").mkdir()
+        for i, name in enumerate(ds.names):
+            sample = ds[i]
+            keys = [int(k) + 1 for k in np.flatnonzero(sample["label"].numpy())]
+            cam = blurred_cams(sample["mask"].numpy(), keys)
+            np.save(st.path / "cam" / f"{name}.npy", {"keys": np.array(keys), "cam": cam}, allow_pickle=True)
+        save_json(st.path / "cam" / "metrics.json", {"miou": 0.0, "threshold": 0.25})
+    return cfg, store

@@ -49,3 +49,17 @@ def test_crashed_stage_is_redone_and_keeps_checkpoint(tmp_path):
     # a different config must not resume from another config's checkpoint
     with store.stage("classifier", cfg.replace(**{"classifier.lr": 0.5}), keep=("checkpoint.pt",)) as st:
         assert not (st.path / "checkpoint.pt").exists()
+
+
+def test_sibling_run_with_same_config_is_linked_not_recomputed(tmp_path):
+    calls = []
+    cfg = Config()
+    _run_stage(RunStore(tmp_path / "a"), cfg, calls)
+    st = _run_stage(RunStore(tmp_path / "b"), cfg.replace(run="b"), calls)
+    assert calls == [cfg.classifier.epochs]  # computed once, for run a
+    assert st.done and load_json(st.path / "weights.json") == {"epochs": cfg.classifier.epochs}
+    assert (tmp_path / "b" / "classifier" / "weights.json").stat().st_ino == (
+        tmp_path / "a" / "classifier" / "weights.json"
+    ).stat().st_ino  # hard link, no copy
+    _run_stage(RunStore(tmp_path / "c", share=False), cfg, calls)
+    assert len(calls) == 2  # sharing off: computed again

@@ -1,0 +1,322 @@
+"""Tune and ablate the CPMC maps on a trained classifier: a grid of settings, one table.
+
+Reproduces the tuning behind the defaults of ``RefinementConfig``, ``PrototypeConfig`` and
+``CalibrationConfig``. The network is run once per image (and its horizontal flip) and its
+outputs are cached; every setting then re-runs only :func:`cpmc_lib.cpmc.cpmc_maps`, fuses the
+flip and normalises exactly as the "cams" stage does (single scale), and scores the maps with the
+stage's own evaluators: best-threshold mIoU (:class:`~cpmc_lib.metrics.CamEvaluator`) and the
+pathology diagnostics at that threshold (:class:`~cpmc_lib.diagnostics.PathologyMeter`).
+
+Usage::
+
+    python benchmarks/tune_cpmc.py --run default --grid main            # tuning seed (data/synth)
+    python benchmarks/tune_cpmc.py --run heldout_s1 --data data/synth_s1 --set synth.seed=1 --grid final
+
+``--limit N`` scores the first N images of the cam split (0 = all). Columns: map, setting, mIoU,
+best threshold, precision, recall, body / atypical-body recall, mean activation on present-class
+context, and FN / FP region cells per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from cpmc_lib.cams import normalize_cams
+from cpmc_lib.config import load_config
+from cpmc_lib.cpmc import cpmc_maps, foreground_maps
+from cpmc_lib.datasets import build_dataset
+from cpmc_lib.diagnostics import PathologyMeter
+from cpmc_lib.metrics import CamEvaluator
+from cpmc_lib.models import load_classifier
+from cpmc_lib.refinement import context_features
+from cpmc_lib.store import RunStore
+from cpmc_lib.transforms import eval_transform
+
+
+# name -> [(map, setting name, overrides)], applied on top of the --set base. Tuning order:
+# "refine" (context refinement), then "proto" and "cpmc" with the chosen refinement as base;
+# "final" reports the chosen defaults and their ablations.
+def _grid_refine() -> list[tuple[str, str, dict]]:
+    rows = [("cam", "classifier CAM", {})]
+    for src in ("stages", "feat", "hie", "image+stages"):
+        for power in (1.0, 4.0, 8.0, 16.0):
+            for it in (1, 2):
+                o = {"refinement.source": src, "refinement.power": power, "refinement.iterations": it}
+                rows.append(("refined", f"{src} b{power:g} T{it}", o))
+    return rows
+
+
+def _grid_proto() -> list[tuple[str, str, dict]]:
+    rows = []
+    for t in (0, 2):  # seeds from the raw (T=0) or the refined CAM
+        r = {"refinement.iterations": t}
+        for f in (0.2, 0.3, 0.5, 0.8, 1.0):
+            rows.append(("proto", f"T{t} argmax bg{f}", {**r, "prototypes.bg_factor": f}))
+        for ft in (0.5, 0.7, 0.9):
+            for bt in (0.1, 0.3):
+                o = {
+                    **r,
+                    "prototypes.seed_rule": "threshold",
+                    "prototypes.fg_threshold": ft,
+                    "prototypes.bg_threshold": bt,
+                }
+                rows.append(("proto", f"T{t} thr fg{ft} bg{bt}", o))
+        for fq in (0.2, 0.35, 0.5, 0.7):
+            for bq in (0.3, 0.5):
+                o = {
+                    **r,
+                    "prototypes.seed_rule": "quantile",
+                    "prototypes.fg_quantile": fq,
+                    "prototypes.bg_quantile": bq,
+                }
+                rows.append(("proto", f"T{t} quant fg{fq} bg{bq}", o))
+        rows.append(("proto", f"T{t} iou", {**r, "prototypes.seed_rule": "iou", "prototypes.bg_factor": 0.5}))
+    return rows
+
+
+def _grid_options(which: str) -> list[tuple[str, str, dict]]:
+    rows = []
+    for mode in ("drop", "subtract", "gate"):
+        rows.append((which, f"bg_mode {mode}", {"prototypes.bg_mode": mode}))
+    for feat in ("feat",):
+        rows.append((which, f"feature {feat}", {"prototypes.feature": feat}))
+    for m, ms in ((2, 4), (3, 4), (3, 8)):
+        rows.append(
+            (which, f"global clusters {m} min {ms}", {"prototypes.clusters": m, "prototypes.min_size": ms})
+        )
+    return rows
+
+
+def _grid_cpmc() -> list[tuple[str, str, dict]]:
+    rows = [("proto", "base", {}), ("cpmc", "base", {})]
+    for m, ms in ((1, 1), (1, 4), (3, 2), (3, 4), (5, 2)):
+        rows.append(
+            ("cpmc", f"local clusters {m} min {ms}", {"calibration.clusters": m, "calibration.min_size": ms})
+        )
+    for f in (0.3, 0.5, 0.8):
+        rows.append(("cpmc", f"ref argmax bg{f}", {"calibration.ref_bg_factor": f}))
+    for q in (0.3, 0.5, 0.7, 0.85):
+        rows.append(
+            (
+                "cpmc",
+                f"ref quantile {q}",
+                {"calibration.ref_rule": "quantile", "calibration.ref_bg_quantile": q},
+            )
+        )
+    for f in (0.5, 0.8, 1.2):
+        rows.append(("cpmc", f"proto bg{f}", {"calibration.proto_bg_factor": f}))
+    rows.append(("cpmc", "pairing classifier", {"calibration.pairing": "classifier"}))
+    rows.append(("cpmc", "FN only", {"calibration.use_fp": False}))
+    rows.append(("cpmc", "FP only", {"calibration.use_fn": False}))
+    for w in (0.3, 0.7):
+        rows.append(("cpmc", f"fuse refined {w}", {"calibration.fuse_refined": w}))
+    for mode in ("drop", "subtract", "gate"):
+        rows.append(("cpmc", f"bg_mode {mode}", {"prototypes.bg_mode": mode}))
+    return rows
+
+
+GRIDS: dict[str, list[tuple[str, str, dict]]] = {
+    "refine": _grid_refine(),
+    "proto": _grid_proto(),
+    "proto_options": _grid_options("proto"),
+    "cpmc": _grid_cpmc(),
+    "final": [
+        ("cam", "classifier CAM", {}),
+        ("refined", "default", {}),
+        ("proto", "default", {}),
+        ("cpmc", "default", {}),
+        ("cpmc", "FN only", {"calibration.use_fp": False}),
+        ("cpmc", "FP only", {"calibration.use_fn": False}),
+        ("cpmc", "no FN, no FP", {"calibration.use_fn": False, "calibration.use_fp": False}),
+    ],
+}
+
+
+def cache_outputs(model, dataset, limit: int, batch: int = 50) -> dict:
+    """Network outputs of every image and its flip (at the CAM grid, float16) plus masks."""
+    n = len(dataset) if limit <= 0 else min(limit, len(dataset))
+    keys = ("cam", "feat", "hie", "ctx")
+    store: dict[str, list] = {k: [] for k in (*keys, "img", "label", "mask", "diag")}
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            samples = [dataset[i] for i in range(start, min(n, start + batch))]
+            img = torch.stack([s["img"] for s in samples])
+            x = torch.cat([img, img.flip(-1)])
+            out = model(x)
+            # The multi-stage context feature is reduced to the CAM grid once here.
+            out["ctx"] = context_features("stages", out["feat"], out["stages"])
+            for k in keys:
+                store[k].append(out[k].half().view(2, len(samples), *out[k].shape[1:]).transpose(0, 1))
+            small = F.interpolate(x, size=out["feat"].shape[-2:], mode="area")
+            store["img"].append(small.half().view(2, len(samples), *small.shape[1:]).transpose(0, 1))
+            store["label"].append(torch.stack([s["label"] for s in samples]))
+            store["mask"].append(torch.stack([torch.as_tensor(s["mask"]).to(torch.uint8) for s in samples]))
+            store["diag"].append(torch.stack([torch.as_tensor(s["diag"]).to(torch.uint8) for s in samples]))
+            print(f"cached {start + len(samples)}/{n}", flush=True)
+    cache = {k: torch.cat(v) for k, v in store.items()}
+    cache["ctx_split"] = [s.shape[1] for s in out["stages"]]
+    return cache
+
+
+def fg_maps(cache: dict, sl: slice, cfg, which: str) -> tuple[torch.Tensor, dict]:
+    """Normalised foreground maps at image size for a slice of images, as the cams stage fuses them."""
+    b = sl.stop - sl.start
+    label = cache["label"][sl]
+    two = lambda k: cache[k][sl].transpose(0, 1).reshape(2 * b, *cache[k].shape[2:]).float()  # noqa: E731
+    lab2 = torch.cat([label, label])
+    if which == "cam":
+        m, info = F.relu(two("cam")), {}
+    else:
+        out = {"cam": two("cam"), "feat": two("feat"), "hie": two("hie"), "stages": [two("ctx")]}
+        src = cfg.refinement.source
+        r = cfg.refinement
+        if src.startswith("image+"):  # the cached image is already at the grid size
+            r = type(r)(**{**r.__dict__, "source": "stages"})
+            stages = (
+                list(two("ctx").split(cache["ctx_split"], dim=1)) if src == "image+stages" else [two("feat")]
+            )
+            out["stages"] = [two("img"), *stages]
+        maps = cpmc_maps(out, lab2, r, cfg.prototypes, cfg.calibration, None)
+        m = (
+            maps["refined"][:, 1:]
+            if which == "refined"
+            else foreground_maps(maps[which], cfg.prototypes.bg_mode)
+        )
+        info = {k: maps[k].flatten(1).sum(1).float().mean().item() for k in ("fn", "fp")}
+    m = m[:b] + m[b:].flip(-1)
+    size = cache["mask"].shape[-2:]
+    m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+    return normalize_cams(m, label), info
+
+
+def evaluate(cache: dict, cfg, which: str, num_classes: int, step: float, chunk: int = 100) -> dict:
+    """mIoU at the best threshold plus pathology diagnostics there."""
+    n = len(cache["label"])
+    ev = CamEvaluator(num_classes, step=step)
+    parts, infos = [], []
+    for s in range(0, n, chunk):
+        sl = slice(s, min(n, s + chunk))
+        m, info = fg_maps(cache, sl, cfg, which)
+        infos.append(info)
+        parts.append((sl, m.half()))
+        for i, j in enumerate(range(sl.start, sl.stop)):
+            keys = cache["label"][j].nonzero().flatten()
+            ev.update(m[i, keys], keys + 1, cache["mask"][j].long())
+    res = ev.compute()
+    meter = PathologyMeter(res["threshold"])
+    for sl, m in parts:
+        for i, j in enumerate(range(sl.start, sl.stop)):
+            keys = cache["label"][j].nonzero().flatten()
+            meter.update(m[i, keys].float(), keys + 1, cache["mask"][j].long(), cache["diag"][j].long())
+    p = meter.compute()
+    # Region cells per image and view (the image and its flip).
+    fn = sum(i.get("fn", 0) for i in infos) / len(infos)
+    fp = sum(i.get("fp", 0) for i in infos) / len(infos)
+    return {
+        "miou": res["miou"], "thr": res["threshold"], "prec": res["precision"], "rec": res["recall"],
+        "body": p["recall_body"], "atyp": p["recall_atypical"], "part": p["recall_part"],
+        "ctx": p["act_context"], "fp_ctx": p["fp_context"], "dist": p["fp_distractor"],
+        "fn_cells": fn, "fp_cells": fp,
+    }  # fmt: skip
+
+
+def train_consistency(cfg, init: Path, out: Path, epochs: int) -> Path:
+    """Fine-tune a trained classifier with :func:`cpmc_lib.cpmc.cpmc_loss` (consistency weight > 0).
+
+    The hook the classifier stage needs is the same ``step``: ``cpmc_loss(model(img), label, cfg,
+    img)["loss"]`` in place of the classification loss.
+    """
+    from torch.utils.data import DataLoader
+
+    from cpmc_lib.classifier import make_optimizer
+    from cpmc_lib.cpmc import cpmc_loss
+    from cpmc_lib.datasets import collate
+    from cpmc_lib.engine import fit, poly_lr
+    from cpmc_lib.transforms import train_transform
+
+    c = cfg.classifier
+    model = load_classifier(init, cfg)
+    train_set = build_dataset(cfg, cfg.data.train_split, train_transform(c.crop_size))
+
+    def make_loader(gen: torch.Generator) -> DataLoader:
+        return DataLoader(
+            train_set,
+            batch_size=c.batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=gen,
+            collate_fn=collate,
+        )
+
+    def step(model, batch):
+        return cpmc_loss(model(batch["img"]), batch["label"], cfg, batch["img"])
+
+    opt = make_optimizer(model, cfg)
+    total = epochs * (len(train_set) // c.batch_size)
+    out.mkdir(parents=True, exist_ok=True)
+    history = fit(model, make_loader, step, opt, epochs, out / "checkpoint.pt", cfg.seed, torch.device("cpu"),
+                  scheduler=poly_lr(opt, total), progress=False, desc="consistency")  # fmt: skip
+    print(json.dumps(history), flush=True)
+    torch.save(model.state_dict(), out / "model.pt")
+    return out / "model.pt"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--run", default="default")
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--grid", default="final", help="grid name, or a JSON list of [map, name, overrides]")
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--cache", default="", help="cache file of network outputs (reused if it exists)")
+    ap.add_argument("--out", default="", help="write the table as JSON here")
+    ap.add_argument("--model", default="", help="classifier weights (default: the run's classifier stage)")
+    ap.add_argument(
+        "--train-consistency", default="", metavar="DIR", help="first fine-tune into DIR with cpmc_loss"
+    )
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of --train-consistency")
+    args = ap.parse_args()
+    overrides = [*args.overrides, f"run={args.run}"] + ([f"data.root={args.data}"] if args.data else [])
+    cfg = load_config(args.config, overrides)
+    start = time.perf_counter()
+    weights = Path(args.model) if args.model else RunStore.for_config(cfg).path("classifier") / "model.pt"
+    if args.train_consistency:
+        weights = train_consistency(cfg, weights, Path(args.train_consistency), args.epochs)
+    torch.set_grad_enabled(False)
+    if args.cache and Path(args.cache).is_file():
+        cache = torch.load(args.cache)
+    else:
+        model = load_classifier(weights, cfg)
+        dataset = build_dataset(cfg, cfg.data.cam_split, eval_transform())
+        cache = cache_outputs(model, dataset, args.limit)
+        if args.cache:
+            torch.save(cache, args.cache)
+    print(f"cache ready: {len(cache['label'])} images, {time.perf_counter() - start:.0f}s", flush=True)
+    grid = json.loads(args.grid) if args.grid.strip().startswith("[") else GRIDS[args.grid]
+    head = f"{'map':8} {'setting':44} {'mIoU':>5} {'thr':>4} {'prec':>5} {'rec':>5} {'body':>5} {'atyp':>5} {'ctxA':>5} {'fpCtx':>5} {'FN':>5} {'FP':>5} {'s':>4}"
+    print(head, flush=True)
+    rows = []
+    for which, name, o in grid:
+        t = time.perf_counter()
+        c = cfg.replace(**o) if o else cfg
+        r = evaluate(cache, c, which, cfg.data.num_classes, cfg.cams.thresholds_step)
+        r.update(map=which, setting=name, overrides=o, seconds=round(time.perf_counter() - t, 1))
+        rows.append(r)
+        print(
+            f"{which:8} {name[:44]:44} {r['miou']:5.1f} {r['thr']:4.2f} {r['prec']:5.1f} {r['rec']:5.1f} {r['body']:5.1f}"
+            f" {r['atyp']:5.1f} {r['ctx']:5.2f} {r['fp_ctx']:5.1f} {r['fn_cells']:5.1f} {r['fp_cells']:5.1f} {r['seconds']:4.0f}",
+            flush=True,
+        )
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

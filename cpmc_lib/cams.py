@@ -1,0 +1,368 @@
+"""Stage "cams": class activation maps of the trained classifier, saved per image and scored.
+
+The design follows torch-cam: :class:`CamMethod` owns what every method shares - multi-scale and
+horizontal-flip fusion, upsampling to the image size, and per-class max-normalisation over the
+classes of the image label - and a method implements one small function:
+
+- methods that read the network's output dict subclass :class:`OutputCam` and implement
+  ``from_output(out, img, label) -> (B, K-1, h, w)`` non-negative maps (e.g. "cam":
+  ``ReLU(out["cam"])``; later "refined", "proto", "cpmc");
+- peer baselines from pytorch-grad-cam ("gradcam", "gradcampp", "layercam") subclass
+  :class:`GradCamMethod`, which wraps the library's class on the classifier's last stage.
+
+Fusion (IRN's ``make_cam``): for each scale s, the image is resized by s and run as the batch
+``[img, hflip(img)]``; the flipped map is flipped back and added; every scale's map is resized
+bilinearly to the image size and summed; finally ``cam_c / (max cam_c + 1e-5)`` per present
+class, absent classes set to 0.
+
+Methods are registered by name in :data:`CAM_METHODS`, either as a class or as a
+``"module:Class"`` string resolved on use (so modules written later can register a method
+without an import cycle). :func:`make_cam_method` builds one from a config.
+
+Outputs in ``runs/<run>/cams/<method>/``: ``<name>.npy`` per image (IRN style, a pickled dict
+``{"keys": (k,) int64 class ids in 1..K-1, "cam": (k, H, W) float16}`` of the present classes;
+read it with :func:`load_cams`) and ``metrics.json``. All methods share the one "cams" stage of
+the run store (its hash covers every CAM-related config section); each method lives in its own
+sub-folder and a method whose ``metrics.json`` exists there is reused, not recomputed.
+
+Example:
+    >>> result = run(cfg, method="cam")  # doctest: +SKIP
+    >>> result["miou"], result["threshold"]  # doctest: +SKIP
+    (44.1, 0.3)
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from . import classifier
+from .config import Config
+from .datasets import build_dataset, collate
+from .diagnostics import PathologyMeter
+from .io import atomic_write, load_json, save_json
+from .metrics import CamEvaluator
+from .models import CamNet, load_classifier
+from .runtime import pick_device
+from .store import RunStore
+from .transforms import eval_transform
+
+__all__ = [
+    "CAM_METHODS",
+    "CamMethod",
+    "ClassifierCam",
+    "GradCamMethod",
+    "GradCamPlusPlusMethod",
+    "LayerCamMethod",
+    "OutputCam",
+    "evaluate_cams",
+    "load_cams",
+    "make_cam_method",
+    "multiscale_flip",
+    "normalize_cams",
+    "run",
+    "save_cams",
+]
+
+
+def multiscale_flip(
+    compute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    img: torch.Tensor,
+    label: torch.Tensor,
+    scales: tuple[float, ...] = (1.0,),
+    flip: bool = True,
+) -> torch.Tensor:
+    """Sum of ``compute``'s maps over scales and flips, at image size (IRN's high-res CAM).
+
+    Args:
+        compute: ``(img (N, 3, h, w), label (N, K-1)) -> (N, K-1, h', w')`` non-negative maps.
+        img: (B, 3, H, W) normalised images.
+        label: (B, K-1) multi-hot labels.
+        scales: resize factors of the image.
+        flip: also run the horizontally flipped image and add its map, flipped back.
+
+    Returns:
+        (B, K-1, H, W) summed maps (not normalised).
+    """
+    B, _, H, W = img.shape
+    total = None
+    for s in scales:
+        x = img if s == 1.0 else F.interpolate(img, scale_factor=s, mode="bilinear", align_corners=False)
+        y = label
+        if flip:
+            x, y = torch.cat([x, x.flip(-1)]), torch.cat([label, label])
+        m = compute(x, y)
+        if flip:
+            m = m[:B] + m[B:].flip(-1)
+        m = F.interpolate(m.float(), size=(H, W), mode="bilinear", align_corners=False)
+        total = m if total is None else total + m
+    return total
+
+
+def normalize_cams(cams: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Per-class max-normalisation over the present classes; absent classes are zeroed.
+
+    Args:
+        cams: (B, K-1, H, W) non-negative maps.
+        label: (B, K-1) multi-hot labels.
+
+    Returns:
+        (B, K-1, H, W): ``cam_c / (max cam_c + 1e-5)`` where ``label_c = 1``, else 0.
+    """
+    cams = cams.clamp(min=0) * label[:, :, None, None].to(cams.dtype)
+    return cams / (cams.amax(dim=(2, 3), keepdim=True) + 1e-5)
+
+
+class CamMethod:
+    """Base of every CAM method: multi-scale + flip fusion, resizing and normalisation.
+
+    Subclasses implement :meth:`compute`. Calling the method gives normalised maps.
+
+    Args:
+        model: the trained classifier (already on its device).
+        scales: image resize factors (``cams.scales``).
+        flip: add the horizontally flipped image (``cams.flip``).
+    """
+
+    def __init__(self, model: CamNet, scales: tuple[float, ...] = (1.0,), flip: bool = True) -> None:
+        self.model = model
+        self.scales = tuple(scales)
+        self.flip = flip
+
+    @classmethod
+    def from_config(cls, model: CamNet, cfg: Config) -> CamMethod:
+        """Build from ``cfg.cams`` (subclasses with more settings read their own sections)."""
+        return cls(model, scales=cfg.cams.scales, flip=cfg.cams.flip)
+
+    def compute(self, img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Non-negative maps of one scale: (N, 3, h, w), (N, K-1) -> (N, K-1, h', w')."""
+        raise NotImplementedError
+
+    def __call__(self, img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Normalised maps: (B, 3, H, W), (B, K-1) -> (B, K-1, H, W), each present class max 1."""
+        self.model.eval()
+        return normalize_cams(multiscale_flip(self.compute, img, label, self.scales, self.flip), label)
+
+
+class OutputCam(CamMethod):
+    """A method computed from the network's output dict; implement :meth:`from_output`."""
+
+    def from_output(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """(output dict of :class:`CamNet`, (N, 3, h, w), (N, K-1)) -> (N, K-1, h', w') maps >= 0."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def compute(self, img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.from_output(self.model(img), img, label)
+
+
+class ClassifierCam(OutputCam):
+    """The classifier CAM of IRN: ``ReLU(W^T feat)``, the head's per-pixel class scores."""
+
+    def from_output(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return F.relu(out["cam"].float())
+
+
+class _Logits(nn.Module):
+    """The classifier as pytorch-grad-cam expects it: images in, (N, K-1) logits out."""
+
+    def __init__(self, model: CamNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["logits"]
+
+
+class GradCamMethod(CamMethod):
+    """Grad-CAM (Selvaraju et al. 2017) from pytorch-grad-cam on the last backbone stage.
+
+    Only the (image, present class) pairs are explained: the batch is expanded to one row per
+    pair, each with its ``ClassifierOutputTarget``. pytorch-grad-cam returns every map resized to
+    the input and min-max scaled to [0, 1]; the base class then fuses and normalises as for "cam".
+    """
+
+    cam_class: type = GradCAM
+
+    def compute(self, img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        N, K1 = label.shape
+        out = torch.zeros(N, K1, *img.shape[-2:], device=img.device)
+        pairs = label.nonzero().tolist()
+        if not pairs:
+            return out
+        rows = [i for i, _ in pairs]
+        targets = [ClassifierOutputTarget(k) for _, k in pairs]
+        with self.cam_class(model=_Logits(self.model), target_layers=[self.model.last_stage]) as explainer:
+            maps = explainer(input_tensor=img[rows], targets=targets)  # (P, h, w) numpy in [0, 1]
+        for (i, k), m in zip(pairs, maps, strict=True):
+            out[i, k] = torch.from_numpy(m).to(out)
+        return out
+
+
+class GradCamPlusPlusMethod(GradCamMethod):
+    """Grad-CAM++ (Chattopadhay et al. 2018) from pytorch-grad-cam."""
+
+    cam_class = GradCAMPlusPlus
+
+
+class LayerCamMethod(GradCamMethod):
+    """LayerCAM (Jiang et al. 2021) from pytorch-grad-cam."""
+
+    cam_class = LayerCAM
+
+
+# Name -> method class, or "module:Class" for methods defined in modules that import this one.
+CAM_METHODS: dict[str, type[CamMethod] | str] = {
+    "cam": ClassifierCam,
+    "gradcam": GradCamMethod,
+    "gradcampp": GradCamPlusPlusMethod,
+    "layercam": LayerCamMethod,
+    "refined": "cpmc_lib.cpmc:RefinedCam",
+    "proto": "cpmc_lib.cpmc:PrototypeCam",
+    "cpmc": "cpmc_lib.cpmc:CpmcCam",
+}
+
+
+def make_cam_method(name: str, model: CamNet, cfg: Config) -> CamMethod:
+    """The method registered as ``name`` in :data:`CAM_METHODS`, built from ``cfg``."""
+    if name not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method {name!r}; methods: {', '.join(CAM_METHODS)}")
+    cls = CAM_METHODS[name]
+    if isinstance(cls, str):
+        module, _, attr = cls.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+    return cls.from_config(model, cfg)
+
+
+def _save_npy(path: Path, obj: dict[str, np.ndarray]) -> None:
+    with atomic_write(path, "wb") as f:
+        np.save(f, obj, allow_pickle=True)
+
+
+def load_cams(store_path: str | Path, method: str, name: str) -> dict[str, np.ndarray]:
+    """One image's saved maps: ``{"keys": (k,) class ids, "cam": (k, H, W) float16}``.
+
+    Args:
+        store_path: the run folder (``RunStore.root``) or the "cams" stage folder.
+    """
+    root = Path(store_path)
+    if (root / "cams").is_dir():
+        root = root / "cams"
+    path = root / method / f"{name}.npy"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run the cams stage with method={method!r}")
+    return np.load(path, allow_pickle=True).item()
+
+
+def save_cams(
+    method: CamMethod,
+    dataset,
+    out: str | Path,
+    device: torch.device,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> int:
+    """Compute ``method``'s maps for every image of ``dataset`` and save them in ``out``.
+
+    Images of equal size are batched; different sizes (VOC) run one at a time. Returns the count.
+    """
+    out = Path(out)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    n = 0
+    for batch in tqdm(loader, desc=f"cams {out.name}", disable=not progress, leave=False):
+        imgs, labels = batch["img"], batch["label"]
+        if isinstance(imgs, list):  # sizes differ: one image at a time
+            cams = [
+                method(x[None].to(device), y[None].to(device))[0].cpu()
+                for x, y in zip(imgs, labels, strict=True)
+            ]
+        else:
+            cams = method(imgs.to(device), labels.to(device)).cpu()
+        for name, cam, label in zip(batch["name"], cams, labels, strict=True):
+            keys = label.nonzero().flatten()
+            _save_npy(
+                out / f"{name}.npy", {"keys": (keys + 1).numpy(), "cam": cam[keys].numpy().astype(np.float16)}
+            )
+            n += 1
+    return n
+
+
+def evaluate_cams(folder: str | Path, dataset, num_classes: int, step: float = 0.05) -> dict[str, Any]:
+    """Score saved maps: best-threshold mIoU (threshold sweep) and, with diagnostics, pathologies.
+
+    Args:
+        folder: the method's folder of ``<name>.npy`` files.
+        dataset: the split's dataset (its ``mask`` and, if present, ``diag`` are used).
+
+    Returns:
+        :meth:`~cpmc_lib.metrics.CamEvaluator.compute`'s dict, plus ``pathology``
+        (:meth:`~cpmc_lib.diagnostics.PathologyMeter.compute` at the best threshold) when the
+        dataset has diagnostic masks.
+    """
+    folder = Path(folder)
+    evaluator = CamEvaluator(num_classes, step=step)
+    for i, name in enumerate(dataset.names):
+        saved = np.load(folder / f"{name}.npy", allow_pickle=True).item()
+        evaluator.update(saved["cam"].astype(np.float32), saved["keys"], dataset[i]["mask"])
+    metrics = evaluator.compute()
+    if len(dataset) and "diag" in dataset[0]:
+        meter = PathologyMeter(metrics["threshold"])
+        for i, name in enumerate(dataset.names):
+            saved, sample = np.load(folder / f"{name}.npy", allow_pickle=True).item(), dataset[i]
+            meter.update(saved["cam"].astype(np.float32), saved["keys"], sample["mask"], sample["diag"])
+        metrics["pathology"] = meter.compute()
+    return metrics
+
+
+def run(
+    cfg: Config, store: RunStore | None = None, method: str = "cam", progress: bool = True
+) -> dict[str, Any]:
+    """Stage "cams" for one method: maps of every ``cfg.data.cam_split`` image, saved and scored.
+
+    Trains the classifier first if its stage is not done. Reuses ``cams/<method>/metrics.json``
+    if it exists in the stage folder for this config.
+
+    Returns:
+        The metrics of :func:`evaluate_cams` plus ``method``, ``images``, ``seconds`` and ``folder``.
+    """
+    store = store or RunStore.for_config(cfg)
+    device = pick_device(cfg.device)
+    if method not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; methods: {', '.join(CAM_METHODS)}")
+    classifier.run(cfg, store, progress=progress)
+    # keep: other methods' folders survive a crash of this stage with the same config.
+    with store.stage("cams", cfg, device=str(device), keep=tuple(CAM_METHODS)) as st:
+        folder = st.path / method
+        if (folder / "metrics.json").is_file():
+            metrics = load_json(folder / "metrics.json")
+        else:
+            start = time.perf_counter()
+            model = load_classifier(store.path("classifier") / "model.pt", cfg).to(device)
+            dataset = build_dataset(cfg, cfg.data.cam_split, eval_transform())
+            n = save_cams(
+                make_cam_method(method, model, cfg), dataset, folder, device, cfg.cams.batch_size, progress
+            )
+            raw = build_dataset(cfg, cfg.data.cam_split)  # masks only: skip the image normalisation
+            metrics = evaluate_cams(folder, raw, cfg.data.num_classes, cfg.cams.thresholds_step)
+            metrics.update(
+                method=method, images=n, seconds=round(time.perf_counter() - start, 1), folder=str(folder)
+            )
+            save_json(folder / "metrics.json", metrics)
+        if not st.done:
+            st.result = {
+                **st.result,
+                method: {k: metrics[k] for k in ("miou", "threshold", "precision", "recall")},
+            }
+    return metrics

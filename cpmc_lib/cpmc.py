@@ -1,0 +1,276 @@
+"""CPMC put together: the refined / prototype / calibrated maps, their CAM methods and training loss.
+
+:func:`cpmc_maps` runs the steps of :mod:`cpmc_lib.refinement`, :mod:`cpmc_lib.prototypes` and
+:mod:`cpmc_lib.calibration` on one network output, in the paper's order::
+
+    cam      = classifier_cam(out["cam"], label)                         step 1
+    refined  = refine_with_context(cam, pixel_affinity(context), T)       step 3
+    seeds    = prototype_seeds(refined, label, ...)                        step 4
+    proto    = prototype CAM of the hierarchical feature under the seeds
+    fn, fp   = false_negative_regions / false_positive_regions(refined, proto)   step 5
+    cpmc     = calibrated_cam(feature, global + FN prototypes, background + FP prototypes)
+
+The CAM methods "refined", "proto" and "cpmc" (:class:`RefinedCam`, :class:`PrototypeCam`,
+:class:`CpmcCam`) plug these into :mod:`cpmc_lib.cams`, which owns multi-scale + flip fusion and
+normalisation. That stage scores foreground maps only (IRN's threshold sweep), so the learned
+background channel of the prototype maps has to enter the foreground maps:
+:func:`foreground_maps` with ``prototypes.bg_mode`` = ``"drop"`` (ignore it), ``"subtract"``
+(``ReLU(P_c - P_bg)``) or ``"gate"`` (``P_c`` where it beats ``P_bg``, else 0). Without it the FP
+prototypes, which only raise the background channel, could not change the score.
+
+Training (:func:`cpmc_loss`): the classification loss plus SIPE's general-specific consistency
+``mean |R - P*|`` between the refined classifier CAM and the calibrated prototype CAM (both
+max-normalised), weighted by ``calibration.train_consistency_weight``.
+
+Shapes: ``B`` images, ``K`` classes with background at index 0, ``h, w`` the CAM grid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .calibration import (
+    calibrated_cam,
+    false_negative_regions,
+    false_positive_regions,
+    local_prototypes,
+    region_labels,
+)
+from .cams import OutputCam
+from .config import CalibrationConfig, Config, PrototypeConfig, RefinementConfig
+from .prototypes import cluster_prototypes, prototype_seeds, prototype_set_cam, structure_aware_seeds
+from .refinement import (
+    ContextProjection,
+    classifier_cam,
+    context_features,
+    label_mask,
+    max_normalize,
+    pixel_affinity,
+    refine_with_context,
+)
+
+__all__ = [
+    "BG_MODES",
+    "CpmcCam",
+    "PrototypeCam",
+    "RefinedCam",
+    "consistency_loss",
+    "cpmc_loss",
+    "cpmc_maps",
+    "foreground_maps",
+    "reference_labels",
+]
+
+BG_MODES = ("drop", "subtract", "gate")
+
+
+def foreground_maps(cam: torch.Tensor, mode: str = "drop") -> torch.Tensor:
+    """Foreground maps of a CAM with a background channel, for the threshold-sweep evaluation.
+
+    Args:
+        cam: (B, K, h, w) maps, background at index 0.
+        mode: ``"drop"`` - the class channels as they are; ``"subtract"`` - ``ReLU(P_c - P_bg)``;
+            ``"gate"`` - ``P_c`` where ``P_c > P_bg``, else 0.
+
+    Returns:
+        (B, K-1, h, w) non-negative maps (not re-normalised).
+    """
+    fg, bg = cam[:, 1:], cam[:, :1]
+    if mode == "drop":
+        return fg
+    if mode == "subtract":
+        return F.relu(fg - bg)
+    if mode == "gate":
+        return fg * (fg > bg)
+    raise ValueError(f"unknown bg_mode {mode!r}; modes: {', '.join(BG_MODES)}")
+
+
+def reference_labels(refined: torch.Tensor, label: torch.Tensor, cal: CalibrationConfig) -> torch.Tensor:
+    """Labels of the refined classifier CAM that the FN/FP regions are measured against.
+
+    ``ref_rule="argmax"``: arg-max with the background scaled by ``ref_bg_factor``;
+    ``"quantile"``: background where the highest class value lies in the image's lowest
+    ``ref_bg_quantile`` fraction, else the arg-max class (a per-image rule).
+
+    Args:
+        refined: (B, K, h, w) refined CAM.
+        label: (B, K-1) multi-hot labels.
+
+    Returns:
+        (B, h, w) int64 labels.
+    """
+    if cal.ref_rule == "argmax":
+        return region_labels(refined, label, cal.ref_bg_factor)
+    if cal.ref_rule == "quantile":
+        fg = max_normalize(refined[:, 1:])
+        top, cls = fg.amax(1), region_labels(refined, label, 0.0)
+        cut = torch.quantile(top.flatten(1), cal.ref_bg_quantile, dim=-1)[:, None, None]
+        return torch.where(top <= cut, 0, cls)
+    raise ValueError(f"unknown calibration.ref_rule {cal.ref_rule!r}; rules: argmax, quantile")
+
+
+def cpmc_maps(
+    out: dict[str, Any],
+    label: torch.Tensor,
+    refinement: RefinementConfig,
+    prototypes: PrototypeConfig,
+    calibration: CalibrationConfig,
+    img: torch.Tensor | None = None,
+    projection: ContextProjection | None = None,
+) -> dict[str, torch.Tensor]:
+    """Every CPMC map of one batch of network outputs.
+
+    Args:
+        out: :meth:`~cpmc_lib.models.CamNet.forward`'s dict (``cam``, ``feat``, ``hie``, ``stages``).
+        label: (B, K-1) multi-hot labels.
+        refinement, prototypes, calibration: the three stage configs.
+        img: (B, 3, H, W) images (image context sources and the learned projection).
+        projection: SFC's learned context projection (``refinement.source="projection"``).
+
+    Returns:
+        dict of (B, K, h, w) maps with background at 0: ``cam`` (classifier CAM), ``refined``,
+        ``proto`` (max-normalised prototype CAM), ``cpmc`` (calibrated); (B, K, h, w) bool
+        ``seeds``, ``fn``, ``fp`` regions.
+    """
+    cam = classifier_cam(out["cam"].float(), label)
+    r = refinement
+    ctx = context_features(r.source, out["feat"], out.get("stages", ()), out.get("hie"), img, projection)
+    refined = refine_with_context(cam, pixel_affinity(ctx.float(), r.power), r.iterations)
+
+    p = prototypes
+    feat = (out["hie"] if p.feature == "hie" else out["feat"]).float()
+    if p.seed_rule == "iou":
+        seeds = structure_aware_seeds(refined, ctx.float(), label, p.bg_factor)
+    else:
+        seeds = prototype_seeds(
+            refined,
+            label,
+            p.seed_rule,
+            p.bg_factor,
+            p.fg_threshold,
+            p.bg_threshold,
+            p.fg_quantile,
+            p.bg_quantile,
+        )
+    glob = cluster_prototypes(feat, seeds, p.clusters, p.min_size)
+    proto = max_normalize(prototype_set_cam(feat, *glob))
+
+    c = calibration
+    k = cam.shape[1]
+    # Regions are hard masks: no gradient flows through their selection.
+    with torch.no_grad():
+        ref_lab = reference_labels(refined, label, c)
+        proto_lab = region_labels(proto, label, c.proto_bg_factor)
+        a, b = (ref_lab, proto_lab) if c.pairing == "proto" else (proto_lab, ref_lab)
+        if c.pairing not in ("proto", "classifier"):
+            raise ValueError(f"unknown calibration.pairing {c.pairing!r}; pairings: proto, classifier")
+        fn = false_negative_regions(a, b, k) if c.use_fn else torch.zeros_like(seeds)
+        fp = false_positive_regions(a, b, k) if c.use_fp else torch.zeros_like(seeds)
+    calibrated = calibrated_cam(
+        feat,
+        glob,
+        local_prototypes(feat, fn, c.clusters, c.min_size) if c.use_fn else None,
+        local_prototypes(feat, fp, c.clusters, c.min_size) if c.use_fp else None,
+    )
+    if c.fuse_refined:
+        fused = calibrated + c.fuse_refined * max_normalize(refined)
+        calibrated = max_normalize(fused) * label_mask(label)[..., None, None]
+    return {
+        "cam": cam,
+        "refined": refined,
+        "proto": proto,
+        "cpmc": calibrated,
+        "seeds": seeds,
+        "fn": fn,
+        "fp": fp,
+    }
+
+
+def consistency_loss(
+    cam: torch.Tensor, proto: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """SIPE's general-specific consistency: mean absolute difference of two normalised maps.
+
+    Args:
+        cam: (B, K, h, w) classifier (refined) CAM with background.
+        proto: (B, K, h, w) (calibrated) prototype CAM with background.
+        valid: optional (B, 1, h, w) mask of valid pixels (crop padding excluded).
+
+    Returns:
+        Scalar ``mean |cam - proto|`` over channels and valid pixels; gradients reach both maps.
+    """
+    diff = (cam - proto).abs()
+    if valid is None:
+        return diff.mean()
+    return (diff * valid).sum() / (valid.sum() * cam.shape[1]).clamp(min=1)
+
+
+def cpmc_loss(
+    out: dict[str, Any],
+    label: torch.Tensor,
+    cfg: Config,
+    img: torch.Tensor | None = None,
+    projection: ContextProjection | None = None,
+) -> dict[str, torch.Tensor]:
+    """CPMC's training loss: classification + ``train_consistency_weight`` x consistency.
+
+    Args:
+        out: :class:`~cpmc_lib.models.CamNet` output of the training batch (with gradients).
+        label: (B, K-1) multi-hot labels.
+        cfg: the pipeline config (reads ``refinement``, ``prototypes``, ``calibration``).
+        img: (B, 3, H, W) the batch (needed by image context sources).
+        projection: the learned context projection, trained through the consistency term.
+
+    Returns:
+        dict with ``loss`` (to backpropagate), ``cls`` and ``cons`` (detached parts).
+    """
+    cls = F.multilabel_soft_margin_loss(out["logits"].float(), label)
+    weight = cfg.calibration.train_consistency_weight
+    if weight <= 0:
+        return {"loss": cls, "cls": cls.detach(), "cons": cls.new_zeros(())}
+    maps = cpmc_maps(out, label, cfg.refinement, cfg.prototypes, cfg.calibration, img, projection)
+    # Both sides max-normalised (SIPE): the refined CAM has shrunk maxima after propagation.
+    cons = consistency_loss(max_normalize(maps["refined"]), maps["cpmc"])
+    return {"loss": cls + weight * cons, "cls": cls.detach(), "cons": cons.detach()}
+
+
+class _CpmcMethod(OutputCam):
+    """Shared part of the CPMC CAM methods: run :func:`cpmc_maps`, return one map's foreground."""
+
+    key = "cpmc"
+
+    def __init__(self, model, scales=(1.0,), flip=True, cfg: Config | None = None) -> None:
+        super().__init__(model, scales, flip)
+        self.cfg = cfg or Config()
+
+    @classmethod
+    def from_config(cls, model, cfg: Config) -> _CpmcMethod:
+        return cls(model, scales=cfg.cams.scales, flip=cfg.cams.flip, cfg=cfg)
+
+    def from_output(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        maps = cpmc_maps(out, label, c.refinement, c.prototypes, c.calibration, img)
+        if self.key == "refined":  # the classifier CAM's own background 1 - max stays out (IRN)
+            return maps["refined"][:, 1:]
+        return foreground_maps(maps[self.key], c.prototypes.bg_mode)
+
+
+class RefinedCam(_CpmcMethod):
+    """The classifier CAM after context refinement (``refinement``)."""
+
+    key = "refined"
+
+
+class PrototypeCam(_CpmcMethod):
+    """The prototype CAM (IS-CAM) seeded by the refined CAM (``prototypes``)."""
+
+    key = "proto"
+
+
+class CpmcCam(_CpmcMethod):
+    """The calibrated CPMC map: global + FN local prototypes, background + FP local prototypes."""
+
+    key = "cpmc"

@@ -1,0 +1,249 @@
+"""The CAM network: a timm backbone, a 1x1 classifier head and hierarchical side features.
+
+:class:`CamNet` follows IRN/SIPE: the image score is the global average of the per-pixel class
+projection, so the classifier CAM is that projection itself (``cam = W^T feat``; ReLU gives the
+map). Side projections of several stages give the hierarchical feature that prototype methods
+(SIPE's IS-CAM, CPMC) compare pixels with.
+
+Two configurations (``cfg.classifier``):
+
+- **synthetic default**: the stem, ``layer1`` and ``layer2`` of a timm ResNet built with one
+  BasicBlock per stage and widths 64/128, trained from scratch. CAMs lie at stride 8 (16x16 for
+  128 px images). Its theoretical receptive field is 51 px (stem 11, layer1 +16, layer2 +24),
+  below the size of an object (30-70 px): a probe whose last stage was dilated (receptive field
+  ~107 px) gave diffuse CAMs (mIoU 15 against 32). Two blocks per stage would reach 99 px and
+  double the training time. The head sees stride 8 directly, so no stage is dilated.
+- **VOC / COCO** (SIPE/IRN): ``resnet50`` stages 1-4, ``output_stride=16``, side projections to
+  128/128/256/256 channels (768-d hierarchical feature), BN statistics frozen. Deviation: timm
+  reaches output stride 16 by *dilating* ``layer4`` (dilation 2), IRN keeps stride 1 and
+  dilation 1 there.
+
+Example:
+    >>> net = CamNet("resnet18", num_classes=3, out_indices=(0, 1, 2), side_channels=(8, 8, 16),
+    ...              layers=(1, 1), channels=(16, 32))
+    >>> out = net(torch.zeros(2, 3, 64, 64))
+    >>> tuple(out["logits"].shape), tuple(out["cam"].shape), tuple(out["hie"].shape)
+    ((2, 2), (2, 2, 8, 8), (2, 32, 8, 8))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config
+
+__all__ = ["CamNet", "build_model", "hierarchical_features", "load_classifier", "load_weights"]
+
+
+def hierarchical_features(
+    stages: Sequence[torch.Tensor], side: nn.ModuleList, size: tuple[int, int]
+) -> torch.Tensor:
+    """SIPE's hierarchical feature: side projections of detached stages, L2-normalised, concatenated.
+
+    Args:
+        stages: stage outputs, each (B, C_s, H_s, W_s).
+        side: one 1x1 conv (no bias) per stage, C_s -> D_s.
+        size: (h, w) of the CAM grid every projection is resized to (bilinear).
+
+    Returns:
+        (B, sum D_s, h, w); each stage's D_s channels have unit L2 norm per pixel (up to the 1e-5
+        guard and the bilinear resize, which is applied after normalisation as in SIPE).
+    """
+    maps = []
+    for x, proj in zip(stages, side, strict=True):
+        # Detached: the prototype branch must not reshape the classifier's features (SIPE).
+        y = proj(x.detach())
+        y = y / (y.norm(dim=1, keepdim=True) + 1e-5)
+        if y.shape[-2:] != tuple(size):
+            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        maps.append(y)
+    return torch.cat(maps, dim=1)
+
+
+class CamNet(nn.Module):
+    """Multi-label classifier whose head is a 1x1 conv over the last stage (IRN/SIPE).
+
+    Args:
+        backbone: timm model name (built with ``features_only=True``).
+        num_classes: K, background included; the head has K-1 outputs.
+        out_indices: timm feature indices; all feed the hierarchical feature, the last one the head.
+        side_channels: output channels of the side projection of each out index.
+        output_stride: passed to timm (ResNets dilate the stages past it).
+        layers: blocks per stage passed to timm (empty: the model's own).
+        channels: stage widths passed to timm (empty: the model's own).
+        pretrained: let timm download and load its weights.
+        freeze_bn: keep every BatchNorm in eval mode (IRN's FixedBatchNorm; affine stays trainable).
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        out_indices: Sequence[int] = (1, 2, 3, 4),
+        side_channels: Sequence[int] = (128, 128, 256, 256),
+        output_stride: int = 16,
+        layers: Sequence[int] = (),
+        channels: Sequence[int] = (),
+        pretrained: bool = False,
+        freeze_bn: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(side_channels) != len(out_indices):
+            raise ValueError(
+                f"side_channels {tuple(side_channels)} needs one entry per out index {tuple(out_indices)}"
+            )
+        extra = {}
+        if layers:
+            extra["layers"] = tuple(layers)
+        if channels:
+            extra["channels"] = tuple(channels)
+        self.arch = (
+            f"{backbone}(out_indices={tuple(out_indices)}, output_stride={output_stride}"
+            + "".join(f", {k}={v}" for k, v in extra.items())
+            + f", side_channels={tuple(side_channels)}, classes={num_classes - 1})"
+        )
+        self.backbone = timm.create_model(
+            backbone,
+            features_only=True,
+            pretrained=pretrained,
+            out_indices=tuple(out_indices),
+            output_stride=output_stride,
+            **extra,
+        )
+        in_chs = self.backbone.feature_info.channels()
+        self.side = nn.ModuleList(
+            nn.Conv2d(c, d, 1, bias=False) for c, d in zip(in_chs, side_channels, strict=True)
+        )
+        self.classifier = nn.Conv2d(in_chs[-1], num_classes - 1, 1, bias=False)
+        self.freeze_bn = freeze_bn
+
+    @property
+    def stride(self) -> int:
+        """Output stride of the CAM grid."""
+        return self.backbone.feature_info.reduction()[-1]
+
+    @property
+    def last_stage(self) -> nn.Module:
+        """The backbone module whose output is ``feat`` (the Grad-CAM target layer)."""
+        name = self.backbone.feature_info.module_name()[-1].replace(".", "_")
+        return dict(self.backbone.named_children())[name]
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the layers added to the backbone (head and side projections; 10x lr)."""
+        return [*self.classifier.parameters(), *self.side.parameters()]
+
+    def train(self, mode: bool = True) -> CamNet:
+        super().train(mode)
+        if self.freeze_bn:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Named maps, SIPE style.
+
+        Args:
+            x: (B, 3, H, W) normalised images.
+
+        Returns:
+            dict with ``logits`` (B, K-1) image scores = spatial mean of ``cam``; ``cam``
+            (B, K-1, h, w) raw class projection (before ReLU), h = H / stride; ``feat``
+            (B, C, h, w) last stage; ``hie`` (B, D, h, w) hierarchical feature
+            (:func:`hierarchical_features`); ``stages`` the list of stage outputs.
+        """
+        stages = self.backbone(x)
+        feat = stages[-1]
+        cam = self.classifier(feat)
+        return {
+            "logits": cam.mean(dim=(2, 3)),
+            "cam": cam,
+            "feat": feat,
+            "hie": hierarchical_features(stages, self.side, feat.shape[-2:]),
+            "stages": stages,
+        }
+
+
+def _unwrap(state: dict) -> dict:
+    # Checkpoints of engine.fit hold {"model": ...}; others often {"state_dict": ...}.
+    for key in ("model", "state_dict"):
+        if key in state and isinstance(state[key], dict):
+            return state[key]
+    return state
+
+
+def load_weights(model: CamNet, path: str | Path) -> CamNet:
+    """Load a local weights file into ``model``, checking every key and shape.
+
+    Accepted files (``torch.save`` of a dict, optionally wrapped as ``{"model": ...}`` or
+    ``{"state_dict": ...}``):
+
+    - a **full CamNet** state dict (keys ``backbone.*``, ``side.*``, ``classifier.*``), e.g. a
+      ``model.pt`` of the classifier stage: must match exactly;
+    - a **backbone-only** state dict with timm's names (``conv1.weight``, ``layer1.0.bn1.bias``,
+      ...): must cover every backbone key; entries the features-only backbone lacks (a
+      classification head such as ``fc.*``, or stages past the last out index) are ignored.
+      Head and side projections keep their initialisation.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: keys or shapes do not fit; the message names the file and ``model.arch``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist (expected weights for {model.arch})")
+    state = _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+    full = any(k.startswith("backbone.") for k in state)
+    target = model if full else model.backbone
+    own = target.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own)) if full else []
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        kind = "a full CamNet" if full else "a backbone-only"
+        details = "; ".join(
+            f"{what}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+            for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong))
+            if items
+        )
+        raise ValueError(f"{path}: {kind} state dict that does not fit {model.arch} ({details})")
+    target.load_state_dict({k: state[k] for k in own})
+    return model
+
+
+def build_model(cfg: Config, pretrained: bool | None = None) -> CamNet:
+    """The :class:`CamNet` that ``cfg.classifier`` describes, with ``cfg.data.num_classes`` classes.
+
+    ``pretrained`` overrides ``cfg.classifier.pretrained`` (``load_classifier`` passes False so
+    that reloading a trained model never downloads); ``cfg.classifier.weights`` is loaded if set.
+    """
+    c = cfg.classifier
+    model = CamNet(
+        c.backbone,
+        cfg.data.num_classes,
+        out_indices=c.out_indices,
+        side_channels=c.side_channels,
+        output_stride=c.output_stride,
+        layers=c.layers,
+        channels=c.channels,
+        pretrained=c.pretrained if pretrained is None else pretrained,
+        freeze_bn=c.freeze_bn,
+    )
+    if c.weights and pretrained is None:
+        load_weights(model, c.weights)
+    return model
+
+
+def load_classifier(path: str | Path, cfg: Config) -> CamNet:
+    """A trained classifier (the ``model.pt`` of the classifier stage), on the CPU, in eval mode."""
+    return load_weights(build_model(cfg, pretrained=False), path).eval()

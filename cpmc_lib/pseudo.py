@@ -1,0 +1,315 @@
+"""Stage "pseudo": pixel pseudo labels from any CAM method's saved maps (IRN's ``cam_to_ir_label``).
+
+For each image of the cam split, the saved maps ``cam`` (k, H, W) of its present classes
+``keys`` become a label map by IRN's rule (method notes §3.3, §3.5): a constant background plane
+is prepended and the argmax taken,
+
+- foreground where the top class map exceeds ``fg`` (``conf_fg``, or ``bg_threshold``),
+- background where it does not exceed ``bg`` (``conf_bg``, or ``bg_threshold``),
+- ignore (255) in between, a zone that exists only when ``conf_bg < conf_fg``.
+
+``bg_threshold: 0`` takes the CAM method's best threshold from its ``metrics.json``.
+
+With the dense CRF the same rule is applied to the argmax of the CRF posterior of
+:func:`cam_probs` (the normalised ``[plane, cam]`` scores as unary probabilities; one CRF per
+plane). Deviation from IRN: IRN feeds *hard* labels to the CRF (``unary_from_labels``, gt_prob
+0.7); here the soft scores are used, so the CRF can weigh how sure the CAM is.
+
+Scores: :func:`cpmc_lib.metrics` mIoU over the *labelled* pixels (ignore pixels are left out,
+``ignore_frac`` says how many), without and with the CRF, on the cam split (WSSS convention).
+
+Outputs in ``runs/<run>/pseudo/``: ``labels/<name>.png`` (VOC palette PNGs, 255 = ignore; the CRF
+labels when ``pseudo.crf``) and the manifest whose result is :func:`run`'s dict.
+
+Example:
+    >>> result = run(cfg, method="cam")  # doctest: +SKIP
+    >>> result["miou"], result["miou_crf"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import Config, CrfConfig
+from .crf import crf_map, dense_crf
+from .datasets import build_dataset
+from .io import IGNORE_INDEX, load_json, save_mask_png
+from .metrics import ConfusionMeter, cam_to_mask
+from .runtime import pick_device
+from .store import RunStore
+
+__all__ = [
+    "cam_probs",
+    "combine_confident",
+    "compare",
+    "examples",
+    "make_labels",
+    "crf_pseudo_label",
+    "labels_dir",
+    "pseudo_label",
+    "run",
+    "score_planes",
+]
+
+
+def score_planes(bg_threshold: float, conf_fg: float = 0.0, conf_bg: float = 0.0) -> tuple[float, float]:
+    """The (foreground, background) plane values: ``conf_fg`` / ``conf_bg``, each 0 = ``bg_threshold``.
+
+    Raises:
+        ValueError: if the background plane lies above the foreground plane.
+    """
+    fg, bg = conf_fg or bg_threshold, conf_bg or bg_threshold
+    if bg > fg:
+        raise ValueError(f"pseudo.conf_bg ({bg}) must not exceed pseudo.conf_fg ({fg})")
+    return fg, bg
+
+
+def combine_confident(fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """IRN's combination of the two label maps: fg labels, 0 where both say background, else 255.
+
+    Args:
+        fg: (H, W) labels from the high plane (class ids, 0 = background).
+        bg: (H, W) labels from the low plane.
+
+    Returns:
+        (H, W) uint8: ``fg`` where it is foreground; 0 where ``fg`` and ``bg`` are both
+        background; 255 (ignore) where only ``bg`` sees an object.
+    """
+    fg, bg = np.asarray(fg), np.asarray(bg)
+    out = np.where(fg > 0, fg, IGNORE_INDEX)
+    out[(fg == 0) & (bg == 0)] = 0
+    return out.astype(np.uint8)
+
+
+def pseudo_label(
+    cam: np.ndarray, keys: np.ndarray, bg_threshold: float, conf_fg: float = 0.0, conf_bg: float = 0.0
+) -> np.ndarray:
+    """Pseudo label of one image without CRF.
+
+    Args:
+        cam: (k, H, W) max-normalised maps of the present classes.
+        keys: (k,) their class ids.
+        bg_threshold, conf_fg, conf_bg: as in :func:`score_planes`.
+
+    Returns:
+        (H, W) uint8 class ids, 255 = ignore.
+
+    Example:
+        >>> cam = np.array([[[0.9, 0.2, 0.01]]])  # one class, three pixels
+        >>> pseudo_label(cam, [3], 0.15, conf_fg=0.3, conf_bg=0.05).tolist()
+        [[3, 255, 0]]
+    """
+    fg, bg = score_planes(bg_threshold, conf_fg, conf_bg)
+    cam = np.asarray(cam, dtype=np.float32)
+    hi = cam_to_mask(cam, keys, fg).numpy()
+    lo = hi if bg == fg else cam_to_mask(cam, keys, bg).numpy()
+    return combine_confident(hi, lo)
+
+
+def cam_probs(cam: np.ndarray, plane: float) -> np.ndarray:
+    """CRF input: ``[plane, cam]`` normalised to sum 1 per pixel (its argmax is IRN's rule).
+
+    Args:
+        cam: (k, H, W) normalised maps.
+        plane: value of the constant background plane.
+
+    Returns:
+        (k+1, H, W) float32 probabilities, channel 0 = background.
+    """
+    cam = np.clip(np.asarray(cam, dtype=np.float32), 0, None)
+    scores = np.concatenate([np.full((1, *cam.shape[1:]), plane, np.float32), cam])
+    return scores / np.maximum(scores.sum(0, keepdims=True), 1e-5)
+
+
+def crf_pseudo_label(
+    img: np.ndarray,
+    cam: np.ndarray,
+    keys: np.ndarray,
+    crf: CrfConfig,
+    bg_threshold: float,
+    conf_fg: float = 0.0,
+    conf_bg: float = 0.0,
+) -> np.ndarray:
+    """Pseudo label of one image with the dense CRF (one CRF per plane).
+
+    Args:
+        img: (H, W, 3) uint8 image.
+        cam, keys, bg_threshold, conf_fg, conf_bg: as in :func:`pseudo_label`.
+
+    Returns:
+        (H, W) uint8 class ids, 255 = ignore.
+    """
+    fg, bg = score_planes(bg_threshold, conf_fg, conf_bg)
+    ids = np.concatenate([[0], np.asarray(keys, dtype=np.int64)])
+    hi = ids[dense_crf(img, cam_probs(cam, fg), crf).argmax(0)]
+    lo = hi if bg == fg else ids[dense_crf(img, cam_probs(cam, bg), crf).argmax(0)]
+    return combine_confident(hi, lo)
+
+
+def labels_dir(store: RunStore) -> Path:
+    """Folder of the pseudo label PNGs of a run."""
+    return store.path("pseudo") / "labels"
+
+
+def _cam_folder(cfg: Config, store: RunStore, method: str, progress: bool) -> tuple[Path, dict[str, Any]]:
+    """The method's CAM folder and metrics; runs the cams stage if they are missing or stale."""
+    folder = store.path("cams") / method
+    if store.is_done("cams", cfg.stage_hash("cams")) and (folder / "metrics.json").is_file():
+        return folder, load_json(folder / "metrics.json")
+    from . import cams  # here, not at the top: CRF worker processes import this module
+
+    metrics = cams.run(cfg, store, method=method, progress=progress)
+    return folder, metrics
+
+
+def run(
+    cfg: Config, store: RunStore | None = None, method: str | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Stage "pseudo": pseudo labels of every cam-split image from ``method``'s saved maps.
+
+    Args:
+        method: CAM method (default ``cfg.pseudo.method``); it becomes part of the config, so
+            the stage hash tells labels of different methods apart.
+
+    Returns:
+        dict with ``method``, ``threshold`` (the background plane), ``planes`` (fg, bg),
+        ``miou``, ``precision``, ``recall``, ``ignore_frac`` (fraction of pixels labelled 255)
+        without CRF, the same keys with ``_crf`` after it, ``crf`` (which ones were saved),
+        ``images``, ``seconds`` and ``labels`` (the PNG folder).
+    """
+    if method is not None and method != cfg.pseudo.method:
+        cfg = cfg.replace(**{"pseudo.method": method})
+    store = store or RunStore.for_config(cfg)
+    with store.stage("pseudo", cfg, device=str(pick_device(cfg.device))) as st:
+        if not st.done:
+            st.result = _make_labels(cfg, store, st.path / "labels", progress)
+    return st.result
+
+
+def _make_labels(cfg: Config, store: RunStore, out: Path, progress: bool) -> dict[str, Any]:
+    start = time.perf_counter()
+    folder, cam_metrics = _cam_folder(cfg, store, cfg.pseudo.method, progress)
+    threshold = cfg.pseudo.bg_threshold or float(cam_metrics["threshold"])
+    result = make_labels(cfg, folder, threshold, out=out, progress=progress)
+    result.update(seconds=round(time.perf_counter() - start, 1), labels=str(out))
+    return result
+
+
+def make_labels(
+    cfg: Config,
+    folder: Path,
+    threshold: float,
+    out: Path | None = None,
+    limit: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Pseudo labels of the cam split from the maps in ``folder``, scored without and with CRF.
+
+    Args:
+        folder: a CAM method's folder of ``<name>.npy`` maps.
+        threshold: background plane (``pseudo.conf_fg`` / ``conf_bg`` set the ignore zone).
+        out: where to save the label PNGs (the CRF labels when ``pseudo.crf``); None saves nothing.
+        limit: score only the first ``limit`` images (0 = all), e.g. to compare methods quickly.
+
+    Returns:
+        dict with ``miou``, ``precision``, ``recall``, ``ignore_frac`` and the same with ``_crf``,
+        plus ``method``, ``threshold``, ``planes``, ``crf``, ``images``.
+    """
+    p = cfg.pseudo
+    fg, bg = score_planes(threshold, p.conf_fg, p.conf_bg)
+    planes = (fg,) if fg == bg else (fg, bg)
+    ds = build_dataset(cfg, cfg.data.cam_split)
+    names = ds.names[:limit] if limit else ds.names
+
+    def crf_inputs():  # per image one CRF per plane; the label without CRF rides along as the tag
+        for name in names:
+            with Image.open(ds.image_path(name)) as pil:
+                img = np.asarray(pil.convert("RGB"))
+            saved = np.load(folder / f"{name}.npy", allow_pickle=True).item()
+            cam, keys = saved["cam"].astype(np.float32), saved["keys"]
+            if cam.shape[1:] != img.shape[:2]:
+                raise ValueError(
+                    f"{folder / name}.npy: maps are {cam.shape[1:]} but the image is {img.shape[:2]}"
+                )
+            label = pseudo_label(cam, keys, threshold, p.conf_fg, p.conf_bg)
+            ids = np.concatenate([[0], keys]).astype(np.int64)
+            for plane in planes:
+                yield img, cam_probs(cam, plane), (name, ids, label)
+
+    K = cfg.data.num_classes
+    meters = {"": ConfusionMeter(K), "_crf": ConfusionMeter(K)}
+    ignored = {"": 0, "_crf": 0}
+    pixels = 0
+    posts = crf_map(crf_inputs(), cfg.crf, len(names) * len(planes), progress, desc=f"pseudo {folder.name}")
+    for post_hi, (name, ids, label) in posts:
+        post_lo = next(posts)[0] if len(planes) == 2 else post_hi
+        label_crf = combine_confident(ids[post_hi.argmax(0)], ids[post_lo.argmax(0)])
+        if out is not None:
+            save_mask_png(out / f"{name}.png", label_crf if p.crf else label)
+        mask_path = ds.mask_path(name)
+        gt = None if mask_path is None else torch.from_numpy(ds.read_mask(mask_path).astype(np.int64))
+        pixels += label.size
+        for suffix, lab in (("", label), ("_crf", label_crf)):
+            lab = torch.from_numpy(lab.astype(np.int64))
+            ignored[suffix] += int((lab == IGNORE_INDEX).sum())
+            if gt is not None:  # ignore pixels of the label are left out of the score
+                keep = lab != IGNORE_INDEX
+                meters[suffix].update(torch.where(keep, lab, 0), torch.where(keep, gt, IGNORE_INDEX))
+    result: dict[str, Any] = {"method": folder.name, "threshold": threshold, "planes": [fg, bg]}
+    for suffix, meter in meters.items():
+        scores = meter.compute()
+        result.update(
+            {
+                f"miou{suffix}": scores["miou"],
+                f"precision{suffix}": scores["precision"],
+                f"recall{suffix}": scores["recall"],
+                f"ignore_frac{suffix}": ignored[suffix] / max(pixels, 1),
+            }
+        )
+    result.update(crf=p.crf, images=len(names))
+    return result
+
+
+def compare(
+    cfg: Config, store: RunStore, methods: tuple[str, ...], limit: int = 0, progress: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Pseudo-label scores of several CAM methods (each at its best threshold), nothing saved.
+
+    Runs the cams stage for methods whose maps are missing. ``limit`` scores the first images only.
+    """
+    out = {}
+    for m in methods:
+        folder, metrics = _cam_folder(cfg, store, m, progress)
+        out[m] = make_labels(cfg, folder, cfg.pseudo.bg_threshold or float(metrics["threshold"]), limit=limit,
+                             progress=progress)  # fmt: skip
+    return out
+
+
+def examples(
+    cfg: Config, store: RunStore, samples: list[dict[str, Any]], threshold: float
+) -> list[list[np.ndarray]]:
+    """Rows of [image, ground truth, pseudo label, pseudo label + CRF] of ``cfg.pseudo.method``.
+
+    Args:
+        samples: cam-split dataset items without transform (``img`` uint8 (3, H, W), ``mask``, ``name``).
+        threshold: the background plane used for the labels.
+    """
+    from .cams import load_cams
+    from .plots import colorize, to_hwc_uint8
+
+    p = cfg.pseudo
+    rows = []
+    for s in samples:
+        saved = load_cams(store.root, p.method, s["name"])
+        cam, keys = saved["cam"].astype(np.float32), saved["keys"]
+        img = to_hwc_uint8(s["img"])
+        plain = pseudo_label(cam, keys, threshold, p.conf_fg, p.conf_bg)
+        crf = crf_pseudo_label(img, cam, keys, cfg.crf, threshold, p.conf_fg, p.conf_bg)
+        rows.append([img, colorize(s["mask"]), colorize(plain), colorize(crf)])
+    return rows

@@ -1,0 +1,219 @@
+"""Papermill sweeps: run a notebook (or the pipeline) at many parameter points, resumably.
+
+A sweep file (``papermill_runs/<name>.yaml``)::
+
+    name: sensitivity
+    notebook: papermill_runs/point.ipynb   # executed once per point with papermill
+    config: configs/default.yaml           # base config
+    set: ["classifier.epochs=10"]          # overrides shared by every point
+    until: cams                            # point notebook: stop the pipeline after this stage
+    methods: [cam, refined, proto, cpmc]   # CAM methods each point scores (default: all)
+    grid:                                  # cartesian product of values ...
+      refinement.iterations: [0, 1, 2, 3]
+    points:                                # ... and/or explicit named points
+      - {name: fp-only, set: {calibration.use_fn: false}}
+    workers: 1                             # points run in parallel when > 1
+    columns: [cams.cam.miou, cams.cpmc.miou]   # metrics tabulated (dotted paths into metrics.json)
+
+Each point runs into ``papermill_runs/output/<sweep>/<point>/``: the executed notebook, its
+``params.json`` and its ``metrics.json`` (written last, so a point counts as finished only when
+it completed). A finished point whose parameters did not change is skipped on rerun; a failing
+point leaves ``error.txt`` and the sweep goes on. Each point is its own run (``runs/<sweep>-<point>``)
+and the run store links in any stage an earlier point already computed with the same config, so a
+sweep over calibration settings trains the classifier once. Results gather in ``results.csv`` and
+``results.json``, one row per point with the parameters as columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import re
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from .io import atomic_write, load_json, save_json
+
+__all__ = ["Point", "Sweep", "flatten", "load_sweep", "run_sweep"]
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "papermill_runs" / "output"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One parameter point: a name and its config overrides."""
+
+    name: str
+    overrides: tuple[str, ...]
+
+
+@dataclass
+class Sweep:
+    name: str
+    notebook: Path
+    config: str
+    points: list[Point]
+    until: str = "seg"
+    methods: tuple[str, ...] = ()
+    workers: int = 1
+    columns: list[str] = field(default_factory=list)
+    base: tuple[str, ...] = ()
+
+
+_KEYS = ("name", "notebook", "config", "set", "until", "methods", "grid", "points", "workers", "columns")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:80] or "point"
+
+
+def _overrides(d: dict[str, Any] | list[str] | None) -> tuple[str, ...]:
+    if d is None:
+        return ()
+    if isinstance(d, list):
+        return tuple(str(x) for x in d)
+    return tuple(f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in d.items())
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read a sweep file; grid values and explicit points both become :class:`Point` objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep file {path} does not exist; see papermill_runs/*.yaml")
+    spec = yaml.safe_load(path.read_text()) or {}
+    unknown = set(spec) - set(_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown sweep keys {sorted(unknown)}")
+    points: list[Point] = []
+    grid = spec.get("grid") or {}
+    if grid:
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] for k in keys)):
+            ov = _overrides(dict(zip(keys, values, strict=True)))
+            points.append(Point(_slug(",".join(ov)), ov))
+    for p in spec.get("points") or []:
+        points.append(Point(_slug(p["name"]), _overrides(p.get("set"))))
+    if not points:
+        raise ValueError(f"{path}: a sweep needs a 'grid' or 'points'")
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: point names repeat: {sorted(n for n in names if names.count(n) > 1)}")
+    return Sweep(
+        name=spec.get("name", path.stem),
+        notebook=ROOT / spec.get("notebook", "papermill_runs/point.ipynb"),
+        config=spec.get("config", "configs/default.yaml"),
+        points=points,
+        until=spec.get("until", "seg"),
+        methods=tuple(spec.get("methods") or ()),
+        workers=int(spec.get("workers", 1)),
+        columns=list(spec.get("columns") or []),
+        base=_overrides(spec.get("set")),
+    )
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Dotted paths of the scalar leaves of a nested dict."""
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from flatten(v, f"{key}.")
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            yield key, v
+
+
+def _params(sweep: Sweep, point: Point, out: Path) -> dict[str, Any]:
+    return {
+        "config_path": sweep.config,
+        "overrides": [*sweep.base, *point.overrides, f"run={sweep.name}-{point.name}"],
+        "until": sweep.until,
+        "methods": list(sweep.methods),
+        "metrics_path": str(out / "metrics.json"),
+    }
+
+
+def _run_point(sweep: Sweep, point: Point, out: Path) -> tuple[str, str | None]:
+    """Execute one point; returns (status, error). Status: done | skipped | failed."""
+    import papermill as pm
+
+    params = _params(sweep, point, out)
+    metrics, params_file = out / "metrics.json", out / "params.json"
+    if metrics.is_file() and params_file.is_file() and load_json(params_file) == params:
+        return "skipped", None
+    out.mkdir(parents=True, exist_ok=True)
+    metrics.unlink(missing_ok=True)
+    (out / "error.txt").unlink(missing_ok=True)
+    save_json(params_file, params)
+    try:
+        pm.execute_notebook(
+            str(sweep.notebook), str(out / sweep.notebook.name), parameters=params, cwd=str(ROOT),
+            kernel_name="python3", progress_bar=False,
+        )  # fmt: skip
+        if not metrics.is_file():
+            raise RuntimeError(f"{sweep.notebook} finished without writing {metrics}")
+        return "done", None
+    except Exception as e:  # a failing point is recorded; the sweep goes on
+        msg = f"{type(e).__name__}: {e}"
+        with atomic_write(out / "error.txt", "w") as f:
+            f.write(msg + "\n\n" + traceback.format_exc())
+        return "failed", msg
+
+
+def run_sweep(
+    path: str | Path, workers: int | None = None, output: str | Path | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Run every point of a sweep file (skipping finished ones) and tabulate the results.
+
+    Returns:
+        dict with ``rows`` (one per point: parameters, status and metrics columns),
+        ``failures`` ({point: error}) and the ``csv`` / ``json`` paths.
+    """
+    sweep = load_sweep(path)
+    base = Path(output) if output else OUTPUT / sweep.name
+    n_workers = workers or sweep.workers
+    status: dict[str, tuple[str, str | None]] = {}
+    bar = tqdm(total=len(sweep.points), desc=f"sweep {sweep.name}", disable=not progress)
+    with ThreadPoolExecutor(max_workers=max(n_workers, 1)) as pool:
+        futures = {pool.submit(_run_point, sweep, p, base / p.name): p for p in sweep.points}
+        for fut in futures:
+            status[futures[fut].name] = fut.result()
+            bar.update()
+    bar.close()
+    rows = []
+    for p in sweep.points:
+        row: dict[str, Any] = {"point": p.name, "status": status[p.name][0]}
+        row.update(dict(o.split("=", 1) for o in p.overrides))
+        mfile = base / p.name / "metrics.json"
+        if mfile.is_file():
+            flat = dict(flatten(load_json(mfile)))
+            cols = sweep.columns or [
+                k for k, v in flat.items() if isinstance(v, (int, float)) and not k.startswith("config.")
+            ]
+            row.update({c: flat.get(c) for c in cols})
+        else:
+            row["status"] = "failed"
+        rows.append(row)
+    failures = {n: s[1] for n, s in status.items() if s[0] == "failed"}
+    columns: list[str] = []
+    for r in rows:
+        columns += [c for c in r if c not in columns]
+    base.mkdir(parents=True, exist_ok=True)
+    with atomic_write(base / "results.csv", "w") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    save_json(base / "results.json", {"sweep": sweep.name, "rows": rows, "failures": failures})
+    return {
+        "rows": rows,
+        "failures": failures,
+        "csv": str(base / "results.csv"),
+        "json": str(base / "results.json"),
+    }

@@ -1,0 +1,87 @@
+"""Tests of cpmc_lib.calibration: FN/FP regions and the calibrated CAM, on constructed scenes."""
+
+from __future__ import annotations
+
+import torch
+from torch.testing import assert_close
+
+from cpmc_lib.calibration import (
+    calibrated_cam,
+    false_negative_regions,
+    false_positive_regions,
+    local_prototypes,
+    region_labels,
+)
+from cpmc_lib.prototypes import cluster_prototypes, prototype_cam
+
+# One row of 6 pixels with 3-d features: background, object part, object body, context patch.
+BG, PART, BODY, CTX = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.6, 0.8, 0.0]
+
+
+def _feat(pixels):
+    return torch.tensor(pixels).T.reshape(1, 3, 1, len(pixels))
+
+
+def test_regions_by_hand():
+    ref = torch.tensor([[[0, 1, 1, 0, 2]]])
+    proto = torch.tensor([[[0, 0, 1, 1, 2]]])
+    fn, fp = false_negative_regions(ref, proto, 3), false_positive_regions(ref, proto, 3)
+    assert fn[0, :, 0].int().tolist() == [[0] * 5, [0, 1, 0, 0, 0], [0] * 5]
+    assert fp[0, :, 0].int().tolist() == [[0] * 5, [0, 0, 0, 1, 0], [0] * 5]
+
+
+def test_region_labels_ignore_absent_classes():
+    cam = torch.tensor([[0.5, 0.5], [0.4, 0.1], [0.9, 0.9]])[None, :, None, :]
+    lab = region_labels(cam, torch.tensor([[1.0, 0.0]]), bg_factor=0.5)
+    assert lab[0, 0].tolist() == [1, 0]  # class 2 is absent although it is highest
+
+
+def test_fn_local_prototype_recovers_missed_body():
+    # Pixels: bg, part, part, body, body, bg. The refined classifier CAM covers part and body;
+    # the global prototype (seeded on the part) misses the body, whose features differ.
+    feat = _feat([BG, PART, PART, BODY, BODY, BG])
+    seeds = torch.zeros(1, 2, 1, 6, dtype=torch.bool)
+    seeds[0, 0, 0, [0, 5]] = True
+    seeds[0, 1, 0, [1, 2]] = True
+    glob = cluster_prototypes(feat, seeds)
+    proto = prototype_cam(feat, seeds)
+    assert proto[0, 1, 0, 3] == 0  # body missed
+    ref = torch.tensor([[[0, 1, 1, 1, 1, 0]]])
+    fn = false_negative_regions(ref, region_labels(proto, torch.ones(1, 1)), 2)
+    assert fn[0, 1, 0].int().tolist() == [0, 0, 0, 1, 1, 0]
+    out = calibrated_cam(feat, glob, fn=local_prototypes(feat, fn))
+    assert_close(out[0, 1, 0, 3:5], torch.ones(2), atol=1e-4, rtol=0)  # body recovered
+    assert out[0, 1, 0, 0] < 0.01  # background untouched
+
+
+def test_fp_local_prototype_suppresses_context():
+    # Pixels: bg, part, part, ctx, ctx, bg. The class prototype (part + context seeds) fires on
+    # the context patch; the classifier calls it background -> FP prototype joins background.
+    feat = _feat([BG, PART, PART, CTX, CTX, BG])
+    seeds = torch.zeros(1, 2, 1, 6, dtype=torch.bool)
+    seeds[0, 0, 0, [0, 5]] = True
+    seeds[0, 1, 0, [1, 2, 3]] = True
+    glob = cluster_prototypes(feat, seeds)
+    proto = prototype_cam(feat, seeds)
+    proto_lab = region_labels(proto, torch.ones(1, 1))
+    assert proto_lab[0, 0].tolist() == [0, 1, 1, 1, 1, 0]  # context taken as object
+    ref = torch.tensor([[[0, 1, 1, 0, 0, 0]]])
+    fp = false_positive_regions(ref, proto_lab, 2)
+    assert fp[0, 1, 0].int().tolist() == [0, 0, 0, 1, 1, 0]
+    out = calibrated_cam(feat, glob, fp=local_prototypes(feat, fp))
+    assert region_labels(out, torch.ones(1, 1))[0, 0].tolist() == [0, 1, 1, 0, 0, 0]  # suppressed
+    assert_close(
+        out[0, 1], torch.nn.functional.relu(proto[0, 1]) / (proto[0, 1].max() + 1e-5)
+    )  # class unchanged
+
+
+def test_small_regions_are_skipped_and_absent_classes_stay_zero():
+    feat = _feat([BG, PART, BODY, BODY])
+    regions = torch.zeros(1, 3, 1, 4, dtype=torch.bool)
+    regions[0, 1, 0, 2] = True  # one cell
+    _, valid = local_prototypes(feat, regions, min_size=2)
+    assert not valid.any()
+    seeds = torch.zeros(1, 3, 1, 4, dtype=torch.bool)
+    seeds[0, 0, 0, 0] = seeds[0, 1, 0, 1] = True
+    out = calibrated_cam(feat, cluster_prototypes(feat, seeds), local_prototypes(feat, regions), None)
+    assert torch.equal(out[0, 2], torch.zeros(1, 4))

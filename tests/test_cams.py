@@ -1,0 +1,158 @@
+"""Tests of cpmc_lib.cams: fusion of a known map, normalisation, peer baselines, the stage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cpmc_lib import cams
+from cpmc_lib.config import CamConfig, ClassifierConfig, Config, DataConfig
+from cpmc_lib.models import CamNet
+from cpmc_lib.store import RunStore
+
+
+class FixedCam(nn.Module):
+    """A "model" whose raw CAM is a fixed (K-1, 4, 4) pattern whatever the input; records input sizes."""
+
+    def __init__(self, pattern: torch.Tensor) -> None:
+        super().__init__()
+        self.pattern = pattern
+        self.seen: list[tuple[int, ...]] = []
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape))
+        return {"cam": self.pattern.expand(x.shape[0], -1, -1, -1)}
+
+
+def ramp_pattern(k: int = 3) -> torch.Tensor:
+    """Class c: a horizontal ramp 0, 1, 2, 3 (times c + 1), minus 1 so ReLU matters."""
+    ramp = torch.arange(4.0).expand(4, 4)
+    return torch.stack([(c + 1) * ramp - 1 for c in range(k)])
+
+
+def up(m: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(m[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
+def test_multiscale_without_flip_equals_normalised_upsampled_map():
+    model = FixedCam(ramp_pattern())
+    method = cams.ClassifierCam(model, scales=(1.0, 0.5, 1.5), flip=False)
+    label = torch.tensor([[1.0, 0.0, 1.0]])
+    out = method(torch.zeros(1, 3, 16, 16), label)
+    assert model.seen == [(1, 3, 16, 16), (1, 3, 8, 8), (1, 3, 24, 24)]
+    # The same map at every scale: the sum over scales normalises to the one-scale map.
+    expected = up(F.relu(ramp_pattern()), 16)
+    expected = expected / expected.amax(dim=(1, 2), keepdim=True)
+    torch.testing.assert_close(out[0, 0], expected[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[0, 2], expected[2], atol=1e-4, rtol=0)
+    assert out[0, 1].abs().max() == 0  # absent class
+
+
+def test_flip_fusion_of_a_ramp_is_flat():
+    pattern = torch.arange(4.0).expand(1, 4, 4).clone()  # 0..3 left to right, one class
+    model = FixedCam(pattern)
+    out = cams.ClassifierCam(model, scales=(1.0,), flip=True)(torch.zeros(2, 3, 8, 8), torch.ones(2, 1))
+    assert model.seen == [(4, 3, 8, 8)]  # [img, hflip(img)] in one batch
+    # ramp + flipped ramp = 3 everywhere; normalised to 1 (up to the 1e-5 guard).
+    torch.testing.assert_close(out, torch.ones(2, 1, 8, 8), atol=1e-4, rtol=0)
+
+
+def test_multiscale_flip_matches_manual_sum():
+    torch.manual_seed(0)
+    img = torch.randn(2, 3, 12, 12)
+    label = torch.ones(2, 2)
+
+    def compute(x, y):  # any non-negative, image-dependent map at half resolution
+        return F.avg_pool2d(x[:, :2].abs(), 2) * torch.tensor([1.0, 2.0])[None, :, None, None]
+
+    fused = cams.multiscale_flip(compute, img, label, scales=(1.0, 2.0), flip=True)
+    manual = 0
+    for s in (1.0, 2.0):
+        x = img if s == 1.0 else F.interpolate(img, scale_factor=s, mode="bilinear", align_corners=False)
+        m = compute(x, label) + compute(x.flip(-1), label).flip(-1)
+        manual = manual + F.interpolate(m, size=(12, 12), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(fused, manual)
+
+
+def test_normalize_cams_max_one_and_absent_zero():
+    torch.manual_seed(0)
+    raw = torch.rand(3, 4, 5, 5) * 7
+    label = torch.tensor([[1.0, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 0]])
+    out = cams.normalize_cams(raw, label)
+    amax = out.amax(dim=(2, 3))
+    torch.testing.assert_close(amax[label.bool()], torch.ones(3), atol=1e-5, rtol=0)
+    assert (amax[~label.bool()] == 0).all()
+
+
+def tiny_net(num_classes: int = 4) -> CamNet:
+    torch.manual_seed(0)
+    return CamNet(
+        "resnet18", num_classes, out_indices=(0, 1, 2), side_channels=(4, 4, 8), output_stride=8,
+        layers=(1, 1), channels=(8, 16),
+    ).eval()  # fmt: skip
+
+
+def test_classifier_cam_is_relu_of_head():
+    model = tiny_net()
+    x = torch.randn(1, 3, 32, 32)
+    m = cams.ClassifierCam(model).compute(x, torch.ones(1, 3))
+    torch.testing.assert_close(m, F.relu(model(x)["cam"]))
+
+
+@pytest.mark.parametrize("name", ["gradcam", "gradcampp", "layercam"])
+def test_peer_baselines_shapes(name):
+    model = tiny_net()
+    cfg = Config(cams=CamConfig(scales=(1.0, 0.5), flip=True))
+    method = cams.make_cam_method(name, model, cfg)
+    label = torch.tensor([[1.0, 0, 1], [0, 1, 0]])
+    out = method(torch.randn(2, 3, 32, 32), label)
+    assert out.shape == (2, 3, 32, 32)
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    assert (out[~label.bool()] == 0).all()
+    assert out.amax(dim=(2, 3))[label.bool()].max() > 0.9
+
+
+def test_unknown_method_lists_methods():
+    with pytest.raises(ValueError, match="gradcampp"):
+        cams.make_cam_method("nope", tiny_net(), Config())
+
+
+def test_stage_saves_scores_and_reuses(fake_synth_root, tmp_path, monkeypatch):
+    monkeypatch.delenv("CPMC_DATA", raising=False)
+    monkeypatch.delenv("CPMC_DEVICE", raising=False)
+    cfg = Config(
+        device="cpu",
+        runs_dir=str(tmp_path / "runs"),
+        data=DataConfig(kind="synth", root=str(fake_synth_root), num_classes=4),
+        classifier=ClassifierConfig(
+            layers=(1, 1), channels=(8, 16), side_channels=(4, 4, 8), batch_size=2, crop_size=16, epochs=1
+        ),
+        cams=CamConfig(scales=(1.0, 0.5), batch_size=2),
+    )
+    store = RunStore.for_config(cfg)
+    metrics = cams.run(cfg, store, method="cam", progress=False)
+    assert {"miou", "threshold", "precision", "recall", "curve", "pathology"} <= set(metrics)
+    assert metrics["images"] == 3
+    saved = cams.load_cams(store.root, "cam", "train_00000")
+    assert saved["keys"].tolist() == [1, 3]  # the image label, as class ids
+    assert saved["cam"].dtype == np.float16 and saved["cam"].shape == (2, 20, 20)
+    assert np.allclose(saved["cam"].reshape(2, -1).max(1), 1, atol=1e-3)
+    # A second method shares the stage folder; the first is reused, not recomputed.
+    stamp = (store.path("cams") / "cam" / "metrics.json").stat().st_mtime_ns
+    assert cams.run(cfg, store, method="gradcam", progress=False)["images"] == 3
+    assert json.dumps(cams.run(cfg, store, method="cam", progress=False)) == json.dumps(metrics)
+    assert (store.path("cams") / "cam" / "metrics.json").stat().st_mtime_ns == stamp
+    with pytest.raises(FileNotFoundError, match="layercam"):
+        cams.load_cams(store.root, "layercam", "train_00000")
+
+
+def test_registered_string_methods_resolve():
+    for name, entry in cams.CAM_METHODS.items():
+        if isinstance(entry, str):
+            method = cams.make_cam_method(name, tiny_net(), Config())
+            assert isinstance(method, cams.CamMethod)

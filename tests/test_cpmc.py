@@ -1,0 +1,86 @@
+"""Tests of cpmc_lib.cpmc: the assembled maps, the CAM methods and the training loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from cpmc_lib import cams
+from cpmc_lib.config import Config
+from cpmc_lib.cpmc import consistency_loss, cpmc_loss, cpmc_maps, foreground_maps
+from cpmc_lib.models import CamNet
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    net = CamNet(
+        "resnet18", num_classes=4, out_indices=(0, 1, 2), side_channels=(8, 8, 16), output_stride=8,
+        layers=(1, 1), channels=(16, 32),
+    ).eval()  # fmt: skip
+    img = torch.randn(2, 3, 64, 64)
+    label = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    return net, img, label
+
+
+def test_foreground_maps_by_hand():
+    cam = torch.tensor([[0.5, 0.2, 0.9], [0.7, 0.1, 0.9]])[None, :, None, :]  # bg, one class
+    assert_close(foreground_maps(cam, "drop")[0, 0, 0], torch.tensor([0.7, 0.1, 0.9]))
+    assert_close(foreground_maps(cam, "subtract")[0, 0, 0], torch.tensor([0.2, 0.0, 0.0]))
+    assert_close(foreground_maps(cam, "gate")[0, 0, 0], torch.tensor([0.7, 0.0, 0.0]))
+
+
+def test_consistency_loss_by_hand():
+    a, b = torch.zeros(1, 2, 1, 2), torch.tensor([[[[1.0, 0.0]], [[0.5, 0.5]]]])
+    assert_close(consistency_loss(a, b), torch.tensor(0.5))
+    valid = torch.tensor([[[[1.0, 0.0]]]])
+    assert_close(consistency_loss(a, b, valid), torch.tensor(0.75))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"prototypes.seed_rule": "quantile", "calibration.clusters": 2, "calibration.ref_rule": "quantile"},
+        {
+            "prototypes.seed_rule": "iou",
+            "refinement.source": "image+feat",
+            "calibration.pairing": "classifier",
+        },
+        {"prototypes.clusters": 2, "calibration.fuse_refined": 0.5, "prototypes.feature": "feat"},
+    ],
+)
+def test_cpmc_maps_shapes_and_absent_classes(tiny, overrides):
+    net, img, label = tiny
+    cfg = Config().replace(**overrides)
+    with torch.no_grad():
+        maps = cpmc_maps(net(img), label, cfg.refinement, cfg.prototypes, cfg.calibration, img)
+    for key in ("cam", "refined", "proto", "cpmc"):
+        assert maps[key].shape == (2, 4, 8, 8)
+        assert maps[key].min() >= 0
+        assert torch.equal(maps[key][0, 2], torch.zeros(8, 8)), key  # class 2 absent in image 0
+        assert torch.equal(maps[key][1, 1], torch.zeros(8, 8)), key
+    assert not maps["fn"][:, 0].any() and not maps["fp"][:, 0].any()
+
+
+def test_cpmc_loss_trains_classifier_and_side_features(tiny):
+    net, img, label = tiny
+    net.train()
+    off = cpmc_loss(net(img), label, Config())
+    assert off["cons"] == 0
+    cfg = Config().replace(**{"calibration.train_consistency_weight": 1.0})
+    out = cpmc_loss(net(img), label, cfg, img)
+    out["loss"].backward()
+    assert out["cons"] > 0
+    assert net.classifier.weight.grad.abs().sum() > 0 and net.side[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("method", ["refined", "proto", "cpmc"])
+def test_cam_methods_are_registered(tiny, method):
+    net, img, label = tiny
+    m = cams.make_cam_method(method, net, Config())
+    out = m(img, label)
+    assert out.shape == (2, 3, 64, 64)
+    assert torch.equal(out[0, 1], torch.zeros(64, 64))
+    assert out.max() <= 1

@@ -1,0 +1,58 @@
+"""End to end: every stage on a tiny synthetic set, then metrics.json, reuse and the CLI."""
+
+import json
+
+import pytest
+
+from cpmc_lib import pipeline
+from cpmc_lib.cli import main
+from cpmc_lib.config import load_config
+
+TINY = [
+    "synth.size=64", "synth.train=24", "synth.val=12", "synth.classes=4", "data.num_classes=5",
+    "classifier.epochs=1", "classifier.batch_size=8", "classifier.crop_size=64",
+    "segmentation.epochs=1", "segmentation.batch_size=8", "segmentation.crop_size=64", "crf.workers=0",
+    "device=cpu",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    cfg = load_config("configs/default.yaml", [*TINY, f"data.root={root / 'data'}", f"runs_dir={root / 'runs'}"])
+    return cfg, pipeline.run(cfg, progress=False)
+
+
+@pytest.mark.slow
+def test_pipeline_writes_complete_metrics(tiny):
+    cfg, metrics = tiny
+    on_disk = json.loads((cfg.run_dir() / "metrics.json").read_text())
+    assert on_disk["config_hash"] == metrics["config_hash"] == cfg.stage_hash("segmentation")
+    assert set(metrics["cams"]) == set(pipeline.CAM_REPORT)
+    for r in metrics["cams"].values():
+        assert 0 <= r["miou"] <= 100 and 0 < r["threshold"] < 1
+    assert {"cpmc", "cpmc_crf"} <= set(metrics["pseudo"])
+    for part in ("wsss", "full"):
+        assert 0 <= metrics["seg"][part]["miou"] <= 100
+    assert metrics["dataset"]["num_classes"] == 5
+    assert metrics["peak_rss_mb"] > 0 and metrics["seconds"]["total"] > 0
+    assert "weak / full" in pipeline.format_metrics(metrics)
+
+
+@pytest.mark.slow
+def test_pipeline_rerun_reuses_every_stage(tiny):
+    cfg, first = tiny
+    again = pipeline.run(cfg, progress=False)
+    assert again["cams"] == first["cams"] and again["seg"] == first["seg"]
+    assert again["seconds"]["classifier"] < 1.0  # reused, not retrained
+
+
+@pytest.mark.slow
+def test_cli_pipeline_prints_table(tiny, capsys):
+    cfg, _ = tiny
+    args = ["pipeline", "--config", "configs/default.yaml", "--quiet"]
+    for o in [*TINY, f"data.root={cfg.data.root}", f"runs_dir={cfg.runs_dir}"]:
+        args += ["--set", o]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Pseudo labels" in out and "metrics.json" in out

@@ -1,0 +1,102 @@
+"""Tests of cpmc_lib.pretrain: the source set, the weights file and the stage's cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cpmc_lib import pretrain, synth
+from cpmc_lib.config import Config
+from cpmc_lib.models import build_model
+from cpmc_lib.store import RunStore
+
+TINY = [
+    "device=cpu",
+    "classifier.channels=[8, 16]",
+    "classifier.side_channels=[4, 4, 8]",
+    "pretrain.images=8",
+    "pretrain.val_images=4",
+    "pretrain.size=32",
+    "pretrain.epochs=1",
+    "pretrain.batch_size=4",
+]
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path) -> Config:
+    return Config().replace(runs_dir=str(tmp_path / "runs")).replace(**dict(o.split("=", 1) for o in TINY))
+
+
+def test_source_set_deterministic_and_varied():
+    a, b = pretrain.SourceSet(6, 32, seed=0), pretrain.SourceSet(6, 32, seed=0)
+    for i in range(6):
+        torch.testing.assert_close(a[i]["img"], b[i]["img"])
+        assert torch.equal(a[i]["target"], b[i]["target"])
+    assert a[0]["img"].shape == (3, 32, 32)
+    assert not torch.equal(a[0]["img"], pretrain.SourceSet(6, 32, seed=1)[0]["img"])
+    assert not torch.equal(a[0]["img"], pretrain.SourceSet(6, 32, seed=0, split="val")[0]["img"])
+
+
+def test_every_source_class_draws():
+    rng = np.random.default_rng(0)
+    targets = np.stack([pretrain.render_source_image(48, rng)[1] for _ in range(200)])
+    for j, names in enumerate((pretrain.SOURCE_SHAPES, pretrain.SOURCE_TEXTURES, pretrain.SOURCE_COLOURS)):
+        assert set(targets[:, j]) == set(range(len(names)))
+
+
+def test_source_classes_disjoint_from_benchmark():
+    assert not set(pretrain.SOURCE_SHAPES) & {*synth.BODY_SHAPES, *synth.PART_SHAPES}
+    assert not set(pretrain.SOURCE_TEXTURES) & set(synth.BODY_TEXTURES)
+    assert not set(pretrain.SOURCE_COLOURS) & set(synth.PART_COLOURS)
+    bench = np.array(
+        [
+            *synth.PART_COLOURS.values(),
+            *synth.BODY_COLOURS,
+            *synth.ATYPICAL_COLOURS,
+            *synth.CONTEXT_TINTS,
+        ],
+        np.float32,
+    )
+    jitter = pretrain.COLOUR_JITTER * np.sqrt(3)  # the farthest a jittered colour moves
+    for name, colour in pretrain.SOURCE_COLOURS.items():
+        dist = np.linalg.norm(bench - np.asarray(colour, np.float32), axis=1).min()
+        assert dist - jitter > 30, f"source colour {name} is close to a benchmark colour"
+
+
+def test_unknown_shape_and_texture_name_the_valid_ones():
+    z = np.zeros((2, 2), np.float32)
+    with pytest.raises(ValueError, match="astroid"):
+        pretrain.source_shape_mask("disc", z, z)
+    with pytest.raises(ValueError, match="zigzag"):
+        pretrain.source_texture("dots", z, z, 5.0, np.random.default_rng(0))
+
+
+def test_weights_load_through_classifier_weights_and_rerun_reuses(tiny_cfg):
+    result = pretrain.run(tiny_cfg, progress=False)
+    assert set(result) >= {"accuracy", "seconds", "weights"}
+    state = torch.load(result["weights"], weights_only=True)
+    assert not any(k.startswith(("backbone.", "head", "classifier", "side")) for k in state)
+
+    model = build_model(tiny_cfg.replace(**{"classifier.weights": result["weights"]}))
+    assert set(model.backbone.state_dict()) == set(state)
+    for k, v in model.backbone.state_dict().items():
+        torch.testing.assert_close(v, state[k])
+
+    mtime = RunStore.for_config(tiny_cfg).path("pretrain").joinpath("weights.pt").stat().st_mtime_ns
+    assert pretrain.run(tiny_cfg, progress=False) == result
+    assert RunStore.for_config(tiny_cfg).path("pretrain").joinpath("weights.pt").stat().st_mtime_ns == mtime
+
+
+def test_wrong_architecture_fails_clearly(tiny_cfg):
+    weights = pretrain.run(tiny_cfg, progress=False)["weights"]
+    other = tiny_cfg.replace(**{"classifier.channels": "[16, 32]", "classifier.weights": weights})
+    with pytest.raises(ValueError, match="does not fit"):
+        build_model(other)
+
+
+def test_pretrain_hash_follows_architecture_not_benchmark(tiny_cfg):
+    h = tiny_cfg.stage_hash("pretrain")
+    assert tiny_cfg.replace(**{"synth.train": 10}).stage_hash("pretrain") == h
+    assert tiny_cfg.replace(**{"pretrain.epochs": 2}).stage_hash("pretrain") != h
+    assert tiny_cfg.replace(**{"classifier.channels": "[16, 32]"}).stage_hash("pretrain") != h

@@ -1,0 +1,100 @@
+"""Tests of cpmc_lib.pseudo: IRN's label rule, the ignore zone, the stage's PNGs and scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cpmc_lib import pseudo
+from cpmc_lib.datasets import build_dataset
+from cpmc_lib.io import read_mask_png
+from cpmc_lib.metrics import cam_to_mask, miou
+
+
+def test_ignore_zone_hand_case():
+    # Two classes (3, 7) on a row of five pixels.
+    cam = np.array(
+        [
+            [[0.90, 0.20, 0.02, 0.00, 0.40]],  # class 3
+            [[0.10, 0.10, 0.03, 0.60, 0.50]],  # class 7
+        ]
+    )
+    keys = [3, 7]
+    # fg where the top map > 0.30, bg where it is <= 0.05, ignore in between.
+    assert pseudo.pseudo_label(cam, keys, 0.15, conf_fg=0.30, conf_bg=0.05).tolist() == [[3, 255, 0, 7, 7]]
+    # Without confident thresholds: one plane, no ignore.
+    assert pseudo.pseudo_label(cam, keys, 0.15).tolist() == [[3, 3, 0, 7, 7]]
+    # conf_bg alone: ignore between conf_bg and bg_threshold.
+    assert pseudo.pseudo_label(cam, keys, 0.25, conf_bg=0.15).tolist() == [[3, 255, 0, 7, 7]]
+
+
+def test_combine_confident_follows_irn():
+    fg = np.array([[2, 0, 0, 5]])
+    bg = np.array([[2, 4, 0, 0]])  # the last pixel: only a CRF can make bg say background here
+    assert pseudo.combine_confident(fg, bg).tolist() == [[2, 255, 0, 5]]
+
+
+def test_planes_must_be_ordered():
+    assert pseudo.score_planes(0.2) == (0.2, 0.2)
+    assert pseudo.score_planes(0.2, 0.3, 0.05) == (0.3, 0.05)
+    with pytest.raises(ValueError, match="conf_bg"):
+        pseudo.score_planes(0.2, conf_bg=0.4)
+
+
+def test_cam_probs_argmax_is_the_threshold_rule():
+    rng = np.random.default_rng(0)
+    cam = rng.random((3, 9, 11)).astype(np.float32)
+    keys = np.array([1, 4, 6])
+    probs = pseudo.cam_probs(cam, 0.45)
+    assert probs.shape == (4, 9, 11)
+    np.testing.assert_allclose(probs.sum(0), 1, atol=1e-6)
+    ids = np.concatenate([[0], keys])
+    np.testing.assert_array_equal(ids[probs.argmax(0)], cam_to_mask(cam, keys, 0.45).numpy())
+
+
+def _direct_scores(cfg, store, crf: bool):
+    """Pseudo labels and mIoU computed here, image by image, from the saved maps."""
+    ds = build_dataset(cfg, cfg.data.cam_split)
+    labels, preds, gts = {}, [], []
+    for i, name in enumerate(ds.names):
+        saved = np.load(store.path("cams") / "cam" / f"{name}.npy", allow_pickle=True).item()
+        cam, keys = saved["cam"].astype(np.float32), saved["keys"]
+        if crf:
+            img = np.asarray(Image.open(ds.image_path(name)).convert("RGB"))
+            lab = pseudo.crf_pseudo_label(
+                img, cam, keys, cfg.crf, 0.25, cfg.pseudo.conf_fg, cfg.pseudo.conf_bg
+            )
+        else:
+            lab = pseudo.pseudo_label(cam, keys, 0.25, cfg.pseudo.conf_fg, cfg.pseudo.conf_bg)
+        labels[name] = lab
+        gt = ds[i]["mask"].numpy()
+        keep = lab != 255
+        preds.append(np.where(keep, lab, 0))
+        gts.append(np.where(keep, gt, 255))
+    return labels, miou(preds, gts, cfg.data.num_classes)["miou"]
+
+
+@pytest.mark.parametrize("save_crf", [True, False])
+def test_stage_png_round_trip_and_miou(tiny_cam_run, save_crf):
+    cfg, store = tiny_cam_run
+    cfg = cfg.replace(**{"pseudo.crf": save_crf, "pseudo.conf_fg": 0.4, "pseudo.conf_bg": 0.1})
+    result = pseudo.run(cfg, store, method="cam", progress=False)
+    assert result["method"] == "cam" and result["threshold"] == 0.25 and result["planes"] == [0.4, 0.1]
+    assert result["images"] == 8 and 0 < result["ignore_frac"] < 0.5
+    plain, miou_plain = _direct_scores(cfg, store, crf=False)
+    with_crf, miou_crf = _direct_scores(cfg, store, crf=True)
+    assert result["miou"] == pytest.approx(miou_plain)
+    assert result["miou_crf"] == pytest.approx(miou_crf)
+    saved = with_crf if save_crf else plain
+    for name, lab in saved.items():
+        np.testing.assert_array_equal(read_mask_png(pseudo.labels_dir(store) / f"{name}.png"), lab)
+    # A finished stage is reused.
+    assert pseudo.run(cfg, store, method="cam", progress=False) == result
+
+
+def test_crf_helps_blurred_cams(tiny_cam_run):
+    cfg, store = tiny_cam_run
+    result = pseudo.run(cfg, store, method="cam", progress=False)
+    assert result["ignore_frac"] == 0 and result["crf"] is True
+    assert result["miou_crf"] > result["miou"]

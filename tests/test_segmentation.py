@@ -1,0 +1,153 @@
+"""Tests of cpmc_lib.segmentation: the network, training with resume, evaluation, the two stages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
+from cpmc_lib import engine, pseudo, segmentation
+from cpmc_lib.engine import load_checkpoint
+from cpmc_lib.io import save_mask_png
+from cpmc_lib.metrics import miou
+
+
+def tiny_net(num_classes: int = 3) -> segmentation.SegNet:
+    return segmentation.SegNet(
+        "resnet18",
+        num_classes,
+        output_stride=8,
+        layers=(1, 1),
+        channels=(8, 16),
+        head_channels=8,
+        atrous_rates=(1, 2, 3),
+    )
+
+
+def test_output_size_equals_input_size():
+    net = tiny_net().eval()
+    for h, w in [(64, 64), (50, 71)]:
+        assert net(torch.zeros(2, 3, h, w)).shape == (2, 3, h, w)
+
+
+def test_head_of_width_256_is_torchvision_deeplabhead():
+    assert isinstance(segmentation.deeplab_head(32, 5, (6, 12, 18), width=256), DeepLabHead)
+    head = segmentation.deeplab_head(32, 5, (2, 4), width=16)
+    assert head(torch.zeros(2, 32, 9, 9)).shape == (2, 5, 9, 9)
+
+
+def test_predict_fuses_scales_and_flip_into_probabilities():
+    torch.manual_seed(0)
+    net = tiny_net().eval()
+    img = torch.randn(2, 3, 40, 48)
+    single = segmentation.predict(net, img)
+    torch.testing.assert_close(single, net(img).softmax(1))
+    fused = segmentation.predict(net, img, scales=(0.75, 1.0), flip=True)
+    assert fused.shape == (2, 3, 40, 48)
+    torch.testing.assert_close(fused.sum(1), torch.ones(2, 40, 48))
+    # Flip fusion of a flipped input is the flip of the fusion.
+    torch.testing.assert_close(
+        segmentation.predict(net, img.flip(-1), flip=True), segmentation.predict(net, img, flip=True).flip(-1)
+    )
+
+
+def test_loss_decreases_and_ignores_255():
+    torch.manual_seed(0)
+    net = tiny_net()
+    mask = torch.zeros(4, 32, 32, dtype=torch.long)
+    for i in range(4):  # one square object per image, at different places
+        mask[i, 4 + 4 * i : 20 + 4 * i, 2 + 3 * i : 18 + 3 * i] = 1 + i % 2
+    img = 0.2 * torch.randn(4, 3, 32, 32)
+    img[:, 0] += (mask == 1).float()
+    img[:, 2] += (mask == 2).float()
+    mask[:, :2] = 255
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(20):
+        loss = segmentation.segmentation_loss(net(img), mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    # Ignored pixels do not count: the loss is the mean over the labelled pixels only.
+    logits = net(img)
+    per_pixel = torch.nn.functional.cross_entropy(logits, mask.clamp(max=2), reduction="none")
+    torch.testing.assert_close(segmentation.segmentation_loss(logits, mask), per_pixel[:, 2:].mean())
+
+
+def test_resume_gives_the_same_weights(tiny_cam_run, tmp_path, monkeypatch):
+    cfg, _ = tiny_cam_run
+    two = cfg.replace(**{"segmentation.epochs": 2})
+    device = torch.device("cpu")
+    straight = segmentation.train(two, tmp_path / "straight", device, progress=False)
+
+    real_save = engine.save_torch
+
+    def crash_after_first_checkpoint(path, obj):
+        real_save(path, obj)
+        raise KeyboardInterrupt("simulated crash after epoch 1")
+
+    monkeypatch.setattr(engine, "save_torch", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        segmentation.train(two, tmp_path / "resumed", device, progress=False)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["epoch"] == 0
+    resumed = segmentation.train(two, tmp_path / "resumed", device, progress=False)  # epoch 2 only
+    a = torch.load(straight["model"], weights_only=True)
+    b = torch.load(resumed["model"], weights_only=True)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["epoch"] == 1
+    assert straight["val_miou"] == pytest.approx(resumed["val_miou"])
+
+
+def test_mask_folder_dataset_replaces_masks(tiny_cam_run, tmp_path):
+    cfg, _ = tiny_cam_run
+    from cpmc_lib.datasets import build_dataset
+
+    base = build_dataset(cfg, "train")
+    for name in base.names:
+        save_mask_png(tmp_path / "labels" / f"{name}.png", np.full((64, 64), 3, np.uint8))
+    ds = segmentation.MaskFolderDataset(base, tmp_path / "labels")
+    assert ds[0]["mask"].unique().tolist() == [3] and ds[0]["img"].shape == (3, 64, 64)
+    (tmp_path / "labels" / f"{base.names[-1]}.png").unlink()
+    with pytest.raises(FileNotFoundError, match="pseudo label"):
+        segmentation.MaskFolderDataset(base, tmp_path / "labels")
+
+
+def test_evaluate_matches_metrics_miou_and_scores_crf(tiny_cam_run):
+    cfg, _ = tiny_cam_run
+    from cpmc_lib.datasets import build_dataset
+    from cpmc_lib.transforms import eval_transform
+
+    torch.manual_seed(0)
+    net = segmentation.build_segnet(cfg).eval()
+    ds = build_dataset(cfg, "val", eval_transform())
+    scores = segmentation.evaluate(
+        net, ds, torch.device("cpu"), 11, crf=cfg.crf, batch_size=3, progress=False
+    )
+    preds = [net(ds[i]["img"][None]).argmax(1)[0] for i in range(len(ds))]
+    direct = miou(preds, [ds[i]["mask"] for i in range(len(ds))], 11)
+    assert scores["miou"] == pytest.approx(direct["miou"])
+    assert 0 <= scores["miou_crf"] <= 100
+
+
+def test_stages_pseudo_and_gt_have_their_own_folders(tiny_cam_run):
+    cfg, store = tiny_cam_run
+    cfg = cfg.replace(**{"pseudo.method": "cam"})  # the hand-made maps of the fixture
+    wsss = segmentation.run(cfg, store, labels="pseudo", progress=False)
+    full = segmentation.run(cfg, store, labels="gt", progress=False)
+    assert wsss["labels"] == "pseudo" and full["labels"] == "gt"
+    assert (store.path("segmentation") / "model.pt").is_file()
+    assert (store.path("segmentation_gt") / "model.pt").is_file()
+    assert (pseudo.labels_dir(store)).is_dir()  # the pseudo stage ran first
+    history = json.loads((store.path("segmentation") / "history.json").read_text())
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])
+    # Reused when finished.
+    assert json.dumps(segmentation.run(cfg, store, labels="gt", progress=False)) == json.dumps(full)
+    with pytest.raises(ValueError, match="labels"):
+        segmentation.run(cfg, store, labels="cams", progress=False)

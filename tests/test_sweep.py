@@ -1,0 +1,79 @@
+"""A two-point sweep with one failing point: the other finishes, the failure is reported, reruns skip."""
+
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from cpmc_lib.sweep import load_sweep, run_sweep
+
+
+def _notebook(path):
+    nb = new_notebook()
+    params = new_code_cell('config_path = ""\noverrides = []\nuntil = "seg"\nmethods = []\nmetrics_path = ""')
+    params.metadata["tags"] = ["parameters"]
+    body = new_code_cell(
+        "import json\n"
+        "from cpmc_lib.config import load_config\n"
+        "cfg = load_config(config_path, overrides)  # an unknown key fails here\n"
+        "json.dump({'cams': {'cam': {'miou': cfg.refinement.iterations * 10.0}}}, open(metrics_path, 'w'))"
+    )
+    nb.cells = [params, body]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    _notebook(tmp_path / "nb.ipynb")
+    spec = {
+        "name": "t",
+        "notebook": str(tmp_path / "nb.ipynb"),
+        "config": "configs/quick.yaml",
+        "points": [
+            {"name": "good", "set": {"refinement.iterations": 3}},
+            {"name": "bad", "set": {"refinement.iterationz": 1}},
+        ],
+    }
+    path = tmp_path / "t.yaml"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_failing_point_is_reported_and_others_finish(sweep_file, tmp_path):
+    out = tmp_path / "out"
+    result = run_sweep(sweep_file, output=out, progress=False)
+    rows = {r["point"]: r for r in result["rows"]}
+    assert rows["good"]["status"] == "done" and rows["good"]["cams.cam.miou"] == 30.0
+    assert rows["good"]["refinement.iterations"] == "3"  # parameters are columns
+    assert rows["bad"]["status"] == "failed"
+    assert "iterationz" in result["failures"]["bad"]
+    assert (out / "bad" / "error.txt").is_file() and not (out / "bad" / "metrics.json").exists()
+    assert (out / "good" / "nb.ipynb").is_file()  # the executed notebook is kept
+    assert "good" in (out / "results.csv").read_text()
+
+    again = run_sweep(sweep_file, output=out, progress=False)
+    statuses = {r["point"]: r["status"] for r in again["rows"]}
+    assert statuses == {"good": "skipped", "bad": "failed"}
+
+
+def test_grid_expands_to_points(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("name: g\ngrid:\n  a.b: [1, 2]\n  c.d: [x]\n")
+    sweep = load_sweep(path)
+    assert [p.overrides for p in sweep.points] == [("a.b=1", "c.d=x"), ("a.b=2", "c.d=x")]
+    path.write_text("name: g\npoints: []\n")
+    with pytest.raises(ValueError, match="needs a 'grid' or 'points'"):
+        load_sweep(path)
+
+
+@pytest.mark.parametrize("name", ["ablation", "sensitivity", "robustness"])
+def test_shipped_sweeps_have_valid_points(name):
+    from cpmc_lib.config import load_config
+    from cpmc_lib.pipeline import CAM_REPORT
+
+    sweep = load_sweep(f"papermill_runs/{name}.yaml")
+    assert sweep.notebook.is_file() and set(sweep.methods) <= set(CAM_REPORT)
+    for point in sweep.points:
+        load_config(sweep.config, [*sweep.base, *point.overrides])  # every key exists, every value parses
