@@ -11,7 +11,7 @@ BOOK_ARGS ?=
 PYTEST_ARGS ?=
 SWEEP ?= papermill_runs/ablation.yaml
 
-.PHONY: help install book book-quick test lint lab sweep clean
+.PHONY: help install book book-quick test browser lint lab sweep clean
 
 help:
 	@echo "make book   - install, execute every notebook on the default benchmark, build the HTML book"
@@ -35,8 +35,15 @@ book: $(STAMP)
 book-quick: $(STAMP)
 	$(PY) -m cpmc_lib.book build --quick $(BOOK_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Debian's headless Chromium for the book test (Playwright's own download needs the internet).
+browser:
+	@command -v chromium-headless-shell >/dev/null 2>&1 || test -x /usr/lib/chromium/chromium-headless-shell || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell >/dev/null; \
+	    else echo "note: no chromium-headless-shell; the browser check of the book is skipped (apt-get install chromium-headless-shell)"; fi; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -34,7 +34,7 @@ from cpmc_lib.datasets import build_dataset
 from cpmc_lib.diagnostics import PathologyMeter
 from cpmc_lib.metrics import CamEvaluator
 from cpmc_lib.models import load_classifier
-from cpmc_lib.refinement import context_features
+from cpmc_lib.refinement import classifier_cam, context_features, pixel_affinity, refine_with_context
 from cpmc_lib.store import RunStore
 from cpmc_lib.transforms import eval_transform
 
@@ -182,6 +182,11 @@ def fg_maps(cache: dict, sl: slice, cfg, which: str) -> tuple[torch.Tensor, dict
                 list(two("ctx").split(cache["ctx_split"], dim=1)) if src == "image+stages" else [two("feat")]
             )
             out["stages"] = [two("img"), *stages]
+        if which == "refined":  # only step 1-3 are needed
+            cam = classifier_cam(out["cam"], lab2)
+            ctx = context_features(r.source, out["feat"], out["stages"], out["hie"])
+            refined = refine_with_context(cam, pixel_affinity(ctx, r.power), r.iterations)
+            return _fuse(refined[:, 1:], b, label, cache), {}
         maps = cpmc_maps(out, lab2, r, cfg.prototypes, cfg.calibration, None)
         m = (
             maps["refined"][:, 1:]
@@ -189,10 +194,15 @@ def fg_maps(cache: dict, sl: slice, cfg, which: str) -> tuple[torch.Tensor, dict
             else foreground_maps(maps[which], cfg.prototypes.bg_mode)
         )
         info = {k: maps[k].flatten(1).sum(1).float().mean().item() for k in ("fn", "fp")}
+    return _fuse(m, b, label, cache), info
+
+
+def _fuse(m: torch.Tensor, b: int, label: torch.Tensor, cache: dict) -> torch.Tensor:
+    """Flip fusion, resize to the image and normalisation, as the cams stage does."""
     m = m[:b] + m[b:].flip(-1)
     size = cache["mask"].shape[-2:]
     m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-    return normalize_cams(m, label), info
+    return normalize_cams(m, label)
 
 
 def evaluate(cache: dict, cfg, which: str, num_classes: int, step: float, chunk: int = 100) -> dict:
@@ -292,6 +302,8 @@ def main() -> None:
     torch.set_grad_enabled(False)
     if args.cache and Path(args.cache).is_file():
         cache = torch.load(args.cache)
+        if 0 < args.limit < len(cache["label"]):
+            cache = {k: v[: args.limit] if torch.is_tensor(v) else v for k, v in cache.items()}
     else:
         model = load_classifier(weights, cfg)
         dataset = build_dataset(cfg, cfg.data.cam_split, eval_transform())

@@ -24,6 +24,7 @@ __all__ = [
     "plot_history",
     "plot_image_grid",
     "plot_matrix",
+    "plot_regions",
     "plot_samples",
     "to_hwc_uint8",
 ]
@@ -255,3 +256,40 @@ def plot_cam_methods(
             rows.append(pred_row)
             titles.append(pred_title)
     return plot_image_grid(rows, titles, size=2.0)
+
+
+def _upsample(x: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """A grid map (h, w) to image size, nearest neighbour (cells stay visible)."""
+    return torch.nn.functional.interpolate(x[None, None].float(), size=size, mode="nearest")[0, 0].numpy()
+
+
+def _mask_overlay(
+    img: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], alpha: float = 0.55
+) -> np.ndarray:
+    out = img.astype(np.float32).copy()
+    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(color, dtype=np.float32)
+    return out.round().astype(np.uint8)
+
+
+def plot_regions(
+    samples: Sequence[Mapping], steps: Mapping[str, torch.Tensor], indices: Sequence[int]
+) -> Figure:
+    """CPMC's intermediate maps on a few images: prototype CAM, FN / FP regions, calibrated map.
+
+    Args:
+        samples: dataset items (``img`` uint8 (3, H, W), ``mask``, ``name``).
+        steps: :meth:`cpmc_lib.widgets.Explorer.steps`'s dict ((N, K, h, w) maps and region masks).
+        indices: which samples to draw.
+    """
+    rows, titles = [], []
+    for i in indices:
+        img = to_hwc_uint8(samples[i]["img"])
+        proto, cpmc = (_upsample(steps[k][i, 1:].amax(0), img.shape[:2]) for k in ("proto", "cpmc"))
+        fn, fp = (_upsample(steps[k][i, 1:].any(0), img.shape[:2]) > 0 for k in ("fn", "fp"))
+        rows.append([
+            img, colorize(samples[i]["mask"]), overlay_cam(img, proto),
+            _mask_overlay(img, fn, (0, 200, 0)), _mask_overlay(img, fp, (230, 0, 0)), overlay_cam(img, cpmc),
+        ])  # fmt: skip
+        titles.append([samples[i]["name"], "ground truth", "prototype CAM", "FN region (green)",
+                       "FP region (red)", "CPMC"])  # fmt: skip
+    return plot_image_grid(rows, titles, size=2.1)

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["fmt", "markdown_table", "method_table"]
+__all__ = ["ablation_verdict", "fmt", "markdown_table", "method_table"]
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -64,3 +64,33 @@ def method_table(results: Mapping[str, Mapping[str, Any]], pathology: bool = Tru
             if k not in columns:
                 columns.append(k)
     return markdown_table(rows, columns, digits=1)
+
+
+def _effect(delta: float, tol: float) -> str:
+    if delta > tol:
+        return f"helps (+{delta:.1f})"
+    if delta < -tol:
+        return f"**hurts** ({delta:.1f})"
+    return f"no measurable effect ({delta:+.1f})"
+
+
+def ablation_verdict(miou: Mapping[str, float], tol: float = 0.5) -> str:
+    """One sentence per component from an ablation's mIoU by row name (rows of ``widgets.ABLATION``).
+
+    A change within ``tol`` points is reported as no effect; a loss is reported as such.
+    """
+    cam, refined, proto = miou["classifier CAM"], miou["+ context refinement"], miou["+ prototype CAM"]
+    fn, fp, full = miou["+ FN local prototypes"], miou["+ FP local prototypes"], miou["full CPMC (FN + FP)"]
+    lines = [
+        f"- Context refinement over the classifier CAM: {_effect(refined - cam, tol)}.",
+        f"- Prototype CAM (seeded by the refined CAM) over the refined CAM: {_effect(proto - refined, tol)}.",
+        f"- FN local prototypes over the prototype CAM: {_effect(fn - proto, tol)}.",
+        f"- FP local prototypes over the prototype CAM: {_effect(fp - proto, tol)}.",
+        f"- Full CPMC: {full - cam:+.1f} over the classifier CAM, {full - proto:+.1f} over the prototype CAM.",
+    ]
+    if "prototype CAM, no refinement" in miou:
+        lines.append(
+            "- Refinement as a seed source for the prototype CAM: "
+            f"{_effect(proto - miou['prototype CAM, no refinement'], tol)}."
+        )
+    return "\n".join(lines)

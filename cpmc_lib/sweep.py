@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from .io import atomic_write, load_json, save_json
 
-__all__ = ["Point", "Sweep", "flatten", "load_sweep", "run_sweep"]
+__all__ = ["Point", "Sweep", "flatten", "load_results", "load_sweep", "run_sweep"]
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "papermill_runs" / "output"
@@ -217,3 +217,9 @@ def run_sweep(
         "csv": str(base / "results.csv"),
         "json": str(base / "results.json"),
     }
+
+
+def load_results(name: str, output: str | Path | None = None) -> list[dict[str, Any]] | None:
+    """The rows of a finished sweep's ``results.json`` (None if the sweep has not run)."""
+    path = (Path(output) if output else OUTPUT / name) / "results.json"
+    return load_json(path)["rows"] if path.is_file() else None

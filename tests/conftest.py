@@ -173,3 +173,25 @@ def tiny_cam_run(tmp_path: Path):
             np.save(st.path / "cam" / f"{name}.npy", {"keys": np.array(keys), "cam": cam}, allow_pickle=True)
         save_json(st.path / "cam" / "metrics.json", {"miou": 0.0, "threshold": 0.25})
     return cfg, store
+
+
+# A tiny end-to-end run (every stage, one epoch) shared by the pipeline, widget and book tests.
+TINY_OVERRIDES = [
+    "synth.size=64", "synth.train=24", "synth.val=12", "synth.classes=4", "data.num_classes=5",
+    "classifier.epochs=1", "classifier.batch_size=8", "classifier.crop_size=64",
+    "segmentation.epochs=1", "segmentation.batch_size=8", "segmentation.crop_size=64", "crf.workers=0",
+    "device=cpu",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """(cfg, metrics) of the whole pipeline on a tiny synthetic set."""
+    from cpmc_lib import pipeline
+    from cpmc_lib.config import load_config
+
+    root = tmp_path_factory.mktemp("tiny")
+    cfg = load_config(
+        "configs/default.yaml", [*TINY_OVERRIDES, f"data.root={root / 'data'}", f"runs_dir={root / 'runs'}"]
+    )
+    return cfg, pipeline.run(cfg, progress=False)

@@ -3,24 +3,15 @@
 import json
 
 import pytest
+from conftest import TINY_OVERRIDES
 
 from cpmc_lib import pipeline
 from cpmc_lib.cli import main
-from cpmc_lib.config import load_config
-
-TINY = [
-    "synth.size=64", "synth.train=24", "synth.val=12", "synth.classes=4", "data.num_classes=5",
-    "classifier.epochs=1", "classifier.batch_size=8", "classifier.crop_size=64",
-    "segmentation.epochs=1", "segmentation.batch_size=8", "segmentation.crop_size=64", "crf.workers=0",
-    "device=cpu",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipe")
-    cfg = load_config("configs/default.yaml", [*TINY, f"data.root={root / 'data'}", f"runs_dir={root / 'runs'}"])
-    return cfg, pipeline.run(cfg, progress=False)
+def tiny(tiny_pipeline):
+    return tiny_pipeline
 
 
 @pytest.mark.slow
@@ -51,7 +42,7 @@ def test_pipeline_rerun_reuses_every_stage(tiny):
 def test_cli_pipeline_prints_table(tiny, capsys):
     cfg, _ = tiny
     args = ["pipeline", "--config", "configs/default.yaml", "--quiet"]
-    for o in [*TINY, f"data.root={cfg.data.root}", f"runs_dir={cfg.runs_dir}"]:
+    for o in [*TINY_OVERRIDES, f"data.root={cfg.data.root}", f"runs_dir={cfg.runs_dir}"]:
         args += ["--set", o]
     assert main(args) == 0
     out = capsys.readouterr().out

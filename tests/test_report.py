@@ -26,3 +26,16 @@ def test_method_table_includes_diagnostics():
     assert "body recall" in header and "context act." in header
     assert cam.startswith("| cam | 40.0 | 0.30 | 60.0 | 50.0 | 30.0 | 80.0 |") and "0.46" in cam
     assert grad.startswith("| gradcam | 35.0 | 0.25 |")
+
+
+def test_ablation_verdict_reports_help_and_harm():
+    from cpmc_lib.report import ablation_verdict
+
+    text = ablation_verdict({
+        "classifier CAM": 40.0, "+ context refinement": 45.0, "+ prototype CAM": 44.0,
+        "+ FN local prototypes": 44.2, "+ FP local prototypes": 48.0, "full CPMC (FN + FP)": 47.0,
+    })  # fmt: skip
+    assert "refinement over the classifier CAM: helps (+5.0)" in text
+    assert "over the refined CAM: **hurts** (-1.0)" in text
+    assert "FN local prototypes over the prototype CAM: no measurable effect (+0.2)" in text
+    assert "+7.0 over the classifier CAM, +3.0 over the prototype CAM" in text

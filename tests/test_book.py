@@ -1,0 +1,50 @@
+"""The published book, checked as a reader would: quick build, then every page in headless Chromium."""
+
+import shutil
+
+import pytest
+import yaml
+
+from cpmc_lib import book
+from cpmc_lib.browser import check_book, find_chromium
+
+pytestmark = pytest.mark.book
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    index = book.build(quick=True, out=out)
+    return index.parent, out
+
+
+def _pages(html_dir):
+    toc = yaml.safe_load((html_dir.parent.parent / "_toc.yml").read_text())
+    return ["index.html"] + [f"{f}.html" for f in book.toc_files(toc)[1:]]
+
+
+def test_every_chapter_of_the_toc_is_built(built):
+    html_dir, _ = built
+    pages = _pages(html_dir)
+    assert len(pages) >= 10
+    for page in pages:
+        assert (html_dir / page).is_file(), page
+    # MathJax is served from the book itself, so equations render offline
+    assert (html_dir / "_static" / "mathjax" / "tex-chtml.js").is_file()
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="no headless Chromium (make test installs it with apt)")
+def test_pages_render_in_headless_chromium(built, tmp_path):
+    html_dir, out = built
+    pages = _pages(html_dir)
+    reports = check_book(html_dir, pages, out / "screenshots")
+    by_page = {r.page: r for r in reports}
+    for r in reports:
+        assert not r.broken_images, (r.page, r.broken_images)
+        assert not r.errors, (r.page, r.errors)
+        assert not r.dead_links, (r.page, r.dead_links)
+    # figures and tables where the chapters draw them, typeset maths in the method chapter
+    assert by_page["notebooks/01_dataset.html"].images >= 3
+    assert by_page["notebooks/03_classifier_cams.html"].tables >= 1
+    assert by_page["method.html"].math >= 5
+    shutil.copytree(out / "screenshots", tmp_path / "screenshots")  # kept in pytest's tmp for a look
