@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,7 @@ __all__ = [
     "GradCamPlusPlusMethod",
     "LayerCamMethod",
     "OutputCam",
+    "cached_metrics",
     "evaluate_cams",
     "load_cams",
     "make_cam_method",
@@ -326,6 +328,22 @@ def evaluate_cams(folder: str | Path, dataset, num_classes: int, step: float = 0
     return metrics
 
 
+def cached_metrics(cfg: Config, store: RunStore, method: str) -> dict[str, Any] | None:
+    """The saved metrics of ``method``'s maps if they were made with ``cfg``'s settings, else None.
+
+    The cams stage folder is shared by all methods (its hash covers data, classifier and CAM
+    inference); each method's ``metrics.json`` records :meth:`~cpmc_lib.config.Config.method_hash`,
+    which adds the sections that method reads, so changing a calibration setting recomputes only
+    the "cpmc" maps.
+    """
+    path = store.path("cams") / method / "metrics.json"  # written last: present means complete
+    if path.is_file():
+        metrics = load_json(path)
+        if metrics.get("method_hash") == cfg.method_hash(method):
+            return metrics
+    return None
+
+
 def run(
     cfg: Config, store: RunStore | None = None, method: str = "cam", progress: bool = True
 ) -> dict[str, Any]:
@@ -344,11 +362,12 @@ def run(
     classifier.run(cfg, store, progress=progress)
     # keep: other methods' folders survive a crash of this stage with the same config.
     with store.stage("cams", cfg, device=str(device), keep=tuple(CAM_METHODS)) as st:
-        folder = st.path / method
-        if (folder / "metrics.json").is_file():
-            metrics = load_json(folder / "metrics.json")
-        else:
+        metrics = cached_metrics(cfg, store, method)
+        if metrics is None:
             start = time.perf_counter()
+            folder = st.path / method
+            if folder.exists():  # maps of other settings of this method: replace them
+                shutil.rmtree(folder)
             model = load_classifier(store.path("classifier") / "model.pt", cfg).to(device)
             dataset = build_dataset(cfg, cfg.data.cam_split, eval_transform())
             n = save_cams(
@@ -357,8 +376,9 @@ def run(
             raw = build_dataset(cfg, cfg.data.cam_split)  # masks only: skip the image normalisation
             metrics = evaluate_cams(folder, raw, cfg.data.num_classes, cfg.cams.thresholds_step)
             metrics.update(
-                method=method, images=n, seconds=round(time.perf_counter() - start, 1), folder=str(folder)
-            )
+                method=method, method_hash=cfg.method_hash(method), images=n,
+                seconds=round(time.perf_counter() - start, 1), folder=str(folder),
+            )  # fmt: skip
             save_json(folder / "metrics.json", metrics)
         if not st.done:
             st.result = {

@@ -39,7 +39,7 @@ from PIL import Image
 from .config import Config, CrfConfig
 from .crf import crf_map, dense_crf
 from .datasets import build_dataset
-from .io import IGNORE_INDEX, load_json, save_mask_png
+from .io import IGNORE_INDEX, save_mask_png
 from .metrics import ConfusionMeter, cam_to_mask
 from .runtime import pick_device
 from .store import RunStore
@@ -159,12 +159,12 @@ def labels_dir(store: RunStore) -> Path:
 
 def _cam_folder(cfg: Config, store: RunStore, method: str, progress: bool) -> tuple[Path, dict[str, Any]]:
     """The method's CAM folder and metrics; runs the cams stage if they are missing or stale."""
-    folder = store.path("cams") / method
-    if store.is_done("cams", cfg.stage_hash("cams")) and (folder / "metrics.json").is_file():
-        return folder, load_json(folder / "metrics.json")
     from . import cams  # here, not at the top: CRF worker processes import this module
 
-    metrics = cams.run(cfg, store, method=method, progress=progress)
+    folder = store.path("cams") / method
+    metrics = cams.cached_metrics(cfg, store, method)
+    if metrics is None:
+        metrics = cams.run(cfg, store, method=method, progress=progress)
     return folder, metrics
 
 

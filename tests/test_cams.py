@@ -156,3 +156,21 @@ def test_registered_string_methods_resolve():
         if isinstance(entry, str):
             method = cams.make_cam_method(name, tiny_net(), Config())
             assert isinstance(method, cams.CamMethod)
+
+
+def test_method_maps_are_reused_per_method_settings(tiny_pipeline):
+    """Changing a calibration setting recomputes the cpmc maps only; the classifier CAM is reused."""
+    from cpmc_lib import cams
+    from cpmc_lib.store import RunStore
+
+    cfg, _ = tiny_pipeline
+    store = RunStore.for_config(cfg)
+    other = cfg.replace(**{"calibration.use_fp": not cfg.calibration.use_fp})
+    assert cams.cached_metrics(other, store, "cam") is not None  # same maps, different calibration
+    assert cams.cached_metrics(other, store, "cpmc") is None
+    assert other.method_hash("cam") == cfg.method_hash("cam")
+    assert other.method_hash("cpmc") != cfg.method_hash("cpmc")
+    result = cams.run(other, store, method="cpmc", progress=False)
+    assert result["method_hash"] == other.method_hash("cpmc")
+    assert cams.cached_metrics(cfg, store, "cpmc") is None  # the old cpmc maps were replaced
+    assert cams.cached_metrics(cfg, store, "cam") is not None
