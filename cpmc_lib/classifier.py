@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from . import pretrain
 from .config import Config
 from .datasets import build_dataset, collate
 from .engine import fit, poly_lr
@@ -149,5 +150,8 @@ def run(cfg: Config, store: RunStore | None = None, progress: bool = True) -> di
     device = pick_device(cfg.device)
     with store.stage("classifier", cfg, device=str(device), keep=("checkpoint.pt",)) as st:
         if not st.done:
+            if cfg.pretrain.enabled and not cfg.classifier.weights:  # the ImageNet stand-in
+                weights = pretrain.run(cfg, store, progress)["weights"]
+                cfg = cfg.replace(**{"classifier.weights": weights})
             st.result = train(cfg, st.path, device, progress)
     return st.result

@@ -330,6 +330,10 @@ class Config:
         part["seed"] = self.seed
         if self.data.kind != "synth":  # the generator does not feed real data
             part.pop("synth", None)
+        # The ImageNet stand-in feeds the classifier (and so everything after it) only when enabled
+        # and no weights file is given; otherwise its settings change nothing.
+        if stage != "pretrain" and stage != "synth" and self.pretrain.enabled and not self.classifier.weights:
+            part["pretrain"] = d["pretrain"]
         blob = json.dumps(part, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

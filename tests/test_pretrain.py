@@ -100,3 +100,17 @@ def test_pretrain_hash_follows_architecture_not_benchmark(tiny_cfg):
     assert tiny_cfg.replace(**{"synth.train": 10}).stage_hash("pretrain") == h
     assert tiny_cfg.replace(**{"pretrain.epochs": 2}).stage_hash("pretrain") != h
     assert tiny_cfg.replace(**{"classifier.channels": "[16, 32]"}).stage_hash("pretrain") != h
+
+
+def test_pretrain_feeds_the_classifier_only_when_enabled():
+    from cpmc_lib.config import Config
+
+    cfg = Config()
+    on = cfg.replace(**{"pretrain.enabled": True})
+    assert on.stage_hash("classifier") != cfg.stage_hash("classifier")
+    assert on.stage_hash("cams") != cfg.stage_hash("cams")
+    # disabled: its settings do not touch the classifier's cache key
+    assert cfg.replace(**{"pretrain.epochs": 1}).stage_hash("classifier") == cfg.stage_hash("classifier")
+    # an explicit weights file wins over the stand-in
+    explicit = on.replace(**{"classifier.weights": "w.pt"})
+    assert explicit.stage_hash("classifier") == explicit.replace(**{"pretrain.epochs": 1}).stage_hash("classifier")
