@@ -114,9 +114,16 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
 
     val_loader = DataLoader(val_set, batch_size=c.batch_size, num_workers=c.num_workers, collate_fn=collate)
 
+    consistency = cfg.calibration.train_consistency_weight > 0
+
     def step(model: CamNet, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        logits = model(batch["img"].to(device))["logits"]
-        return {"loss": classification_loss(logits.float(), batch["label"].to(device))}
+        img, label = batch["img"].to(device), batch["label"].to(device)
+        out = model(img)
+        if consistency:  # CPMC training: + weight x |refined CAM - calibrated prototype CAM|
+            from .cpmc import cpmc_loss  # imported here: cpmc -> cams -> classifier
+
+            return cpmc_loss(out, label, cfg, img)
+        return {"loss": classification_loss(out["logits"].float(), label)}
 
     def validate(epoch: int, model: CamNet) -> dict[str, float]:
         scores = classification_metrics(*predict_logits(model, val_loader, device))

@@ -334,6 +334,9 @@ class Config:
         # and no weights file is given; otherwise its settings change nothing.
         if stage != "pretrain" and stage != "synth" and self.pretrain.enabled and not self.classifier.weights:
             part["pretrain"] = d["pretrain"]
+        # With consistency training, the CPMC sections shape the classifier itself.
+        if stage not in ("synth", "pretrain") and self.calibration.train_consistency_weight > 0:
+            part.update({k: d[k] for k in ("refinement", "prototypes", "calibration")})
         blob = json.dumps(part, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -116,3 +116,29 @@ def test_run_stage_is_reused(fake_synth_root, tmp_path):
     assert again == first
     assert (store.path("classifier") / "model.pt").stat().st_mtime_ns == stamp
     assert (store.path("classifier") / "checkpoint.pt").exists()
+
+
+def test_consistency_training_is_part_of_the_classifier_key_and_runs(tmp_path):
+    """With train_consistency_weight > 0 the CPMC sections shape the classifier (and its cache key)."""
+    from cpmc_lib.classifier import run
+    from cpmc_lib.config import load_config
+    from cpmc_lib.store import RunStore
+
+    cfg = load_config(None, [
+        "synth.size=64", "synth.train=16", "synth.val=8", "synth.classes=3", "data.num_classes=4",
+        f"data.root={tmp_path / 'data'}", "classifier.epochs=1", "classifier.batch_size=8",
+        "classifier.crop_size=64", "calibration.train_consistency_weight=1.0", "device=cpu",
+    ])  # fmt: skip
+    plain = cfg.replace(**{"calibration.train_consistency_weight": 0.0})
+    assert cfg.stage_hash("classifier") != plain.stage_hash("classifier")
+    assert plain.replace(**{"calibration.use_fn": False}).stage_hash("classifier") == plain.stage_hash(
+        "classifier"
+    )
+    from cpmc_lib import synth
+
+    synth.ensure_generated(cfg.synth, cfg.data_root(), progress=False)
+    run(cfg, RunStore(tmp_path / "runs" / "c"), progress=False)
+    import json
+
+    history = json.loads((tmp_path / "runs" / "c" / "classifier" / "history.json").read_text())
+    assert history[0]["cons"] > 0 and history[0]["loss"] > history[0]["cls"]
