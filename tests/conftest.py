@@ -171,7 +171,10 @@ def tiny_cam_run(tmp_path: Path):
             keys = [int(k) + 1 for k in np.flatnonzero(sample["label"].numpy())]
             cam = blurred_cams(sample["mask"].numpy(), keys)
             np.save(st.path / "cam" / f"{name}.npy", {"keys": np.array(keys), "cam": cam}, allow_pickle=True)
-        save_json(st.path / "cam" / "metrics.json", {"miou": 0.0, "threshold": 0.25})
+        save_json(
+            st.path / "cam" / "metrics.json",
+            {"miou": 0.0, "threshold": 0.25, "method_hash": cfg.method_hash("cam")},
+        )
     return cfg, store
 
 
