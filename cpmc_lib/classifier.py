@@ -157,7 +157,7 @@ def run(cfg: Config, store: RunStore | None = None, progress: bool = True) -> di
     device = pick_device(cfg.device)
     with store.stage("classifier", cfg, device=str(device), keep=("checkpoint.pt",)) as st:
         if not st.done:
-            if cfg.pretrain.enabled and not cfg.classifier.weights:  # the ImageNet stand-in
+            if cfg.uses_pretrain_stage():  # the ImageNet stand-in
                 weights = pretrain.run(cfg, store, progress)["weights"]
                 cfg = cfg.replace(**{"classifier.weights": weights})
             st.result = train(cfg, st.path, device, progress)

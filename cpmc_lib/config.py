@@ -116,7 +116,10 @@ class PretrainConfig:
     classification head each (see :mod:`cpmc_lib.pretrain`).
     """
 
-    enabled: bool = False  # the classifier starts from this stage's weights when classifier.weights is ""
+    # On by default: measured on synth seed 0 it raised classifier-CAM mIoU 51.7 -> 58.8 and
+    # prototype-CAM mIoU 55.5 -> 62.9 (see cpmc_lib/pretrain.py). The classifier starts from this
+    # stage's weights when classifier.weights is "".
+    enabled: bool = True
     images: int = 4000  # source training images (drawn on the fly, deterministic by seed)
     val_images: int = 256  # held-out source images for the reported accuracy
     size: int = 96  # image side in pixels
@@ -330,15 +333,22 @@ class Config:
         part["seed"] = self.seed
         if self.data.kind != "synth":  # the generator does not feed real data
             part.pop("synth", None)
+        if stage == "pretrain":  # whether its weights are used does not change them
+            part["pretrain"] = {k: v for k, v in d["pretrain"].items() if k != "enabled"}
         # The ImageNet stand-in feeds the classifier (and so everything after it) only when enabled
         # and no weights file is given; otherwise its settings change nothing.
-        if stage != "pretrain" and stage != "synth" and self.pretrain.enabled and not self.classifier.weights:
+        if stage not in ("pretrain", "synth") and self.uses_pretrain_stage():
             part["pretrain"] = d["pretrain"]
         # With consistency training, the CPMC sections shape the classifier itself.
         if stage not in ("synth", "pretrain") and self.calibration.train_consistency_weight > 0:
             part.update({k: d[k] for k in ("refinement", "prototypes", "calibration")})
         blob = json.dumps(part, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def uses_pretrain_stage(self) -> bool:
+        """True when the classifier starts from the synthetic ImageNet stand-in (no other weights given)."""
+        c = self.classifier
+        return self.pretrain.enabled and not c.weights and not c.pretrained
 
     def method_hash(self, method: str) -> str:
         """Cache key of one CAM method's maps: the cams stage hash plus the sections the method reads."""

@@ -183,6 +183,7 @@ TINY_OVERRIDES = [
     "synth.size=64", "synth.train=24", "synth.val=12", "synth.classes=4", "data.num_classes=5",
     "classifier.epochs=1", "classifier.batch_size=8", "classifier.crop_size=64",
     "segmentation.epochs=1", "segmentation.batch_size=8", "segmentation.crop_size=64", "crf.workers=0",
+    "pretrain.images=64", "pretrain.val_images=16", "pretrain.epochs=1", "pretrain.size=64",
     "device=cpu",
 ]  # fmt: skip
 

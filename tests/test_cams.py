@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cpmc_lib import cams
-from cpmc_lib.config import CamConfig, ClassifierConfig, Config, DataConfig
+from cpmc_lib.config import CamConfig, ClassifierConfig, Config, DataConfig, PretrainConfig
 from cpmc_lib.models import CamNet
 from cpmc_lib.store import RunStore
 
@@ -133,6 +133,7 @@ def test_stage_saves_scores_and_reuses(fake_synth_root, tmp_path, monkeypatch):
             layers=(1, 1), channels=(8, 16), side_channels=(4, 4, 8), batch_size=2, crop_size=16, epochs=1
         ),
         cams=CamConfig(scales=(1.0, 0.5), batch_size=2),
+        pretrain=PretrainConfig(enabled=False),
     )
     store = RunStore.for_config(cfg)
     metrics = cams.run(cfg, store, method="cam", progress=False)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cpmc_lib import classifier
-from cpmc_lib.config import ClassifierConfig, Config, DataConfig
+from cpmc_lib.config import ClassifierConfig, Config, DataConfig, PretrainConfig
 from cpmc_lib.io import load_json
 from cpmc_lib.models import build_model
 from cpmc_lib.store import RunStore
@@ -22,6 +22,7 @@ def tiny_config(root, runs, epochs: int = 2, num_workers: int = 0) -> Config:
             layers=(1, 1), channels=(8, 16), side_channels=(4, 4, 8), batch_size=2, crop_size=16,
             epochs=epochs, lr=0.05, num_workers=num_workers,
         ),
+        pretrain=PretrainConfig(enabled=False),  # from scratch: these tests are about training itself
     )  # fmt: skip
 
 
@@ -128,6 +129,7 @@ def test_consistency_training_is_part_of_the_classifier_key_and_runs(tmp_path):
         "synth.size=64", "synth.train=16", "synth.val=8", "synth.classes=3", "data.num_classes=4",
         f"data.root={tmp_path / 'data'}", "classifier.epochs=1", "classifier.batch_size=8",
         "classifier.crop_size=64", "calibration.train_consistency_weight=1.0", "device=cpu",
+        "pretrain.enabled=false",
     ])  # fmt: skip
     plain = cfg.replace(**{"calibration.train_consistency_weight": 0.0})
     assert cfg.stage_hash("classifier") != plain.stage_hash("classifier")

@@ -22,4 +22,6 @@ def test_notebooks_are_committed_without_outputs():
     for nb in sorted(Path("notebooks").glob("*.ipynb")) + sorted(Path("papermill_runs").glob("*.ipynb")):
         cells = json.loads(nb.read_text())["cells"]
         assert not any(c.get("outputs") or c.get("execution_count") for c in cells), f"{nb} has outputs"
-        assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells), f"{nb}: no parameters cell"
+        assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells), (
+            f"{nb}: no parameters cell"
+        )

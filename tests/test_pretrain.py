@@ -105,7 +105,7 @@ def test_pretrain_hash_follows_architecture_not_benchmark(tiny_cfg):
 def test_pretrain_feeds_the_classifier_only_when_enabled():
     from cpmc_lib.config import Config
 
-    cfg = Config()
+    cfg = Config().replace(**{"pretrain.enabled": False})
     on = cfg.replace(**{"pretrain.enabled": True})
     assert on.stage_hash("classifier") != cfg.stage_hash("classifier")
     assert on.stage_hash("cams") != cfg.stage_hash("cams")
@@ -113,4 +113,11 @@ def test_pretrain_feeds_the_classifier_only_when_enabled():
     assert cfg.replace(**{"pretrain.epochs": 1}).stage_hash("classifier") == cfg.stage_hash("classifier")
     # an explicit weights file wins over the stand-in
     explicit = on.replace(**{"classifier.weights": "w.pt"})
-    assert explicit.stage_hash("classifier") == explicit.replace(**{"pretrain.epochs": 1}).stage_hash("classifier")
+    assert explicit.stage_hash("classifier") == explicit.replace(**{"pretrain.epochs": 1}).stage_hash(
+        "classifier"
+    )
+    # so do real ImageNet weights (VOC / COCO configs)
+    online = on.replace(**{"classifier.pretrained": True})
+    assert not online.uses_pretrain_stage()
+    # the pretrain stage's own key ignores the switch: turning it on reuses weights made while off
+    assert on.stage_hash("pretrain") == cfg.stage_hash("pretrain")
