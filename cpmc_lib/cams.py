@@ -69,6 +69,7 @@ __all__ = [
     "LayerCamMethod",
     "OutputCam",
     "cached_metrics",
+    "compare_failures",
     "evaluate_cams",
     "load_cams",
     "make_cam_method",
@@ -386,3 +387,32 @@ def run(
                 method: {k: metrics[k] for k in ("miou", "threshold", "precision", "recall")},
             }
     return metrics
+
+
+def compare_failures(store: RunStore, dataset, a: str = "cam", b: str = "proto") -> dict[str, float]:
+    """The failures map ``b`` adds relative to map ``a``, over a split, each at its best threshold.
+
+    The dataset card's "failure modes of prototype CAMs" (``a="cam"``, ``b="proto"``): ``fn`` is the
+    percent of object pixels the classifier CAM labels right and the prototype CAM does not,
+    ``fp`` the percent of background pixels the prototype CAM marks as object while the classifier
+    CAM calls them background (:func:`cpmc_lib.diagnostics.fn_fp_fractions`, summed over images).
+    """
+    from .diagnostics import fn_fp_fractions
+    from .metrics import cam_to_mask
+
+    thr = {m: load_json(store.path("cams") / m / "metrics.json")["threshold"] for m in (a, b)}
+    sums = {"n_fn": 0, "n_fp": 0, "n_object": 0, "n_background": 0}
+    for name in dataset.names:
+        masks = []
+        for m in (a, b):
+            saved = load_cams(store.root, m, name)
+            masks.append(cam_to_mask(saved["cam"].astype(np.float32), saved["keys"], thr[m]))
+        gt = dataset.read_mask(dataset.mask_path(name))
+        r = fn_fp_fractions(masks[0], masks[1], gt)
+        for k in sums:
+            sums[k] += r[k]
+    return {
+        "fn": 100 * sums["n_fn"] / max(sums["n_object"], 1),
+        "fp": 100 * sums["n_fp"] / max(sums["n_background"], 1),
+        "thresholds": thr,
+    }

@@ -175,3 +175,15 @@ def test_method_maps_are_reused_per_method_settings(tiny_pipeline):
     assert result["method_hash"] == other.method_hash("cpmc")
     assert cams.cached_metrics(cfg, store, "cpmc") is None  # the old cpmc maps were replaced
     assert cams.cached_metrics(cfg, store, "cam") is not None
+
+
+def test_compare_failures_of_a_map_against_itself_and_another(tiny_pipeline):
+    from cpmc_lib.datasets import build_dataset
+    from cpmc_lib.store import RunStore
+
+    cfg, _ = tiny_pipeline
+    store, ds = RunStore.for_config(cfg), build_dataset(cfg, cfg.data.cam_split)
+    same = cams.compare_failures(store, ds, "cam", "cam")
+    assert same["fn"] == 0 and same["fp"] == 0  # a map adds no failure to itself
+    other = cams.compare_failures(store, ds, "cam", "proto")
+    assert 0 <= other["fn"] <= 100 and 0 <= other["fp"] <= 100
