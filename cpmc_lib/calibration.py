@@ -28,9 +28,8 @@ Example:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from .prototypes import cluster_prototypes, prototype_set_cam
+from .prototypes import cluster_prototypes, one_hot_labels, prototype_set_cam
 from .refinement import max_normalize
 
 __all__ = [
@@ -57,10 +56,6 @@ def region_labels(cam: torch.Tensor, label: torch.Tensor, bg_factor: float = 1.0
     return scaled.masked_fill(absent[..., None, None], -1.0).argmax(1)
 
 
-def _one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
-    return F.one_hot(labels, k).permute(0, 3, 1, 2).bool()
-
-
 def false_negative_regions(ref: torch.Tensor, proto: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Pixels the reference assigns to a class that the calibrated map does not.
 
@@ -72,7 +67,7 @@ def false_negative_regions(ref: torch.Tensor, proto: torch.Tensor, num_classes: 
     Returns:
         (B, K, h, w) bool; channel ``c >= 1`` is ``ref == c and proto != c``; channel 0 is empty.
     """
-    fn = _one_hot(ref, num_classes) & ~_one_hot(proto, num_classes)
+    fn = one_hot_labels(ref, num_classes) & ~one_hot_labels(proto, num_classes)
     fn[:, 0] = False
     return fn
 
@@ -88,7 +83,7 @@ def false_positive_regions(ref: torch.Tensor, proto: torch.Tensor, num_classes: 
     Returns:
         (B, K, h, w) bool; channel ``c >= 1`` is ``proto == c and ref == 0``; channel 0 is empty.
     """
-    fp = _one_hot(proto, num_classes) & (ref == 0)[:, None]
+    fp = one_hot_labels(proto, num_classes) & (ref == 0)[:, None]
     fp[:, 0] = False
     return fp
 

@@ -38,6 +38,7 @@ __all__ = [
     "cluster_prototypes",
     "cosine_activation",
     "masked_average",
+    "one_hot_labels",
     "prototype_cam",
     "prototype_set_cam",
     "prototype_seeds",
@@ -61,7 +62,7 @@ def seed_labels(cam: torch.Tensor, bg_factor: float) -> torch.Tensor:
     return scaled.argmax(1)
 
 
-def _one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
+def one_hot_labels(labels: torch.Tensor, k: int) -> torch.Tensor:
     """(B, h, w) int labels -> (B, K, h, w) bool."""
     return F.one_hot(labels, k).permute(0, 3, 1, 2).bool()
 
@@ -94,7 +95,7 @@ def prototype_seeds(
     """
     b, k, h, w = cam.shape
     present = label_mask(label).bool()[..., None, None]  # (B, K, 1, 1)
-    area = _one_hot(seed_labels(cam, bg_factor), k) & present
+    area = one_hot_labels(seed_labels(cam, bg_factor), k) & present
     if rule == "argmax":
         return area
     # Re-normalise: refinement shrinks the maxima and the rules compare values across images.
@@ -142,7 +143,7 @@ def structure_aware_seeds(
     iou[:, 0] *= bg_factor
     present = label_mask(label).bool()
     iou = iou.masked_fill(~present[..., None], -1.0)
-    return _one_hot(iou.argmax(1).view(b, h, w), k) & present[..., None, None]
+    return one_hot_labels(iou.argmax(1).view(b, h, w), k) & present[..., None, None]
 
 
 def masked_average(feat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
