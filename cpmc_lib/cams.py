@@ -68,6 +68,7 @@ __all__ = [
     "GradCamPlusPlusMethod",
     "LayerCamMethod",
     "OutputCam",
+    "benchmark_calibration",
     "cached_metrics",
     "compare_failures",
     "evaluate_cams",
@@ -415,4 +416,28 @@ def compare_failures(store: RunStore, dataset, a: str = "cam", b: str = "proto")
         "fn": 100 * sums["n_fn"] / max(sums["n_object"], 1),
         "fp": 100 * sums["n_fp"] / max(sums["n_background"], 1),
         "thresholds": thr,
+    }
+
+
+def benchmark_calibration(cfg: Config, store: RunStore, progress: bool = True) -> dict[str, Any]:
+    """What the dataset card records about the benchmark, measured with ``cfg``'s classifier.
+
+    Classifier-CAM mIoU (best threshold), part and body recall, context and neutral activation, and
+    the two failures of the prototype CAM relative to the classifier CAM (:func:`compare_failures`).
+    """
+    cam = run(cfg, store, method="cam", progress=progress)
+    run(cfg, store, method="proto", progress=progress)
+    p = cam["pathology"]
+    fails = compare_failures(store, build_dataset(cfg, cfg.data.cam_split), "cam", "proto")
+    return {
+        "classifier": {"config_hash": cfg.stage_hash("classifier"), **store.result("classifier")},
+        "cam_miou": cam["miou"],
+        "cam_threshold": cam["threshold"],
+        "recall_part": p["recall_part"],
+        "recall_body": p["recall_body"],
+        "act_context": p["act_context"],
+        "act_neutral": p["act_neutral"],
+        "proto_fn_of_cam_objects": fails["fn"],
+        "proto_fp_on_cam_background": fails["fp"],
+        "targets": "CAM mIoU about 35-55; part recall >= body recall + 15; context >= 1.5 x neutral activation",
     }

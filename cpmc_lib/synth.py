@@ -108,6 +108,7 @@ __all__ = [
     "draw_part",
     "ensure_generated",
     "design_table",
+    "record_calibration",
     "generate",
     "neutral_background",
     "paint_context",
@@ -732,3 +733,21 @@ def design_table(card: dict[str, Any]) -> str:
             f"| {c['context_angle']}°, rgb{tuple(c['context_tint'])} |"
         )
     return "\n".join(rows)
+
+
+def record_calibration(out: str | Path, calibration: dict[str, Any]) -> dict[str, Any]:
+    """Write classifier measurements of the pathologies into the card's ``calibration`` field.
+
+    The generator leaves the field empty; chapter 3 (or :func:`cpmc_lib.cams.benchmark_calibration`)
+    fills it with what a trained classifier measured on this very data. Other card fields and the
+    reuse check of :func:`ensure_generated` are unaffected.
+    """
+    path = Path(out) / "dataset_card.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist; generate the data first (python -m cpmc_lib synth --out {out})"
+        )
+    card = load_json(path)
+    card["calibration"] = calibration
+    save_json(path, card)
+    return card

@@ -227,3 +227,18 @@ def test_command_line_flags():
     assert (cfg.train, cfg.val, cfg.seed) == (7, 3, 9)
     with pytest.raises(ValueError, match="part_frac"):
         check_config(dataclasses.replace(cfg, part_frac=0.9))
+
+
+def test_record_calibration_keeps_the_folder_reusable(tmp_path):
+    from cpmc_lib.io import load_json
+    from cpmc_lib.synth import ensure_generated, record_calibration
+
+    cfg = SynthConfig(train=4, val=2, size=64)
+    ensure_generated(cfg, tmp_path, progress=False)
+    mtime = (tmp_path / "JPEGImages" / "train_00000.jpg").stat().st_mtime_ns
+    record_calibration(tmp_path, {"cam_miou": 42.0})
+    assert load_json(tmp_path / "dataset_card.json")["calibration"] == {"cam_miou": 42.0}
+    ensure_generated(cfg, tmp_path, progress=False)  # still the same data: not regenerated
+    assert (tmp_path / "JPEGImages" / "train_00000.jpg").stat().st_mtime_ns == mtime
+    with pytest.raises(FileNotFoundError, match="generate the data first"):
+        record_calibration(tmp_path / "nothing", {})
