@@ -5,7 +5,8 @@
 1. reads the chapter order from ``book/_toc.yml``;
 2. executes each listed notebook of ``notebooks/`` headlessly with papermill, in order, into
    ``build/book/notebooks/`` (the sources stay output-free), with the repository root as working
-   directory and the config chosen by ``--quick`` as the ``config_path`` parameter;
+   directory and the config chosen by ``--quick`` as the ``config_path`` parameter; the landing
+   page (the root, which gathers the chapters' results into the reader's headline table) runs last;
 3. copies the book's own pages beside them and runs ``jupyter-book build`` on the copy with
    execution switched off (the notebooks already ran);
 4. prints the path of the index page.
@@ -94,7 +95,7 @@ def build(quick: bool = False, out: Path = ROOT / "build", execute: bool = True)
 
     present, missing = set(), []
     params = {"config_path": CONFIGS[quick]}
-    for f in files:
+    for f in [*files[1:], files[0]]:  # the root summarises the chapters: it runs last
         if f.startswith("notebooks/"):
             nb = ROOT / f"{f}.ipynb"
             if not nb.exists():

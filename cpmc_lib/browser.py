@@ -72,7 +72,8 @@ def check_book(
             rep = PageReport(rel)
             path = html_dir / rel
             page.goto(path.as_uri(), wait_until="load")
-            page.wait_for_timeout(300)  # let MathJax typeset
+            page.wait_for_timeout(300)  # let MathJax typeset (and a redirect such as index.html land)
+            here = Path(unquote(urlparse(page.url).path))  # links resolve against where we landed
             imgs = page.eval_on_selector_all(
                 "main img", "els => els.map(e => [e.getAttribute('src'), e.complete && e.naturalWidth > 0])"
             )
@@ -88,7 +89,7 @@ def check_book(
                 url = urlparse(href)
                 if url.scheme or href.startswith("#") or not url.path:
                     continue
-                target = (path.parent / unquote(url.path)).resolve()
+                target = (here.parent / unquote(url.path)).resolve()
                 if not target.exists():
                     rep.dead_links.append(href)
             shot = shots / (rel.replace("/", "_").removesuffix(".html") + ".png")

@@ -18,6 +18,7 @@ from .io import IGNORE_INDEX, voc_palette
 __all__ = [
     "colorize",
     "overlay_cam",
+    "plot_at_a_glance",
     "plot_bars",
     "plot_cam_methods",
     "plot_curves",
@@ -293,3 +294,32 @@ def plot_regions(
         titles.append([samples[i]["name"], "ground truth", "prototype CAM", "FN region (green)",
                        "FP region (red)", "CPMC"])  # fmt: skip
     return plot_image_grid(rows, titles, size=2.1)
+
+
+def plot_at_a_glance(
+    samples: Sequence[Mapping], steps: Mapping[str, torch.Tensor], index: int | None = None
+) -> Figure:
+    """CPMC on one image, step by step: the figure that explains the method at a glance.
+
+    Args:
+        samples: dataset items (``img`` uint8 (3, H, W), ``mask``, ``name``).
+        steps: :meth:`cpmc_lib.widgets.Explorer.steps`'s dict ((N, K, h, w) maps and region masks).
+        index: the sample to draw; by default the one whose FN and FP regions are largest, so both
+            calibration steps have something to show.
+    """
+    if index is None:
+        region = steps["fn"][:, 1:].flatten(1).sum(1) + steps["fp"][:, 1:].flatten(1).sum(1)
+        index = int(region.argmax())
+    img = to_hwc_uint8(samples[index]["img"])
+    up = {
+        k: _upsample(steps[k][index, 1:].amax(0), img.shape[:2]) for k in ("cam", "refined", "proto", "cpmc")
+    }
+    fn, fp = (_upsample(steps[k][index, 1:].any(0), img.shape[:2]) > 0 for k in ("fn", "fp"))
+    regions = _mask_overlay(_mask_overlay(img, fn, (0, 200, 0)), fp, (230, 0, 0))
+    row = [img, overlay_cam(img, up["cam"]), overlay_cam(img, up["refined"]), overlay_cam(img, up["proto"]),
+           regions, overlay_cam(img, up["cpmc"]), colorize(samples[index]["mask"])]  # fmt: skip
+    titles = ["image", "1 classifier CAM", "2 refined by context", "3 prototype CAM",
+              "4 FN (green) / FP (red)", "5 CPMC", "ground truth"]  # fmt: skip
+    return plot_image_grid([row], [titles], size=2.0,
+                           suptitle=f"CPMC at a glance ({samples[index]['name']}): the prototype CAM (3) is calibrated "
+                           "by local prototypes from where it disagrees with the refined CAM (4)")  # fmt: skip

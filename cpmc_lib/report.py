@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ablation_verdict", "fmt", "markdown_table", "method_table"]
+__all__ = ["ablation_verdict", "fmt", "headline", "markdown_table", "method_table"]
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -93,4 +93,50 @@ def ablation_verdict(miou: Mapping[str, float], tol: float = 0.5) -> str:
             "- Refinement as a seed source for the prototype CAM: "
             f"{_effect(proto - miou['prototype CAM, no refinement'], tol)}."
         )
+    return "\n".join(lines)
+
+
+CAM_NAMES = {
+    "cam": "classifier CAM",
+    "refined": "+ context refinement",
+    "proto": "prototype CAM",
+    "cpmc": "CPMC (calibrated)",
+    "gradcam": "Grad-CAM (peer)",
+    "gradcampp": "Grad-CAM++ (peer)",
+    "layercam": "LayerCAM (peer)",
+}
+
+
+def headline(metrics: Mapping[str, Any]) -> str:
+    """The landing page's results: one Markdown table of a pipeline ``metrics.json``, then one
+    sentence per comparison the book is about (CPMC against the classifier and prototype CAMs,
+    the CRF, weak against full supervision). Sections the run has not reached are left out."""
+    rows = [
+        {"stage": "CAM (train split)", "what": CAM_NAMES.get(m, m), "mIoU (%)": r["miou"]}
+        for m, r in metrics.get("cams", {}).items()
+    ]
+    pseudo = metrics.get("pseudo", {})
+    for key, r in pseudo.items():
+        what = f"{key.removesuffix('_crf')} pseudo labels" + (" + dense CRF" if key.endswith("_crf") else "")
+        rows.append({"stage": "pseudo labels (train split)", "what": what, "mIoU (%)": r["miou"]})
+    seg = metrics.get("seg", {})
+    if seg:
+        rows.append({"stage": "segmentation (val split)", "what": "trained on pseudo labels",
+                     "mIoU (%)": seg["wsss"]["miou"]})  # fmt: skip
+        rows.append({"stage": "segmentation (val split)", "what": "trained on ground truth (ceiling)",
+                     "mIoU (%)": seg["full"]["miou"]})  # fmt: skip
+    lines = [markdown_table(rows, ["stage", "what", "mIoU (%)"]), ""]
+    cams = metrics.get("cams", {})
+    if {"cam", "proto", "cpmc"} <= set(cams):
+        cam, proto, cpmc = (cams[k]["miou"] for k in ("cam", "proto", "cpmc"))
+        lines.append(f"- CPMC scores {cpmc - cam:+.1f} mIoU over the classifier CAM and {cpmc - proto:+.1f} over "
+                     "the prototype CAM it calibrates.")  # fmt: skip
+    crf = [k for k in pseudo if k.endswith("_crf") and k.removesuffix("_crf") in pseudo]
+    for k in crf:
+        delta = pseudo[k]["miou"] - pseudo[k.removesuffix("_crf")]["miou"]
+        lines.append(f"- The dense CRF changes {k.removesuffix('_crf')} pseudo-label mIoU by {delta:+.1f}.")
+    if seg:
+        ratio = seg.get("ratio", seg["wsss"]["miou"] / max(seg["full"]["miou"], 1e-9))
+        lines.append(f"- Weak supervision reaches {100 * ratio:.1f} % of full supervision "
+                     "(the best published WSSS methods reach about 90 % on PASCAL VOC).")  # fmt: skip
     return "\n".join(lines)

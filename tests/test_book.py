@@ -20,7 +20,11 @@ def built(tmp_path_factory):
 
 def _pages(html_dir):
     toc = yaml.safe_load((html_dir.parent.parent / "_toc.yml").read_text())
-    return ["index.html"] + [f"{f}.html" for f in book.toc_files(toc)[1:]]
+    return ["index.html"] + [f"{f}.html" for f in book.toc_files(toc)]
+
+
+def toc_root(html_dir):
+    return yaml.safe_load((html_dir.parent.parent / "_toc.yml").read_text())["root"]
 
 
 def test_every_chapter_of_the_toc_is_built(built):
@@ -44,6 +48,9 @@ def test_pages_render_in_headless_chromium(built, tmp_path):
         assert not r.errors, (r.page, r.errors)
         assert not r.dead_links, (r.page, r.dead_links)
     # figures and tables where the chapters draw them, typeset maths in the method chapter
+    # the landing page: the reader's headline table, the results chart and the at-a-glance figure
+    assert by_page[f"{toc_root(html_dir)}.html"].tables >= 1
+    assert by_page[f"{toc_root(html_dir)}.html"].images >= 2
     assert by_page["notebooks/01_dataset.html"].images >= 3
     assert by_page["notebooks/03_classifier_cams.html"].tables >= 1
     assert by_page["method.html"].math >= 5

@@ -40,3 +40,21 @@ def test_figures_have_expected_panels():
     assert best.get_xdata()[0] == 0.2
     fig = plots.plot_bars({"a": [1, 2], "b": [3, 4]}, ["c1", "c2"], "IoU")
     assert len(fig.axes[0].patches) == 4
+
+
+def test_at_a_glance_picks_the_image_with_calibration_regions():
+    samples = [
+        {
+            "name": n,
+            "img": torch.zeros(3, 8, 8, dtype=torch.uint8),
+            "mask": torch.zeros(8, 8, dtype=torch.int64),
+        }
+        for n in ("quiet", "busy")
+    ]
+    maps = torch.rand(2, 3, 4, 4)
+    fn, fp = torch.zeros(2, 3, 4, 4, dtype=torch.bool), torch.zeros(2, 3, 4, 4, dtype=torch.bool)
+    fn[1, 1, :2], fp[1, 0] = True, True  # image 1 has an FN region; its background channel does not count
+    steps = {"cam": maps, "refined": maps, "proto": maps, "cpmc": maps, "fn": fn, "fp": fp}
+    fig = plots.plot_at_a_glance(samples, steps)
+    assert len(fig.axes) == 7 and "busy" in fig.get_suptitle()
+    assert "quiet" in plots.plot_at_a_glance(samples, steps, index=0).get_suptitle()

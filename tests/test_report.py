@@ -39,3 +39,22 @@ def test_ablation_verdict_reports_help_and_harm():
     assert "over the refined CAM: **hurts** (-1.0)" in text
     assert "FN local prototypes over the prototype CAM: no measurable effect (+0.2)" in text
     assert "+7.0 over the classifier CAM, +3.0 over the prototype CAM" in text
+
+
+def test_headline_summarises_every_stage_of_a_metrics_file():
+    from cpmc_lib.report import headline
+
+    metrics = {
+        "cams": {"cam": {"miou": 40.0}, "proto": {"miou": 45.0}, "cpmc": {"miou": 52.5}},
+        "pseudo": {"cpmc": {"miou": 50.0}, "cpmc_crf": {"miou": 53.0}},
+        "seg": {"wsss": {"miou": 60.0}, "full": {"miou": 75.0}, "ratio": 0.8},
+    }
+    text = headline(metrics)
+    assert "| CAM (train split) | CPMC (calibrated) | 52.5 |" in text
+    assert "| pseudo labels (train split) | cpmc pseudo labels + dense CRF | 53.0 |" in text
+    assert "| segmentation (val split) | trained on ground truth (ceiling) | 75.0 |" in text
+    assert "+12.5 mIoU over the classifier CAM and +7.5 over" in text
+    assert "changes cpmc pseudo-label mIoU by +3.0" in text and "80.0 % of full supervision" in text
+    # a run that stopped at the CAM stage has no pseudo or segmentation lines
+    short = headline({"cams": metrics["cams"]})
+    assert "pseudo" not in short and "full supervision" not in short
