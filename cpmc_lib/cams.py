@@ -49,7 +49,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from . import classifier
+from . import classifier, distributed
 from .config import Config
 from .datasets import build_dataset, collate
 from .diagnostics import PathologyMeter
@@ -363,25 +363,33 @@ def run(
         raise ValueError(f"unknown CAM method {method!r}; methods: {', '.join(CAM_METHODS)}")
     classifier.run(cfg, store, progress=progress)
     # keep: other methods' folders survive a crash of this stage with the same config.
+    # Under torchrun each rank maps its shard of the images (i % world == rank) into the shared
+    # folder; rank 0 scores them all once every rank is done.
     with store.stage("cams", cfg, device=str(device), keep=tuple(CAM_METHODS)) as st:
         metrics = cached_metrics(cfg, store, method)
+        distributed.barrier()  # every rank has looked before rank 0 clears
         if metrics is None:
             start = time.perf_counter()
             folder = st.path / method
-            if folder.exists():  # maps of other settings of this method: replace them
+            if folder.exists() and distributed.is_main():  # maps of other settings: replace them
                 shutil.rmtree(folder)
+            distributed.barrier()
             model = load_classifier(store.path("classifier") / "model.pt", cfg).to(device)
-            dataset = build_dataset(cfg, cfg.data.cam_split, eval_transform())
+            dataset = distributed.shard_dataset(build_dataset(cfg, cfg.data.cam_split, eval_transform()))
             n = save_cams(
-                make_cam_method(method, model, cfg), dataset, folder, device, cfg.cams.batch_size, progress
-            )
-            raw = build_dataset(cfg, cfg.data.cam_split)  # masks only: skip the image normalisation
-            metrics = evaluate_cams(folder, raw, cfg.data.num_classes, cfg.cams.thresholds_step)
-            metrics.update(
-                method=method, method_hash=cfg.method_hash(method), images=n,
-                seconds=round(time.perf_counter() - start, 1), folder=str(folder),
+                make_cam_method(method, model, cfg), dataset, folder, device, cfg.cams.batch_size,
+                progress and distributed.is_main(),
             )  # fmt: skip
-            save_json(folder / "metrics.json", metrics)
+            n = round(distributed.all_reduce_sum({"n": n})["n"])  # also waits for every rank's maps
+            if distributed.is_main():
+                raw = build_dataset(cfg, cfg.data.cam_split)  # masks only: skip the image normalisation
+                metrics = evaluate_cams(folder, raw, cfg.data.num_classes, cfg.cams.thresholds_step)
+                metrics.update(
+                    method=method, method_hash=cfg.method_hash(method), images=n,
+                    seconds=round(time.perf_counter() - start, 1), folder=str(folder),
+                )  # fmt: skip
+                save_json(folder / "metrics.json", metrics)
+            metrics = distributed.broadcast_object(metrics)
         if not st.done:
             st.result = {
                 **st.result,

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from . import pretrain
+from . import distributed, pretrain
 from .config import Config
 from .datasets import build_dataset, collate
 from .engine import fit, poly_lr
@@ -106,10 +106,13 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
             f"{len(train_set)} training images is fewer than classifier.batch_size={c.batch_size}"
         )
 
+    batch_size = distributed.local_batch_size(c.batch_size, "classifier.batch_size")  # this rank's share
+
     def make_loader(generator: torch.Generator) -> DataLoader:
         return DataLoader(
-            train_set, batch_size=c.batch_size, shuffle=True, drop_last=True, generator=generator,
-            num_workers=c.num_workers, collate_fn=collate, worker_init_fn=worker_init_fn,
+            train_set, batch_size=batch_size, sampler=distributed.make_sampler(train_set, generator),
+            drop_last=True, generator=generator, num_workers=c.num_workers, collate_fn=collate,
+            worker_init_fn=worker_init_fn,
         )  # fmt: skip
 
     val_loader = DataLoader(val_set, batch_size=c.batch_size, num_workers=c.num_workers, collate_fn=collate)
@@ -135,8 +138,9 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
         model, make_loader, step, optimizer, c.epochs, out / "checkpoint.pt", cfg.seed, device,
         scheduler=poly_lr(optimizer, steps), on_epoch_end=validate, progress=progress, desc="classifier",
     )  # fmt: skip
-    save_json(out / "history.json", history)
-    save_torch(out / "model.pt", model.state_dict())
+    if distributed.is_main():
+        save_json(out / "history.json", history)
+        save_torch(out / "model.pt", model.state_dict())
     last = history[-1] if history else {}
     return {
         "val_mAP": last.get("val_mAP", float("nan")),

@@ -3,11 +3,15 @@
 Every command that runs a stage takes ``--config`` (YAML), ``--set key=value`` overrides (repeatable),
 ``--run NAME`` (folder under ``runs/``) and ``--data DIR`` (dataset root), and calls the same
 ``run(cfg, store)`` function a notebook calls.
+
+The same command line runs on several GPUs under ``torchrun --nproc_per_node N -m cpmc_lib ...``:
+the processes join one group (:mod:`cpmc_lib.distributed`) and only rank 0 prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -42,6 +46,21 @@ def _config(args: argparse.Namespace):
     return load_config(args.config, overrides)
 
 
+def _say(text: str) -> None:
+    """Print on rank 0 only (under torchrun every rank runs the command)."""
+    from . import distributed
+
+    if distributed.is_main():
+        print(text)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars unless ``--quiet``, and on rank 0 only."""
+    from . import distributed
+
+    return not args.quiet and distributed.is_main()
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -63,32 +82,32 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import classifier
 
-    result = classifier.run(_config(args), progress=not args.quiet)
-    print(json.dumps(result, indent=2))
+    result = classifier.run(_config(args), progress=_progress(args))
+    _say(json.dumps(result, indent=2))
     return 0
 
 
 def _cmd_cams(args: argparse.Namespace) -> int:
     from . import cams
 
-    result = cams.run(_config(args), method=args.method, progress=not args.quiet)
-    print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=2))
+    result = cams.run(_config(args), method=args.method, progress=_progress(args))
+    _say(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=2))
     return 0
 
 
 def _cmd_pseudo(args: argparse.Namespace) -> int:
     from . import pseudo
 
-    result = pseudo.run(_config(args), method=args.method, progress=not args.quiet)
-    print(json.dumps(result, indent=2))
+    result = pseudo.run(_config(args), method=args.method, progress=_progress(args))
+    _say(json.dumps(result, indent=2))
     return 0
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
     from . import segmentation
 
-    result = segmentation.run(_config(args), labels=args.labels, progress=not args.quiet)
-    print(json.dumps(result, indent=2))
+    result = segmentation.run(_config(args), labels=args.labels, progress=_progress(args))
+    _say(json.dumps(result, indent=2))
     return 0
 
 
@@ -96,9 +115,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     from . import pipeline
 
     cfg = _config(args)
-    metrics = pipeline.run(cfg, progress=not args.quiet)
-    print(pipeline.format_metrics(metrics))
-    print(f"\nwrote {cfg.run_dir() / 'metrics.json'}")
+    metrics = pipeline.run(cfg, progress=_progress(args))
+    _say(pipeline.format_metrics(metrics))
+    _say(f"\nwrote {cfg.run_dir() / 'metrics.json'}")
     return 0
 
 
@@ -168,10 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _process_group(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """Under torchrun, the process group of a stage command (NCCL or gloo by the config's device)."""
+    from . import distributed
+
+    if not distributed.launched() or not hasattr(args, "overrides"):
+        return contextlib.nullcontext()
+    from .runtime import pick_device
+
+    return distributed.process_group(pick_device(_config(args).device))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _process_group(args):
+            return args.func(args)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

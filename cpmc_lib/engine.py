@@ -4,6 +4,10 @@
 when a checkpoint exists, resumes from it. Every epoch reseeds the random generators from
 ``(seed, epoch)`` and builds its loader with a generator seeded the same way, so an interrupted run
 resumed from its last checkpoint ends with the same weights as an uninterrupted one.
+
+Under ``torchrun`` (see :mod:`cpmc_lib.distributed`) the model is wrapped in
+``DistributedDataParallel``: each rank runs its share of the global batch, gradients are averaged
+across ranks, and rank 0 alone validates, shows the progress bar and writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .io import save_torch
-from .runtime import seed_everything
+from .runtime import RANK_SEED_STRIDE, seed_everything
 
 __all__ = ["fit", "load_checkpoint", "poly_lr"]
 
@@ -36,6 +41,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # pickle/zip errors from a foreign or damaged file
         raise RuntimeError(f"{path}: cannot read checkpoint ({e}); delete it to restart training") from e
+
+
+def data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` wrapped in ``DistributedDataParallel`` (BatchNorm synchronised on CUDA).
+
+    Each rank sees only its share of the global batch; plain BatchNorm would normalise with the
+    statistics of that share, so the same global batch would train differently on 1 and N GPUs.
+    SyncBatchNorm computes them over the whole global batch (parameters and buffers are kept, so
+    the optimiser and the state dict are unaffected). PyTorch implements it for GPUs only: on CPU
+    (gloo) each rank keeps its local statistics, and models with frozen BatchNorm are unaffected.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    # Unused parameters exist: CamNet's side projections feed only the CPMC consistency loss.
+    kw: dict[str, Any] = {"find_unused_parameters": True}
+    if device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        kw["device_ids"] = [torch.cuda.current_device()]
+    return DistributedDataParallel(model, **kw)
 
 
 def fit(
@@ -67,6 +91,10 @@ def fit(
         The history: one dict per epoch with the mean of each ``step`` output and the hook's metrics.
 
     AMP (bfloat16 autocast is not used; float16 with a GradScaler) is on when ``device`` is CUDA.
+
+    Under ``torchrun`` ``step`` receives the DDP-wrapped model, ``make_loader`` should shard with
+    :func:`cpmc_lib.distributed.make_sampler`, the logged means are over all ranks, and the
+    history (validated on rank 0) is the same on every rank.
     """
     checkpoint = Path(checkpoint)
     history: list[dict[str, float]] = []
@@ -83,17 +111,26 @@ def fit(
             scaler.load_state_dict(state["scaler"])
         history = list(state["history"])
         start = state["epoch"] + 1
+    main = distributed.is_main()
+    net = data_parallel(model, device) if distributed.world_size() > 1 else model
     for epoch in range(start, epochs):
-        seed_everything(seed * 1000 + epoch)
+        # Other ranks offset the global seed (dropout, augmentation in the main process); the
+        # loader's generator stays shared, because every rank must draw the same permutation.
+        seed_everything(seed * 1000 + epoch + RANK_SEED_STRIDE * distributed.rank())
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)
-        model.train()
+        net.train()
         sums: dict[str, float] = {}
         count = 0
-        bar = tqdm(make_loader(gen), desc=f"{desc} {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        bar = tqdm(
+            make_loader(gen),
+            desc=f"{desc} {epoch + 1}/{epochs}",
+            disable=not (progress and main),
+            leave=False,
+        )
         for batch in bar:
             amp = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
             with amp:
-                out = step(model, batch)
+                out = step(net, batch)
             loss = out["loss"]
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(
@@ -113,21 +150,26 @@ def fit(
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             count += 1
             bar.set_postfix(loss=f"{sums['loss'] / count:.4f}")
+        if distributed.world_size() > 1:  # every rank ran `count` steps: the mean of the rank means
+            sums = distributed.all_reduce_sum({**sums, "_count": count})
+            count = round(sums.pop("_count"))
         record = {"epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()}}
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and main:
             model.eval()
             with torch.no_grad():
                 record.update(on_epoch_end(epoch, model))
-        history.append(record)
-        save_torch(
-            checkpoint,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict() if use_amp else None,
-                "epoch": epoch,
-                "history": history,
-            },
-        )
+        history.append(distributed.broadcast_object(record))
+        if main:
+            save_torch(
+                checkpoint,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "scaler": scaler.state_dict() if use_amp else None,
+                    "epoch": epoch,
+                    "history": history,
+                },
+            )
+        distributed.barrier()  # no rank runs ahead of the checkpoint it would resume from
     return history

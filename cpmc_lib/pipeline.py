@@ -25,6 +25,7 @@ from typing import Any
 from . import cams, classifier, pseudo, segmentation, synth
 from .config import Config
 from .datasets import build_dataset
+from .distributed import barrier, is_main
 from .io import load_json, save_json
 from .report import markdown_table
 from .store import RunStore
@@ -46,7 +47,10 @@ def peak_rss_mb() -> float:
 
 def _dataset_card(cfg: Config, progress: bool) -> dict[str, Any]:
     if cfg.data.kind == "synth":
-        return synth.ensure_generated(cfg.synth, cfg.data_root(), progress=progress)
+        if is_main():
+            synth.ensure_generated(cfg.synth, cfg.data_root(), progress=progress)
+        barrier()  # under torchrun the other ranks wait for rank 0's data set, then read its card
+        return synth.ensure_generated(cfg.synth, cfg.data_root(), progress=False)
     ds = build_dataset(cfg, cfg.data.train_split)  # checks the layout and the class count early
     return {"kind": cfg.data.kind, "root": str(cfg.data_root()), "num_classes": ds.num_classes,
             "class_names": list(ds.class_names), "train_images": len(ds)}  # fmt: skip
@@ -119,7 +123,8 @@ def run(
         stage_seconds=stage_seconds,
         peak_rss_mb=round(peak_rss_mb(), 1),
     )
-    save_json(store.root / "metrics.json", metrics)
+    if is_main():
+        save_json(store.root / "metrics.json", metrics)
     return metrics
 
 

@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
+from . import distributed
 from .config import Config
 from .engine import fit, poly_lr
 from .io import save_json, save_torch
@@ -241,10 +242,13 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
     if len(train_set) < p.batch_size:
         raise ValueError(f"pretrain.images={p.images} is fewer than pretrain.batch_size={p.batch_size}")
 
+    batch_size = distributed.local_batch_size(p.batch_size, "pretrain.batch_size")  # this rank's share
+
     def make_loader(generator: torch.Generator) -> DataLoader:
         return DataLoader(
-            train_set, batch_size=p.batch_size, shuffle=True, drop_last=True, generator=generator
-        )
+            train_set, batch_size=batch_size, sampler=distributed.make_sampler(train_set, generator),
+            drop_last=True, generator=generator,
+        )  # fmt: skip
 
     def step(net: PretrainNet, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"loss": pretrain_loss(net(batch["img"].to(device)), batch["target"].to(device))}
@@ -256,9 +260,10 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
         scheduler=poly_lr(optimizer, steps), on_epoch_end=lambda _e, m: _accuracy(m, val_loader, device),
         progress=progress, desc="pretrain",
     )  # fmt: skip
-    save_json(out / "history.json", history)
-    # backbone-only with timm's names: the form load_weights takes for real ImageNet weights
-    save_torch(out / "weights.pt", net.backbone.state_dict())
+    if distributed.is_main():
+        save_json(out / "history.json", history)
+        # backbone-only with timm's names: the form load_weights takes for real ImageNet weights
+        save_torch(out / "weights.pt", net.backbone.state_dict())
     last = history[-1] if history else {}
     return {
         **{k: last.get(k, float("nan")) for k in ("accuracy", "shape", "texture", "colour")},

@@ -8,7 +8,10 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["pick_device", "seed_everything", "worker_init_fn"]
+__all__ = ["RANK_SEED_STRIDE", "pick_device", "seed_everything", "worker_init_fn"]
+
+# Seed offset per torchrun rank, so ranks draw different augmentations from the same epoch seed.
+RANK_SEED_STRIDE = 1_000_003
 
 
 def pick_device(spec: str = "auto") -> torch.device:
@@ -40,7 +43,14 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """Seed NumPy and ``random`` in a DataLoader worker from the seed torch gave it."""
+    """Seed NumPy and ``random`` in a DataLoader worker from the seed torch gave it.
+
+    Under torchrun every rank's loader derives its worker seed from the shared epoch generator;
+    ranks other than 0 (``RANK`` in the environment) offset it so their augmentations differ.
+    """
+    rank = int(os.environ.get("RANK", 0))
+    if rank:
+        torch.manual_seed(torch.initial_seed() + RANK_SEED_STRIDE * rank)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

@@ -43,7 +43,7 @@ from torchvision import tv_tensors
 from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabHead
 from tqdm.auto import tqdm
 
-from . import pseudo
+from . import distributed, pseudo
 from .config import Config, CrfConfig, SegmentationConfig
 from .crf import crf_map
 from .datasets import build_dataset, collate
@@ -319,11 +319,14 @@ def train(
             f"{len(train_set)} training images is fewer than segmentation.batch_size={s.batch_size}"
         )
 
+    batch_size = distributed.local_batch_size(s.batch_size, "segmentation.batch_size")  # this rank's share
+
     def make_loader(generator: torch.Generator) -> DataLoader:
         # drop_last: the ASPP pooling branch's BatchNorm fails on a batch of one.
         return DataLoader(
-            train_set, batch_size=s.batch_size, shuffle=True, drop_last=True, generator=generator,
-            num_workers=s.num_workers, collate_fn=collate, worker_init_fn=worker_init_fn,
+            train_set, batch_size=batch_size, sampler=distributed.make_sampler(train_set, generator),
+            drop_last=True, generator=generator, num_workers=s.num_workers, collate_fn=collate,
+            worker_init_fn=worker_init_fn,
         )  # fmt: skip
 
     def step(model: SegNet, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -335,14 +338,17 @@ def train(
         model, make_loader, step, optimizer, s.epochs, out / "checkpoint.pt", cfg.seed, device,
         scheduler=poly_lr(optimizer, steps), progress=progress, desc="segmentation",
     )  # fmt: skip
-    save_json(out / "history.json", history)
-    save_torch(out / "model.pt", model.state_dict())
     trained = time.perf_counter()
-    val_set = build_dataset(cfg, cfg.data.val_split, eval_transform())
-    scores = evaluate(
-        model, val_set, device, cfg.data.num_classes, s.test_scales, s.test_flip,
-        cfg.crf if s.test_crf else None, s.batch_size, progress,
-    )  # fmt: skip
+    scores = None
+    if distributed.is_main():  # the other ranks wait for rank 0's scores
+        save_json(out / "history.json", history)
+        save_torch(out / "model.pt", model.state_dict())
+        val_set = build_dataset(cfg, cfg.data.val_split, eval_transform())
+        scores = evaluate(
+            model, val_set, device, cfg.data.num_classes, s.test_scales, s.test_flip,
+            cfg.crf if s.test_crf else None, s.batch_size, progress,
+        )  # fmt: skip
+    scores = distributed.broadcast_object(scores)
     result = {f"val_{k}": v for k, v in scores.items()}
     result.update(
         epochs=s.epochs,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import distributed
 from .config import Config
 from .io import load_json, save_json
 
@@ -154,7 +155,32 @@ class RunStore:
         Args:
             keep: file names to keep when clearing (e.g. a training checkpoint to resume from
                 after a crash with the *same* config; they are cleared when the hash changes).
+
+        Under torchrun rank 0 alone opens the stage (clears the folder, writes the manifests);
+        every rank runs the block, its share of the work, between barriers, so all ranks see the
+        same ``done`` and the manifest is written after every rank's files.
         """
+        if distributed.world_size() == 1:
+            with self._open(name, cfg, device, keep) as run:
+                yield run
+            return
+        opened = contextlib.ExitStack()
+        if distributed.is_main():
+            run = opened.enter_context(self._open(name, cfg, device, keep))
+        distributed.barrier()  # rank 0 has cleared, linked or reused the folder
+        h = cfg.stage_hash(name)
+        done = self.is_done(name, h)
+        mine = StageRun(name, self.path(name), h, done, self.result(name) if done else {})
+        yield mine
+        distributed.barrier()  # every rank has written its files
+        if distributed.is_main():
+            run.result = mine.result
+        opened.close()  # rank 0: the manifest, written last
+        distributed.barrier()
+
+    @contextlib.contextmanager
+    def _open(self, name: str, cfg: Config, device: str | None, keep: tuple[str, ...]) -> Iterator[StageRun]:
+        """:meth:`stage` in one process."""
         h = cfg.stage_hash(name)
         path = self.path(name)
         if not self.is_done(name, h) and (cached := self.find_cached(name, h)) is not None:

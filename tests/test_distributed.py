@@ -1,0 +1,133 @@
+"""Tests of cpmc_lib.distributed: sharding, the epoch sampler, and DDP training on two gloo processes."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from cpmc_lib import classifier, distributed
+from cpmc_lib.config import ClassifierConfig, Config, DataConfig, PretrainConfig, SynthConfig
+from cpmc_lib.io import load_json, save_json
+from cpmc_lib.synth import generate
+from cpmc_lib.transforms import eval_transform
+
+gloo = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch.distributed gloo backend unavailable",
+)
+
+
+def test_single_process_defaults():
+    assert (distributed.world_size(), distributed.rank(), distributed.is_main()) == (1, 0, True)
+    assert distributed.local_batch_size(6) == 6
+    assert distributed.shard(list(range(7)), part=1, parts=3) == [1, 4]
+    assert distributed.all_reduce_sum({"a": 2.0}) == {"a": 2.0}
+    assert isinstance(
+        distributed.make_sampler(list(range(5)), torch.Generator()), torch.utils.data.RandomSampler
+    )
+
+
+@pytest.mark.parametrize("n, world", [(10, 2), (11, 2), (12, 3)])
+def test_rank_batches_together_are_the_single_process_batches(n, world):
+    """Batch b of every rank, joined, is batch b of DataLoader(shuffle=True, generator=same seed)."""
+    data, batch = list(range(n)), 2
+    single = DataLoader(data, batch_size=batch * world, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(7))  # fmt: skip
+    per_rank = [
+        list(DataLoader(data, batch_size=batch, drop_last=True, generator=(g := torch.Generator().manual_seed(7)),
+                        sampler=distributed.EpochShardSampler(data, g, world, r)))
+        for r in range(world)
+    ]  # fmt: skip
+    expected = [sorted(b.tolist()) for b in single]
+    assert [sorted(sum((p[i].tolist() for p in per_rank), [])) for i in range(len(expected))] == expected
+    assert all(len(p) == len(expected) for p in per_rank)
+
+
+# --- two gloo processes against one --------------------------------------------------------------
+
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config(root, runs) -> Config:
+    """A tiny from-scratch classifier, global batch 4, BatchNorm frozen (see the test's docstring)."""
+    return Config(
+        device="cpu",
+        runs_dir=str(runs),
+        data=DataConfig(kind="synth", root=str(root), num_classes=11),
+        classifier=ClassifierConfig(
+            layers=(1, 1), channels=(8, 16), side_channels=(4, 4, 8), batch_size=4, crop_size=32,
+            epochs=2, lr=0.05, num_workers=0, freeze_bn=True,
+        ),
+        pretrain=PretrainConfig(enabled=False),
+    )  # fmt: skip
+
+
+def _no_augmentation(crop_size, **_):
+    # Random crops, flips and jitter are drawn per rank; the same global batch only gets the same
+    # pixels on 1 and 2 processes without them.
+    return eval_transform()
+
+
+def _train_on_rank(rank: int, port: int, root: str, runs: str, out: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))  # fmt: skip
+    torch.set_num_threads(1)
+    classifier.train_transform = _no_augmentation  # this spawned process's own module
+    with distributed.process_group(torch.device("cpu")):
+        result = classifier.train(_config(root, runs), out, torch.device("cpu"), progress=False)
+    save_json(f"{out}/result_rank{rank}.json", result)
+
+
+@gloo
+def test_two_processes_train_like_one(tmp_path, monkeypatch):
+    """Two gloo ranks with half the global batch each give one process's losses, weights and mAP.
+
+    BatchNorm: PyTorch's SyncBatchNorm (what :func:`cpmc_lib.engine.data_parallel` uses on GPUs)
+    does not run on CPU, and plain BatchNorm in training mode would normalise each rank's half
+    batch with its own statistics, which one process never does. The classifier is therefore
+    trained with ``freeze_bn`` (IRN's FixedBatchNorm, eval-mode statistics, affine trained), so
+    every sample's output depends on itself only and the comparison is like with like. What
+    remains to be equal is exactly what DDP provides: sharded batches, averaged gradients, the
+    logged loss averaged over ranks, rank-0 validation.
+    """
+    import torch.multiprocessing as mp
+
+    monkeypatch.delenv("CPMC_DATA", raising=False)
+    root = tmp_path / "synth"
+    generate(SynthConfig(train=8, val=4, size=32, classes=10), root, progress=False, workers=1)
+    cfg = _config(root, tmp_path / "runs")
+
+    monkeypatch.setattr(classifier, "train_transform", _no_augmentation)
+    one = classifier.train(cfg, tmp_path / "one", torch.device("cpu"), progress=False)
+
+    two = tmp_path / "two"
+    mp.spawn(_train_on_rank, args=(_free_port(), str(root), str(tmp_path / "runs"), str(two)), nprocs=WORLD)
+
+    h1, h2 = load_json(tmp_path / "one" / "history.json"), load_json(two / "history.json")
+    assert len(h1) == len(h2) == 2
+    losses1, losses2 = torch.tensor([h["loss"] for h in h1]), torch.tensor([h["loss"] for h in h2])
+    torch.testing.assert_close(losses2, losses1, rtol=1e-4, atol=1e-5)
+    assert losses1[1] != losses1[0]  # the second epoch trained on updated weights
+    w1 = torch.load(tmp_path / "one" / "model.pt", weights_only=True)
+    w2 = torch.load(two / "model.pt", weights_only=True)
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5, msg=k)
+    results = [load_json(two / f"result_rank{r}.json") for r in range(WORLD)]
+    for r in results:  # every rank returns rank 0's validation
+        assert r["val_mAP"] == pytest.approx(one["val_mAP"], abs=1e-3)
+        assert r["val_F1"] == pytest.approx(one["val_F1"], abs=1e-3)
+    assert sorted(p.name for p in two.iterdir()) == [
+        "checkpoint.pt", "history.json", "model.pt", "result_rank0.json", "result_rank1.json",
+    ]  # fmt: skip
