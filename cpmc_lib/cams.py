@@ -66,6 +66,7 @@ __all__ = [
     "ClassifierCam",
     "GradCamMethod",
     "GradCamPlusPlusMethod",
+    "JOINT_METHODS",
     "LayerCamMethod",
     "OutputCam",
     "benchmark_calibration",
@@ -239,6 +240,11 @@ CAM_METHODS: dict[str, type[CamMethod] | str] = {
 }
 
 
+# Intermediates of one computation (cpmc_lib.cpmc.cpmc_maps): whichever of them a run lacks are
+# made together in one pass.
+JOINT_METHODS = ("refined", "proto", "cpmc")
+
+
 def make_cam_method(name: str, model: CamNet, cfg: Config) -> CamMethod:
     """The method registered as ``name`` in :data:`CAM_METHODS`, built from ``cfg``."""
     if name not in CAM_METHODS:
@@ -273,19 +279,23 @@ def load_cams(store_path: str | Path, method: str, name: str) -> dict[str, np.nd
 def save_cams(
     method: CamMethod,
     dataset,
-    out: str | Path,
+    out: str | Path | dict[str, Path],
     device: torch.device,
     batch_size: int = 32,
     progress: bool = True,
 ) -> int:
     """Compute ``method``'s maps for every image of ``dataset`` and save them in ``out``.
 
-    Images of equal size are batched; different sizes (VOC) run one at a time. Returns the count.
+    ``out`` is one folder, or for a method that makes several maps in one pass
+    (:class:`cpmc_lib.cpmc.JointCpmcCam`, whose call gives (B, M, K-1, H, W)) a dict of M folders
+    in the order of its maps. Images of equal size are batched; different sizes (VOC) run one at a
+    time. Returns the count.
     """
-    out = Path(out)
+    folders = list(out.values()) if isinstance(out, dict) else [Path(out)]
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     n = 0
-    for batch in tqdm(loader, desc=f"cams {out.name}", disable=not progress, leave=False):
+    desc = "cams " + "+".join(f.name for f in folders)
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
         imgs, labels = batch["img"], batch["label"]
         if isinstance(imgs, list):  # sizes differ: one image at a time
             cams = [
@@ -296,9 +306,12 @@ def save_cams(
             cams = method(imgs.to(device), labels.to(device)).cpu()
         for name, cam, label in zip(batch["name"], cams, labels, strict=True):
             keys = label.nonzero().flatten()
-            _save_npy(
-                out / f"{name}.npy", {"keys": (keys + 1).numpy(), "cam": cam[keys].numpy().astype(np.float16)}
-            )
+            parts = cam if cam.dim() == 4 else cam[None]  # (M, K-1, H, W)
+            for folder, part in zip(folders, parts, strict=True):
+                _save_npy(
+                    folder / f"{name}.npy",
+                    {"keys": (keys + 1).numpy(), "cam": part[keys].numpy().astype(np.float16)},
+                )
             n += 1
     return n
 
@@ -352,7 +365,8 @@ def run(
     """Stage "cams" for one method: maps of every ``cfg.data.cam_split`` image, saved and scored.
 
     Trains the classifier first if its stage is not done. Reuses ``cams/<method>/metrics.json``
-    if it exists in the stage folder for this config.
+    if it exists in the stage folder for this config. Asked for one of :data:`JOINT_METHODS`, it
+    also makes whichever of the others are missing, in the same pass (``made_with`` lists them).
 
     Returns:
         The metrics of :func:`evaluate_cams` plus ``method``, ``images``, ``seconds`` and ``folder``.
@@ -367,33 +381,51 @@ def run(
     # folder; rank 0 scores them all once every rank is done.
     with store.stage("cams", cfg, device=str(device), keep=tuple(CAM_METHODS)) as st:
         metrics = cached_metrics(cfg, store, method)
+        todo = [method]
+        if metrics is None and method in JOINT_METHODS:  # the missing siblings come almost free
+            todo += [m for m in JOINT_METHODS if m != method and cached_metrics(cfg, store, m) is None]
         distributed.barrier()  # every rank has looked before rank 0 clears
         if metrics is None:
             start = time.perf_counter()
-            folder = st.path / method
-            if folder.exists() and distributed.is_main():  # maps of other settings: replace them
-                shutil.rmtree(folder)
+            folders = {m: st.path / m for m in todo}
+            for folder in folders.values():
+                if folder.exists() and distributed.is_main():  # maps of other settings: replace them
+                    shutil.rmtree(folder)
             distributed.barrier()
             model = load_classifier(store.path("classifier") / "model.pt", cfg).to(device)
             dataset = distributed.shard_dataset(build_dataset(cfg, cfg.data.cam_split, eval_transform()))
+            if len(todo) > 1:
+                from .cpmc import JointCpmcCam
+
+                cam_method = JointCpmcCam(model, cfg.cams.scales, cfg.cams.flip, cfg, parts=tuple(todo))
+            else:
+                cam_method = make_cam_method(method, model, cfg)
             n = save_cams(
-                make_cam_method(method, model, cfg), dataset, folder, device, cfg.cams.batch_size,
-                progress and distributed.is_main(),
+                cam_method, dataset, folders if len(todo) > 1 else folders[method], device,
+                cfg.cams.batch_size, progress and distributed.is_main(),
             )  # fmt: skip
             n = round(distributed.all_reduce_sum({"n": n})["n"])  # also waits for every rank's maps
+            made = {}
             if distributed.is_main():
                 raw = build_dataset(cfg, cfg.data.cam_split)  # masks only: skip the image normalisation
-                metrics = evaluate_cams(folder, raw, cfg.data.num_classes, cfg.cams.thresholds_step)
-                metrics.update(
-                    method=method, method_hash=cfg.method_hash(method), images=n,
-                    seconds=round(time.perf_counter() - start, 1), folder=str(folder),
-                )  # fmt: skip
-                save_json(folder / "metrics.json", metrics)
-            metrics = distributed.broadcast_object(metrics)
+                for m, folder in folders.items():
+                    made[m] = evaluate_cams(folder, raw, cfg.data.num_classes, cfg.cams.thresholds_step)
+                    made[m].update(
+                        method=m, method_hash=cfg.method_hash(m), images=n, made_with=todo,
+                        seconds=round(time.perf_counter() - start, 1), folder=str(folder),
+                    )  # fmt: skip
+                    save_json(folder / "metrics.json", made[m])
+            made = distributed.broadcast_object(made)
+            metrics = made[method]
+        else:
+            made = {method: metrics}
         if not st.done:
             st.result = {
                 **st.result,
-                method: {k: metrics[k] for k in ("miou", "threshold", "precision", "recall")},
+                **{
+                    m: {k: r[k] for k in ("miou", "threshold", "precision", "recall")}
+                    for m, r in made.items()
+                },
             }
     return metrics
 

@@ -47,7 +47,7 @@ from .calibration import (
     local_prototypes,
     region_labels,
 )
-from .cams import OutputCam
+from .cams import OutputCam, multiscale_flip, normalize_cams
 from .config import CalibrationConfig, Config, PrototypeConfig, RefinementConfig
 from .prototypes import cluster_prototypes, prototype_seeds, prototype_set_cam, structure_aware_seeds
 from .refinement import (
@@ -63,6 +63,7 @@ from .refinement import (
 __all__ = [
     "BG_MODES",
     "CpmcCam",
+    "JointCpmcCam",
     "PrototypeCam",
     "RefinedCam",
     "consistency_loss",
@@ -258,12 +259,47 @@ class _CpmcMethod(OutputCam):
     def from_config(cls, model, cfg: Config) -> _CpmcMethod:
         return cls(model, scales=cfg.cams.scales, flip=cfg.cams.flip, cfg=cfg)
 
-    def from_output(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def _maps(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
         c = self.cfg
-        maps = cpmc_maps(out, label, c.refinement, c.prototypes, c.calibration, img)
-        if self.key == "refined":  # the classifier CAM's own background 1 - max stays out (IRN)
+        return cpmc_maps(out, label, c.refinement, c.prototypes, c.calibration, img)
+
+    def _foreground(self, maps: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+        if key == "refined":  # the classifier CAM's own background 1 - max stays out (IRN)
             return maps["refined"][:, 1:]
-        return foreground_maps(maps[self.key], c.prototypes.bg_mode)
+        return foreground_maps(maps[key], self.cfg.prototypes.bg_mode)
+
+    def from_output(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self._foreground(self._maps(out, img, label), self.key)
+
+
+class JointCpmcCam(_CpmcMethod):
+    """Several of the maps above from one forward pass and one :func:`cpmc_maps` call.
+
+    They are intermediates of the same computation, so the cams stage makes the missing ones
+    together (about the cost of one). Calling it gives (B, M, K-1, H, W): each of the M maps
+    ``parts`` fused over scales and flips and normalised exactly as its own method would be.
+    """
+
+    def __init__(
+        self, model, scales=(1.0,), flip=True, cfg: Config | None = None, parts=("refined", "proto", "cpmc")
+    ):
+        super().__init__(model, scales, flip, cfg)
+        unknown = set(parts) - {"refined", "proto", "cpmc"}
+        if unknown or not parts:
+            raise ValueError(f"JointCpmcCam parts must be among refined, proto, cpmc; got {parts}")
+        self.parts = tuple(parts)
+
+    def from_output(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        maps = self._maps(out, img, label)
+        # (N, M * (K-1), h, w): fused over scales and flips like any map, split in __call__
+        return torch.cat([self._foreground(maps, k) for k in self.parts], dim=1)
+
+    def __call__(self, img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        fused = multiscale_flip(self.compute, img, label, self.scales, self.flip)
+        B, _, H, W = fused.shape
+        fused = fused.view(B, len(self.parts), -1, H, W)
+        return torch.stack([normalize_cams(fused[:, i], label) for i in range(len(self.parts))], dim=1)
 
 
 class RefinedCam(_CpmcMethod):

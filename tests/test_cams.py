@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -150,6 +151,17 @@ def test_stage_saves_scores_and_reuses(fake_synth_root, tmp_path, monkeypatch):
     assert (store.path("cams") / "cam" / "metrics.json").stat().st_mtime_ns == stamp
     with pytest.raises(FileNotFoundError, match="layercam"):
         cams.load_cams(store.root, "layercam", "train_00000")
+    # Asked for the prototype CAM, the stage makes the other missing CPMC maps in the same pass,
+    # identical to what their own runs make.
+    proto = cams.run(cfg, store, method="proto", progress=False)
+    assert proto["made_with"] == ["proto", "refined", "cpmc"]
+    joint = {m: cams.load_cams(store.root, m, "train_00001")["cam"] for m in ("refined", "cpmc")}
+    for m in ("refined", "cpmc"):
+        assert cams.cached_metrics(cfg, store, m)["made_with"] == proto["made_with"]
+        shutil.rmtree(store.path("cams") / m)
+        alone = cams.run(cfg, store, method=m, progress=False)
+        assert alone["made_with"] == [m]
+        np.testing.assert_array_equal(cams.load_cams(store.root, m, "train_00001")["cam"], joint[m])
 
 
 def test_registered_string_methods_resolve():

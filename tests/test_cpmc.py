@@ -7,7 +7,7 @@ import torch
 from torch.testing import assert_close
 
 from cpmc_lib import cams
-from cpmc_lib.config import Config
+from cpmc_lib.config import CamConfig, Config
 from cpmc_lib.cpmc import consistency_loss, cpmc_loss, cpmc_maps, foreground_maps
 from cpmc_lib.models import CamNet
 
@@ -84,3 +84,19 @@ def test_cam_methods_are_registered(tiny, method):
     assert out.shape == (2, 3, 64, 64)
     assert torch.equal(out[0, 1], torch.zeros(64, 64))
     assert out.max() <= 1
+
+
+def test_joint_pass_gives_each_method_its_own_maps(tiny):
+    """One forward pass for refined, proto and cpmc: the same maps as three separate methods."""
+    from cpmc_lib.cpmc import JointCpmcCam
+
+    net, img, label = tiny
+    cfg = Config(cams=CamConfig(scales=(1.0, 0.5)))
+    joint = JointCpmcCam.from_config(net, cfg)
+    joint.parts = ("cpmc", "refined")  # any subset, any order
+    both = joint(img, label)
+    assert both.shape == (2, 2, 3, 64, 64)
+    for i, key in enumerate(joint.parts):
+        assert_close(both[:, i], cams.make_cam_method(key, net, cfg)(img, label), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="parts"):
+        JointCpmcCam(net, parts=("cam",))
