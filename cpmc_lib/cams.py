@@ -209,7 +209,9 @@ class GradCamMethod(CamMethod):
             return out
         rows = [i for i, _ in pairs]
         targets = [ClassifierOutputTarget(k) for _, k in pairs]
-        with self.cam_class(model=_Logits(self.model), target_layers=[self.model.last_stage]) as explainer:
+        explainer = self.cam_class(model=_Logits(self.model), target_layers=[self.model.last_stage])
+        # enable_grad: the backward pass must work even when the caller runs under torch.no_grad.
+        with torch.enable_grad(), explainer:
             maps = explainer(input_tensor=img[rows], targets=targets)  # (P, h, w) numpy in [0, 1]
         for (i, k), m in zip(pairs, maps, strict=True):
             out[i, k] = torch.from_numpy(m).to(out)
@@ -332,7 +334,10 @@ def evaluate_cams(folder: str | Path, dataset, num_classes: int, step: float = 0
     evaluator = CamEvaluator(num_classes, step=step)
     for i, name in enumerate(dataset.names):
         saved = np.load(folder / f"{name}.npy", allow_pickle=True).item()
-        evaluator.update(saved["cam"].astype(np.float32), saved["keys"], dataset[i]["mask"])
+        try:
+            evaluator.update(saved["cam"].astype(np.float32), saved["keys"], dataset[i]["mask"])
+        except ValueError as e:  # name the image: e.g. NaN maps of a diverged classifier
+            raise ValueError(f"{folder / name}.npy: {e}") from None
     metrics = evaluator.compute()
     if len(dataset) and "diag" in dataset[0]:
         meter = PathologyMeter(metrics["threshold"])

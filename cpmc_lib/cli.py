@@ -206,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        # Library errors name the file and the fix; a traceback adds nothing for a user.
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+        # Library errors name the file and the fix (FloatingPointError: a diverged training);
+        # a traceback adds nothing for a user.
         # CPMC_DEBUG=1 shows it for a developer.
         if os.environ.get("CPMC_DEBUG"):
             raise

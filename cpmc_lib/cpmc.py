@@ -142,8 +142,15 @@ def cpmc_maps(
     Returns:
         dict of (B, K, h, w) maps with background at 0: ``cam`` (classifier CAM), ``refined``,
         ``proto`` (max-normalised prototype CAM), ``cpmc`` (calibrated); (B, K, h, w) bool
-        ``seeds``, ``fn``, ``fp`` regions.
+        ``seeds``, ``fn``, ``fp`` regions. An all-zero ``out["cam"]`` or an empty label gives
+        all-zero class channels (all background).
+
+    Raises:
+        ValueError: ``out["cam"]`` holds NaN or infinite values.
     """
+    if not torch.isfinite(out["cam"]).all():
+        # The prototype maps would hide it: seeds from NaN are empty, so "proto" looks valid.
+        raise ValueError("cpmc_maps: out['cam'] holds NaN or infinite values (a diverged classifier?)")
     cam = classifier_cam(out["cam"].float(), label)
     r = refinement
     ctx = context_features(r.source, out["feat"], out.get("stages", ()), out.get("hie"), img, projection)

@@ -103,7 +103,10 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if checkpoint.exists():
         state = load_checkpoint(checkpoint, map_location=device)
-        model.load_state_dict(state["model"])
+        from .models import load_state_checked  # local: keeps this generic engine's imports light
+
+        # A checkpoint of another architecture (copied in by hand): name the file, not every key.
+        load_state_checked(model, state["model"], checkpoint, "; delete it to restart training")
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])

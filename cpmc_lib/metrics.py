@@ -163,10 +163,14 @@ def miou(preds: Iterable[ArrayLike], gts: Iterable[ArrayLike], num_classes: int)
     return meter.compute()
 
 
-def _check_cam(cam: ArrayLike, keys: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def _check_cam(cam: ArrayLike, keys: ArrayLike, where: str) -> tuple[np.ndarray, np.ndarray]:
     cam, keys = _numpy(cam, np.float32), _numpy(keys, np.int64).reshape(-1)
     if cam.ndim != 3 or cam.shape[0] != keys.size:
-        raise ValueError(f"cam must be (k, H, W) with k = len(keys) = {keys.size}, got {cam.shape}")
+        raise ValueError(f"{where}: cam must be (k, H, W) with k = len(keys) = {keys.size}, got {cam.shape}")
+    # NaN never beats a threshold in cam_to_mask but sorts above every one in the evaluator's
+    # sweep: no answer is right, so refuse (a diverged classifier writes such maps).
+    if not np.isfinite(cam).all():
+        raise ValueError(f"{where}: cam holds {int((~np.isfinite(cam)).sum())} NaN or infinite values")
     return cam, keys
 
 
@@ -188,9 +192,13 @@ def cam_to_mask(cam: ArrayLike, keys: ArrayLike, threshold: float) -> torch.Tens
             highest class map exceeds it (a tie goes to background, as with ``np.argmax``).
 
     Returns:
-        ``(H, W)`` int64 mask of class ids, 0 = background.
+        ``(H, W)`` int64 mask of class ids, 0 = background. All-zero maps, or no present class
+        (``k = 0``), give all background.
+
+    Raises:
+        ValueError: shapes disagree, or ``cam`` holds NaN or infinite values.
     """
-    cam, keys = _check_cam(cam, keys)
+    cam, keys = _check_cam(cam, keys, "cam_to_mask")
     top, chan = _top_channel(cam)
     cls = keys[chan] if keys.size else chan
     return torch.from_numpy(np.where(top > np.float32(threshold), cls, 0))
@@ -241,7 +249,7 @@ class CamEvaluator:
             keys: ``(k,)`` their class ids in ``1..K-1``.
             gt: ``(H, W)`` ground-truth mask, 255 = ignore.
         """
-        cam, keys = _check_cam(cam, keys)
+        cam, keys = _check_cam(cam, keys, "CamEvaluator.update")
         gt = _numpy(gt, np.int64)
         n_cls, n_bins = self.num_classes, self._hist.shape[2]
         if gt.shape != cam.shape[1:]:

@@ -38,7 +38,15 @@ from torch import nn
 
 from .config import Config
 
-__all__ = ["CamNet", "build_model", "hierarchical_features", "load_classifier", "load_weights"]
+__all__ = [
+    "CamNet",
+    "build_model",
+    "hierarchical_features",
+    "load_classifier",
+    "load_state_checked",
+    "load_weights",
+    "state_mismatch",
+]
 
 
 def hierarchical_features(
@@ -178,6 +186,38 @@ def _unwrap(state: dict) -> dict:
     return state
 
 
+def state_mismatch(own: dict, state: dict, unexpected: bool = True) -> str:
+    """What keeps ``state`` from loading into a module whose state dict is ``own``; "" if nothing.
+
+    Lists up to five missing keys, unexpected keys (when ``unexpected``) and shape mismatches.
+    """
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own)) if unexpected else []
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and hasattr(state[k], "shape") and state[k].shape != v.shape
+    ]
+    return "; ".join(
+        f"{what}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+        for what, items in (("missing", missing), ("unexpected", extra), ("shape mismatch", wrong))
+        if items
+    )
+
+
+def load_state_checked(module: nn.Module, state: dict, path: str | Path, hint: str = "") -> nn.Module:
+    """``module.load_state_dict(state)``, or a ValueError naming ``path`` and what does not fit.
+
+    torch's own error names neither the file nor the architecture and lists every key.
+    """
+    details = state_mismatch(module.state_dict(), state)
+    if details:
+        arch = getattr(module, "arch", type(module).__name__)
+        raise ValueError(f"{path}: state dict that does not fit {arch} ({details}){hint}")
+    module.load_state_dict(state)
+    return module
+
+
 def load_weights(model: CamNet, path: str | Path) -> CamNet:
     """Load a local weights file into ``model``, checking every key and shape.
 
@@ -202,20 +242,9 @@ def load_weights(model: CamNet, path: str | Path) -> CamNet:
     full = any(k.startswith("backbone.") for k in state)
     target = model if full else model.backbone
     own = target.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own)) if full else []
-    wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or wrong:
+    details = state_mismatch(own, state, unexpected=full)
+    if details:
         kind = "a full CamNet" if full else "a backbone-only"
-        details = "; ".join(
-            f"{what}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
-            for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong))
-            if items
-        )
         raise ValueError(f"{path}: {kind} state dict that does not fit {model.arch} ({details})")
     target.load_state_dict({k: state[k] for k in own})
     return model

@@ -98,7 +98,10 @@ def pseudo_label(
         bg_threshold, conf_fg, conf_bg: as in :func:`score_planes`.
 
     Returns:
-        (H, W) uint8 class ids, 255 = ignore.
+        (H, W) uint8 class ids, 255 = ignore; all background for all-zero maps or ``k = 0``.
+
+    Raises:
+        ValueError: ``cam`` holds NaN or infinite values (from :func:`~cpmc_lib.metrics.cam_to_mask`).
 
     Example:
         >>> cam = np.array([[[0.9, 0.2, 0.01]]])  # one class, three pixels
@@ -121,8 +124,14 @@ def cam_probs(cam: np.ndarray, plane: float) -> np.ndarray:
 
     Returns:
         (k+1, H, W) float32 probabilities, channel 0 = background.
+
+    Raises:
+        ValueError: ``cam`` holds NaN or infinite values.
     """
-    cam = np.clip(np.asarray(cam, dtype=np.float32), 0, None)
+    cam = np.asarray(cam, dtype=np.float32)
+    if not np.isfinite(cam).all():  # NaN would reach the CRF as NaN probabilities
+        raise ValueError(f"cam_probs: cam holds {int((~np.isfinite(cam)).sum())} NaN or infinite values")
+    cam = np.clip(cam, 0, None)
     scores = np.concatenate([np.full((1, *cam.shape[1:]), plane, np.float32), cam])
     return scores / np.maximum(scores.sum(0, keepdims=True), 1e-5)
 
@@ -237,6 +246,8 @@ def make_labels(
                 raise ValueError(
                     f"{folder / name}.npy: maps are {cam.shape[1:]} but the image is {img.shape[:2]}"
                 )
+            if not np.isfinite(cam).all():
+                raise ValueError(f"{folder / name}.npy: maps hold NaN or infinite values; recompute the CAMs")
             label = pseudo_label(cam, keys, threshold, p.conf_fg, p.conf_bg)
             ids = np.concatenate([[0], keys]).astype(np.int64)
             for plane in planes:

@@ -386,8 +386,10 @@ def run(
 
 def load_segnet(cfg: Config, path: str | Path, device: torch.device | str = "cpu") -> SegNet:
     """A trained :class:`SegNet` of ``cfg`` from its ``model.pt``, in eval mode."""
+    from .models import load_state_checked
+
     model = build_segnet(cfg)
-    model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    load_state_checked(model, torch.load(path, map_location=device, weights_only=True), path)
     return model.to(device).eval()
 
 

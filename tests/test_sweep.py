@@ -1,4 +1,4 @@
-"""A two-point sweep with one failing point: the other finishes, the failure is reported, reruns skip."""
+"""A sweep whose failing points (an error, a dead kernel) leave the good point's results intact."""
 
 import json
 
@@ -14,9 +14,11 @@ def _notebook(path):
     params = new_code_cell('config_path = ""\noverrides = []\nuntil = "seg"\nmethods = []\nmetrics_path = ""')
     params.metadata["tags"] = ["parameters"]
     body = new_code_cell(
-        "import json\n"
+        "import json, os\n"
         "from cpmc_lib.config import load_config\n"
         "cfg = load_config(config_path, overrides)  # an unknown key fails here\n"
+        "if cfg.refinement.iterations == 9:\n"
+        "    os._exit(1)  # the kernel dies mid-point, as on a segfault or the OOM killer\n"
         "json.dump({'cams': {'cam': {'miou': cfg.refinement.iterations * 10.0}}}, open(metrics_path, 'w'))"
     )
     nb.cells = [params, body]
@@ -34,6 +36,7 @@ def sweep_file(tmp_path):
         "points": [
             {"name": "good", "set": {"refinement.iterations": 3}},
             {"name": "bad", "set": {"refinement.iterationz": 1}},
+            {"name": "dead", "set": {"refinement.iterations": 9}},
         ],
     }
     path = tmp_path / "t.yaml"
@@ -52,10 +55,15 @@ def test_failing_point_is_reported_and_others_finish(sweep_file, tmp_path):
     assert (out / "bad" / "error.txt").is_file() and not (out / "bad" / "metrics.json").exists()
     assert (out / "good" / "nb.ipynb").is_file()  # the executed notebook is kept
     assert "good" in (out / "results.csv").read_text()
+    assert rows["dead"]["status"] == "failed" and "DeadKernelError" in result["failures"]["dead"]
+    assert not (out / "dead" / "metrics.json").exists()
+    good = (out / "good" / "metrics.json").read_bytes()
 
     again = run_sweep(sweep_file, output=out, progress=False)
     statuses = {r["point"]: r["status"] for r in again["rows"]}
-    assert statuses == {"good": "skipped", "bad": "failed"}
+    assert statuses == {"good": "skipped", "bad": "failed", "dead": "failed"}
+    assert (out / "good" / "metrics.json").read_bytes() == good  # the failures touched nothing
+    assert {r["point"]: r for r in again["rows"]}["good"]["cams.cam.miou"] == 30.0
 
 
 def test_grid_expands_to_points(tmp_path):
