@@ -93,7 +93,7 @@ def check_book(
                 if not target.exists():
                     rep.dead_links.append(href)
             shot = shots / (rel.replace("/", "_").removesuffix(".html") + ".png")
-            page.screenshot(path=str(shot), full_page=True)
+            page.screenshot(path=str(shot), full_page=True, timeout=120_000)  # long pages, busy CPUs
             rep.screenshot = str(shot)
             reports.append(rep)
         browser.close()

@@ -126,7 +126,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     result = sweep.run_sweep(args.file, workers=args.workers, progress=not args.quiet)
     done = sum(r["status"] != "failed" for r in result["rows"])
-    print(f"{done}/{len(result['rows'])} points finished; table: {result['csv']}")
+    skipped = sum(r["status"] == "skipped" for r in result["rows"])
+    print(
+        f"{done}/{len(result['rows'])} points finished ({skipped} skipped: done in an earlier run); "
+        f"table: {result['csv']}"
+    )
     for name, err in result["failures"].items():
         print(f"FAILED {name}: {err}")
     return 1 if result["failures"] else 0

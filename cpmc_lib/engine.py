@@ -124,13 +124,17 @@ def fit(
         net.train()
         sums: dict[str, float] = {}
         count = 0
+        loader = make_loader(gen)
+        # A counting bar, not tqdm(loader): tqdm.auto's bar calls iter(loader) when built, which
+        # for a DataLoader with workers starts a second, unused set of worker processes (and a
+        # notebook's bar keeps them alive, one set per epoch).
         bar = tqdm(
-            make_loader(gen),
+            total=len(loader) if hasattr(loader, "__len__") else None,
             desc=f"{desc} {epoch + 1}/{epochs}",
             disable=not (progress and main),
             leave=False,
         )
-        for batch in bar:
+        for batch in loader:
             amp = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
             with amp:
                 out = step(net, batch)
@@ -152,7 +156,9 @@ def fit(
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             count += 1
+            bar.update(1)
             bar.set_postfix(loss=f"{sums['loss'] / count:.4f}")
+        bar.close()
         if distributed.world_size() > 1:  # every rank ran `count` steps: the mean of the rank means
             sums = distributed.all_reduce_sum({**sums, "_count": count})
             count = round(sums.pop("_count"))

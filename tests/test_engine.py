@@ -88,3 +88,34 @@ def test_pick_device(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             pick_device("cuda")
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_each_epoch_iterates_its_loader_once(tmp_path, progress):
+    """One iterator per epoch: a second one (tqdm.auto calls iter() on what it wraps) would start
+    another set of DataLoader workers that nothing reads."""
+    ds, model, opt = _toy()
+    calls = []
+
+    class CountingLoader(DataLoader):
+        def __iter__(self):
+            calls.append(1)
+            return super().__iter__()
+
+    def step(m, batch):
+        x, y = batch
+        return {"loss": torch.nn.functional.binary_cross_entropy_with_logits(m(x).squeeze(1), y)}
+
+    make_loader = lambda gen: CountingLoader(ds, batch_size=8, shuffle=True, generator=gen)  # noqa: E731
+    fit(
+        model,
+        make_loader,
+        step,
+        opt,
+        3,
+        tmp_path / "c.pt",
+        seed=0,
+        device=torch.device("cpu"),
+        progress=progress,
+    )
+    assert len(calls) == 3
