@@ -37,7 +37,7 @@ from .engine import fit, poly_lr
 from .io import save_json, save_torch
 from .metrics import classification_metrics
 from .models import CamNet, build_model
-from .runtime import pick_device, seed_everything, worker_init_fn
+from .runtime import loader_options, pick_device, seed_everything, to_device, worker_init_fn
 from .store import RunStore
 from .transforms import eval_transform, train_transform
 
@@ -99,6 +99,8 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
     c = cfg.classifier
     seed_everything(cfg.seed)  # the initial weights
     model = build_model(cfg).to(device)
+    if device.type == "cuda":  # channels-last, like the batches (runtime.to_device)
+        model = model.to(memory_format=torch.channels_last)
     train_set = build_dataset(cfg, cfg.data.train_split, train_transform(c.crop_size))
     val_set = build_dataset(cfg, cfg.data.val_split, eval_transform())
     if len(train_set) < c.batch_size:
@@ -111,16 +113,18 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
     def make_loader(generator: torch.Generator) -> DataLoader:
         return DataLoader(
             train_set, batch_size=batch_size, sampler=distributed.make_sampler(train_set, generator),
-            drop_last=True, generator=generator, num_workers=c.num_workers, collate_fn=collate,
-            worker_init_fn=worker_init_fn,
+            drop_last=True, generator=generator, collate_fn=collate, worker_init_fn=worker_init_fn,
+            **loader_options(device, c.num_workers),
         )  # fmt: skip
 
-    val_loader = DataLoader(val_set, batch_size=c.batch_size, num_workers=c.num_workers, collate_fn=collate)
+    val_loader = DataLoader(
+        val_set, batch_size=c.batch_size, collate_fn=collate, **loader_options(device, c.num_workers)
+    )
 
     consistency = cfg.calibration.train_consistency_weight > 0
 
     def step(model: CamNet, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        img, label = batch["img"].to(device), batch["label"].to(device)
+        img, label = to_device(batch["img"], device), batch["label"].to(device)
         out = model(img)
         if consistency:  # CPMC training: + weight x |refined CAM - calibrated prototype CAM|
             from .cpmc import cpmc_loss  # imported here: cpmc -> cams -> classifier

@@ -50,7 +50,7 @@ from .datasets import build_dataset, collate
 from .engine import fit, poly_lr
 from .io import IGNORE_INDEX, read_mask_png, save_json, save_torch
 from .metrics import ConfusionMeter
-from .runtime import pick_device, seed_everything, worker_init_fn
+from .runtime import loader_options, pick_device, seed_everything, to_device, worker_init_fn
 from .store import RunStore
 from .transforms import denormalize, eval_transform, train_transform
 
@@ -309,6 +309,8 @@ def train(
     out, s = Path(out), cfg.segmentation
     seed_everything(cfg.seed)  # the initial weights
     model = build_segnet(cfg).to(device)
+    if device.type == "cuda":  # channels-last, like the batches (runtime.to_device)
+        model = model.to(memory_format=torch.channels_last)
     transform = train_transform(s.crop_size, scale=tuple(s.scale), color_jitter=s.color_jitter)
     if label_dir is None:
         train_set: Dataset = build_dataset(cfg, cfg.data.cam_split, transform)
@@ -325,12 +327,13 @@ def train(
         # drop_last: the ASPP pooling branch's BatchNorm fails on a batch of one.
         return DataLoader(
             train_set, batch_size=batch_size, sampler=distributed.make_sampler(train_set, generator),
-            drop_last=True, generator=generator, num_workers=s.num_workers, collate_fn=collate,
-            worker_init_fn=worker_init_fn,
+            drop_last=True, generator=generator, collate_fn=collate, worker_init_fn=worker_init_fn,
+            **loader_options(device, s.num_workers),
         )  # fmt: skip
 
     def step(model: SegNet, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return {"loss": segmentation_loss(model(batch["img"].to(device)), batch["mask"].to(device))}
+        img, mask = to_device(batch["img"], device), batch["mask"].to(device, non_blocking=True)
+        return {"loss": segmentation_loss(model(img), mask)}
 
     optimizer = make_optimizer(model, s)
     steps = s.epochs * (len(train_set) // s.batch_size)

@@ -119,3 +119,20 @@ def test_each_epoch_iterates_its_loader_once(tmp_path, progress):
         progress=progress,
     )
     assert len(calls) == 3
+
+
+def test_cuda_loader_options_and_cpu_batches_unchanged():
+    from cpmc_lib.runtime import loader_options, to_device
+
+    assert loader_options(torch.device("cpu"), 1) == {"num_workers": 1}  # pinning needs a GPU
+    assert loader_options(torch.device("cuda"), 2) == {"num_workers": 2, "pin_memory": True}
+    img = torch.randn(2, 3, 4, 4)
+    assert to_device(img, torch.device("cpu")).is_contiguous()  # CPU: the default layout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batches_are_channels_last():
+    from cpmc_lib.runtime import to_device
+
+    out = to_device(torch.randn(2, 3, 4, 4).pin_memory(), torch.device("cuda"))
+    assert out.is_cuda and out.is_contiguous(memory_format=torch.channels_last)
