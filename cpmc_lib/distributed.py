@@ -161,6 +161,20 @@ def all_reduce_sum(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, t.tolist(), strict=True))
 
 
+def all_reduce_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the ranks, as a new CPU tensor of ``t``'s dtype (``t`` itself in one process).
+
+    Summed in float64: exact for counts below 2**53, e.g. confusion matrices of any dataset.
+    """
+    if world_size() == 1:
+        return t
+    x = t.detach().to(torch.float64)
+    if dist.get_backend() == "nccl":
+        x = x.cuda()
+    dist.all_reduce(x)
+    return x.cpu().to(t.dtype)
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s ``obj`` on every rank (picklable objects; ``obj`` itself in one process)."""
     if world_size() == 1:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import distributed
 from .config import Config, CrfConfig
 from .crf import crf_map, dense_crf
 from .datasets import build_dataset
@@ -234,7 +235,8 @@ def make_labels(
     fg, bg = score_planes(threshold, p.conf_fg, p.conf_bg)
     planes = (fg,) if fg == bg else (fg, bg)
     ds = build_dataset(cfg, cfg.data.cam_split)
-    names = ds.names[:limit] if limit else ds.names
+    every = ds.names[:limit] if limit else ds.names
+    names = distributed.shard(every)  # under torchrun: this rank's images; scores are summed below
 
     def crf_inputs():  # per image one CRF per plane; the label without CRF rides along as the tag
         for name in names:
@@ -257,7 +259,8 @@ def make_labels(
     meters = {"": ConfusionMeter(K), "_crf": ConfusionMeter(K)}
     ignored = {"": 0, "_crf": 0}
     pixels = 0
-    posts = crf_map(crf_inputs(), cfg.crf, len(names) * len(planes), progress, desc=f"pseudo {folder.name}")
+    bar = progress and distributed.is_main()
+    posts = crf_map(crf_inputs(), cfg.crf, len(names) * len(planes), bar, desc=f"pseudo {folder.name}")
     for post_hi, (name, ids, label) in posts:
         post_lo = next(posts)[0] if len(planes) == 2 else post_hi
         label_crf = combine_confident(ids[post_hi.argmax(0)], ids[post_lo.argmax(0)])
@@ -272,6 +275,10 @@ def make_labels(
             if gt is not None:  # ignore pixels of the label are left out of the score
                 keep = lab != IGNORE_INDEX
                 meters[suffix].update(torch.where(keep, lab, 0), torch.where(keep, gt, IGNORE_INDEX))
+    for meter in meters.values():
+        meter.confusion = distributed.all_reduce_tensor(meter.confusion)
+    counts = distributed.all_reduce_sum({"pixels": pixels, **{f"ignored{k}": v for k, v in ignored.items()}})
+    pixels, ignored = counts["pixels"], {k: counts[f"ignored{k}"] for k in ignored}
     result: dict[str, Any] = {"method": folder.name, "threshold": threshold, "planes": [fg, bg]}
     for suffix, meter in meters.items():
         scores = meter.compute()
@@ -283,7 +290,7 @@ def make_labels(
                 f"ignore_frac{suffix}": ignored[suffix] / max(pixels, 1),
             }
         )
-    result.update(crf=p.crf, images=len(names))
+    result.update(crf=p.crf, images=len(every))
     return result
 
 

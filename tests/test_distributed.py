@@ -131,3 +131,76 @@ def test_two_processes_train_like_one(tmp_path, monkeypatch):
     assert sorted(p.name for p in two.iterdir()) == [
         "checkpoint.pt", "history.json", "model.pt", "result_rank0.json", "result_rank1.json",
     ]  # fmt: skip
+
+
+# --- pseudo labels and CRF sharded over two gloo processes ----------------------------------------
+
+
+def _pseudo_config(root) -> Config:
+    from cpmc_lib.config import CrfConfig
+
+    return Config(device="cpu", data=DataConfig(kind="synth", root=str(root), num_classes=11),
+                  crf=CrfConfig(workers=0))  # fmt: skip
+
+
+def _fake_maps(root, folder) -> None:
+    """Random maps of each image's classes, saved as the cams stage saves them."""
+    import numpy as np
+
+    from cpmc_lib.datasets import build_dataset
+
+    ds = build_dataset(_pseudo_config(root), "train")
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for i, name in enumerate(ds.names):
+        keys = (ds[i]["label"].nonzero().flatten() + 1).numpy()
+        cam = rng.random((len(keys), 32, 32)).astype(np.float16)
+        np.save(folder / f"{name}.npy", {"keys": keys, "cam": cam}, allow_pickle=True)
+
+
+def _labels_on_rank(rank: int, port: int, root: str, maps: str, out: str) -> None:
+    import os
+    from pathlib import Path
+
+    from cpmc_lib import pseudo
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))  # fmt: skip
+    torch.set_num_threads(1)
+    with distributed.process_group(torch.device("cpu")):
+        result = pseudo.make_labels(
+            _pseudo_config(root), Path(maps), 0.3, out=Path(out) / f"rank{rank}", progress=False
+        )
+    save_json(f"{out}/result_rank{rank}.json", result)
+
+
+@gloo
+def test_two_processes_make_the_pseudo_labels_of_one(tmp_path, monkeypatch):
+    """Each rank labels (and CRFs) half the images; the scores are those of one process."""
+    import numpy as np
+    import torch.multiprocessing as mp
+    from PIL import Image
+
+    from cpmc_lib import pseudo
+
+    monkeypatch.delenv("CPMC_DATA", raising=False)
+    root, maps = tmp_path / "synth", tmp_path / "maps"
+    generate(SynthConfig(train=6, val=2, size=32, classes=10), root, progress=False, workers=1)
+    _fake_maps(root, maps)
+    one = pseudo.make_labels(_pseudo_config(root), maps, 0.3, out=tmp_path / "one" / "labels", progress=False)
+    mp.spawn(_labels_on_rank, args=(_free_port(), str(root), str(maps), str(tmp_path / "two")), nprocs=WORLD)
+    for r in range(WORLD):
+        two = load_json(tmp_path / "two" / f"result_rank{r}.json")
+        assert two["images"] == one["images"] == 6
+        for key in ("miou", "miou_crf", "precision_crf", "recall", "ignore_frac", "ignore_frac_crf"):
+            assert two[key] == pytest.approx(one[key], abs=1e-9), key
+    # each rank labelled its half of the images; together, the labels of one process
+    shards = [sorted((tmp_path / "two" / f"rank{r}").iterdir()) for r in range(WORLD)]
+    assert [len(s) for s in shards] == [3, 3]
+    assert sorted(p.name for s in shards for p in s) == sorted(
+        p.name for p in (tmp_path / "one" / "labels").iterdir()
+    )
+    for path in shards[0] + shards[1]:
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(path)), np.asarray(Image.open(tmp_path / "one" / "labels" / path.name))
+        )
