@@ -76,7 +76,7 @@ def test_grid_expands_to_points(tmp_path):
         load_sweep(path)
 
 
-@pytest.mark.parametrize("name", ["ablation", "sensitivity", "robustness"])
+@pytest.mark.parametrize("name", ["ablation", "sensitivity", "robustness", "heldout"])
 def test_shipped_sweeps_have_valid_points(name):
     from cpmc_lib.config import load_config
     from cpmc_lib.pipeline import CAM_REPORT
