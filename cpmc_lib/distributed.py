@@ -154,10 +154,7 @@ def all_reduce_sum(values: dict[str, float]) -> dict[str, float]:
     if world_size() == 1:
         return dict(values)
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t)
+    t = all_reduce_tensor(torch.tensor([float(values[k]) for k in keys], dtype=torch.float64))
     return dict(zip(keys, t.tolist(), strict=True))
 
 

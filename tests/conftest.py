@@ -199,3 +199,16 @@ def tiny_pipeline(tmp_path_factory):
         "configs/default.yaml", [*TINY_OVERRIDES, f"data.root={root / 'data'}", f"runs_dir={root / 'runs'}"]
     )
     return cfg, pipeline.run(cfg, progress=False)
+
+
+def tiny_camnet(num_classes: int = 4, channels=(8, 16), side_channels=(4, 4, 8)):
+    """A seeded 2-stage CamNet (stride 8) in eval mode, for CAM-method tests."""
+    import torch
+
+    from cpmc_lib.models import CamNet
+
+    torch.manual_seed(0)
+    return CamNet(
+        "resnet18", num_classes, out_indices=(0, 1, 2), side_channels=side_channels, output_stride=8,
+        layers=(1, 1), channels=channels,
+    ).eval()  # fmt: skip

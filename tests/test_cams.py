@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_camnet
 from torch import nn
 
 from cpmc_lib import cams
 from cpmc_lib.config import CamConfig, ClassifierConfig, Config, DataConfig, PretrainConfig
-from cpmc_lib.models import CamNet
 from cpmc_lib.store import RunStore
 
 
@@ -90,16 +90,8 @@ def test_normalize_cams_max_one_and_absent_zero():
     assert (amax[~label.bool()] == 0).all()
 
 
-def tiny_net(num_classes: int = 4) -> CamNet:
-    torch.manual_seed(0)
-    return CamNet(
-        "resnet18", num_classes, out_indices=(0, 1, 2), side_channels=(4, 4, 8), output_stride=8,
-        layers=(1, 1), channels=(8, 16),
-    ).eval()  # fmt: skip
-
-
 def test_classifier_cam_is_relu_of_head():
-    model = tiny_net()
+    model = tiny_camnet()
     x = torch.randn(1, 3, 32, 32)
     m = cams.ClassifierCam(model).compute(x, torch.ones(1, 3))
     torch.testing.assert_close(m, F.relu(model(x)["cam"]))
@@ -107,7 +99,7 @@ def test_classifier_cam_is_relu_of_head():
 
 @pytest.mark.parametrize("name", ["gradcam", "gradcampp", "layercam"])
 def test_peer_baselines_shapes(name):
-    model = tiny_net()
+    model = tiny_camnet()
     cfg = Config(cams=CamConfig(scales=(1.0, 0.5), flip=True))
     method = cams.make_cam_method(name, model, cfg)
     label = torch.tensor([[1.0, 0, 1], [0, 1, 0]])
@@ -120,7 +112,7 @@ def test_peer_baselines_shapes(name):
 
 def test_unknown_method_lists_methods():
     with pytest.raises(ValueError, match="gradcampp"):
-        cams.make_cam_method("nope", tiny_net(), Config())
+        cams.make_cam_method("nope", tiny_camnet(), Config())
 
 
 def test_stage_saves_scores_and_reuses(fake_synth_root, tmp_path, monkeypatch):
@@ -167,7 +159,7 @@ def test_stage_saves_scores_and_reuses(fake_synth_root, tmp_path, monkeypatch):
 def test_registered_string_methods_resolve():
     for name, entry in cams.CAM_METHODS.items():
         if isinstance(entry, str):
-            method = cams.make_cam_method(name, tiny_net(), Config())
+            method = cams.make_cam_method(name, tiny_camnet(), Config())
             assert isinstance(method, cams.CamMethod)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_camnet
 
 from cpmc_lib import cli
 from cpmc_lib.cams import ClassifierCam, GradCamMethod, evaluate_cams, load_cams, save_cams
@@ -22,7 +23,6 @@ from cpmc_lib.cpmc import cpmc_maps, foreground_maps
 from cpmc_lib.datasets import DatasetError, VOCSegmentation
 from cpmc_lib.engine import fit
 from cpmc_lib.metrics import CamEvaluator, cam_to_mask
-from cpmc_lib.models import CamNet
 from cpmc_lib.pseudo import cam_probs, crf_pseudo_label, pseudo_label
 from cpmc_lib.segmentation import build_segnet, load_segnet
 from cpmc_lib.synth import ensure_generated
@@ -96,12 +96,8 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_result(tmp_path):
 # --- all-zero and NaN CAMs --------------------------------------------------------------------
 
 
-def _tiny_net(num_classes: int = 4) -> CamNet:
-    torch.manual_seed(0)
-    return CamNet(
-        "resnet18", num_classes, out_indices=(0, 1, 2), side_channels=(8, 8, 16), output_stride=8,
-        layers=(1, 1), channels=(16, 32),
-    ).eval()  # fmt: skip
+def _net():  # widths 16/32: the maps these tests check by value were measured on them
+    return tiny_camnet(channels=(16, 32), side_channels=(8, 8, 16))
 
 
 def test_all_zero_cam_is_all_background():
@@ -115,7 +111,7 @@ def test_all_zero_cam_is_all_background():
 
 
 def test_all_zero_classifier_cam_gives_empty_cpmc_maps():
-    net, cfg = _tiny_net(), Config()
+    net, cfg = _net(), Config()
     img, label = torch.randn(2, 3, 64, 64), torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
     with torch.no_grad():
         out = net(img)
@@ -137,7 +133,7 @@ def test_nan_cam_is_an_error_naming_the_function():
         pseudo_label(nan, [1], 0.3)
     with pytest.raises(ValueError, match="cam_probs"):
         cam_probs(np.full((1, 4, 4), np.inf, np.float32), 0.3)
-    net, cfg = _tiny_net(), Config()
+    net, cfg = _net(), Config()
     img, label = torch.randn(1, 3, 64, 64), torch.tensor([[1.0, 0.0, 0.0]])
     with torch.no_grad():
         out = net(img)
@@ -165,7 +161,7 @@ def test_nan_maps_on_disk_name_the_file(tmp_path):
 
 
 def test_image_without_foreground_class_through_cams_and_pseudo_labels(tmp_path):
-    net = _tiny_net()
+    net = _net()
     empty = torch.zeros(3)
     samples = _Images(
         {"name": n, "img": torch.randn(3, 64, 64), "label": y, "mask": torch.zeros(64, 64, dtype=torch.int64)}
@@ -186,7 +182,7 @@ def test_image_without_foreground_class_through_cams_and_pseudo_labels(tmp_path)
 
 
 def test_grad_cam_works_under_no_grad():
-    method, img = GradCamMethod(_tiny_net()), torch.randn(2, 3, 64, 64)
+    method, img = GradCamMethod(_net()), torch.randn(2, 3, 64, 64)
     label = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
     with torch.no_grad():
         maps = method(img, label)
