@@ -3,7 +3,8 @@
 Methods: the classifier CAM ("cam", forward only), the CPMC maps ("refined", "proto", "cpmc",
 forward + :func:`cpmc_lib.cpmc.cpmc_maps`, each method computing every CPMC map it needs) and the
 pytorch-grad-cam peers ("gradcam", "gradcampp", "layercam", forward + backward per explained
-(image, class) pair). Every method runs through :func:`cpmc_lib.cams.make_cam_method`, so the
+(image, class) pair), and each group of methods the cams stage makes in one pass
+("refined+proto+cpmc", "gradcam+gradcampp+layercam"). Every method runs through :func:`cpmc_lib.cams.make_cam_method`, so the
 cams stage's ``cams.scales`` and ``cams.flip`` apply (default config: one scale, 1.0, plus the
 flipped image, i.e. a batch of 2B rows per call).
 
@@ -29,7 +30,7 @@ import time
 
 import torch
 
-from cpmc_lib.cams import make_cam_method
+from cpmc_lib.cams import JOINT_METHODS, make_cam_method, make_joint_method
 from cpmc_lib.config import Config, load_config
 from cpmc_lib.datasets import DatasetError, build_dataset, collate
 from cpmc_lib.models import build_model, load_classifier
@@ -38,6 +39,8 @@ from cpmc_lib.runtime import pick_device, seed_everything
 from cpmc_lib.transforms import eval_transform
 
 METHODS = CAM_REPORT  # ours first, then the pytorch-grad-cam peers
+# What the cams stage really runs: each group of JOINT_METHODS made in one pass ("a+b+c").
+JOINT = tuple("+".join(g) for g in JOINT_METHODS)
 
 
 def make_batch(
@@ -66,7 +69,10 @@ def measure(
 ) -> dict[str, float]:
     """Images per second of each method's fastest call, methods interleaved within every round."""
     device = img.device
-    built = {m: make_cam_method(m, model, cfg) for m in methods}
+    built = {
+        m: make_joint_method(m.split("+"), model, cfg) if "+" in m else make_cam_method(m, model, cfg)
+        for m in methods
+    }
     times: dict[str, list[float]] = {m: [] for m in methods}
     for r in range(warmup + rounds):
         for m, method in built.items():
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     img, label, source = make_batch(cfg, batch, size, args.classes, real=not (args.synthetic or args.quick))
     img, label = img.to(device), label.to(device)
 
-    ips = measure(cfg, model, img, label, METHODS, args.rounds, warmup)
+    ips = measure(cfg, model, img, label, (*METHODS, *JOINT), args.rounds, warmup)
     result = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "images_per_s": {m: round(v, 2) for m, v in ips.items()},
@@ -130,9 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"{result['device']}, {result['threads']} threads, batch {result['batch']} x {result['size']}, "
             f"scales {result['scales']} flip {result['flip']}, images {source}, {result['weights']}"
         )
-        print(f"{'method':<10} {'images/s':>10} {'time / cam':>11}")
-        for m in METHODS:
-            print(f"{m:<10} {result['images_per_s'][m]:>10.1f} {result['ratios'][m]:>10.2f}x")
+        print(f"{'method':<24} {'images/s':>10} {'time / cam':>11}")
+        for m in (*METHODS, *JOINT):
+            print(f"{m:<24} {result['images_per_s'][m]:>10.1f} {result['ratios'][m]:>10.2f}x")
     return result
 
 

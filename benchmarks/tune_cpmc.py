@@ -111,7 +111,11 @@ def _grid_cpmc() -> list[tuple[str, str, dict]]:
         )
     for f in (0.5, 0.8, 1.2):
         rows.append(("cpmc", f"proto bg{f}", {"calibration.proto_bg_factor": f}))
-    rows.append(("cpmc", "pairing classifier", {"calibration.pairing": "classifier"}))
+    rows.append(("cpmc", "pairing proto", {"calibration.pairing": "proto"}))
+    for d in ("keep", "drop", "fp"):
+        rows.append(("cpmc", f"detached {d}", {"calibration.detached": d}))
+    for r in (-1, 0, 1, 2):
+        rows.append(("cpmc", f"fp radius {r}", {"calibration.fp_radius": r}))
     rows.append(("cpmc", "FN only", {"calibration.use_fp": False}))
     rows.append(("cpmc", "FP only", {"calibration.use_fn": False}))
     for w in (0.3, 0.7):
@@ -120,6 +124,9 @@ def _grid_cpmc() -> list[tuple[str, str, dict]]:
         rows.append(("cpmc", f"bg_mode {mode}", {"prototypes.bg_mode": mode}))
     return rows
 
+
+# The literal reading of the abstract: the prototype CAM's errors against the refined CAM.
+FIRST_READING = {"calibration.pairing": "proto", "calibration.detached": "keep", "calibration.use_fp": False}
 
 GRIDS: dict[str, list[tuple[str, str, dict]]] = {
     "refine": _grid_refine(),
@@ -134,6 +141,9 @@ GRIDS: dict[str, list[tuple[str, str, dict]]] = {
         ("cpmc", "FN only", {"calibration.use_fp": False}),
         ("cpmc", "FP only", {"calibration.use_fn": False}),
         ("cpmc", "no FN, no FP", {"calibration.use_fn": False, "calibration.use_fp": False}),
+        ("cpmc", "no split", {"calibration.detached": "keep", "calibration.use_fp": False}),
+        ("cpmc", "FP everywhere", {"calibration.fp_radius": -1}),
+        ("cpmc", "first reading", FIRST_READING),
     ],
 }
 

@@ -1,20 +1,30 @@
 """CPMC step 5: mutual calibration with false-negative and false-positive local prototypes.
 
-The prototype CAM is the map being calibrated and the refined classifier CAM its reference
-(``pairing="proto"``, the default). With ``L_M`` the reference's labels and ``L_P`` the prototype
-CAM's labels (arg-max over background and the image's classes):
+Two maps, each right where the other is wrong: the refined classifier CAM finds the object (it
+fires on the discriminative part) but not all of it; the prototype CAM reaches the rest of the
+body, and also anything that looks like it - distractors, context. Let ``L_C`` be the refined
+classifier CAM's labels and ``L_P`` the prototype CAM's (arg-max over background and the image's
+classes). The default (``pairing="classifier"``, ``detached="fp"``, tuned on synthetic seed 0)
+reads the regions off the prototype CAM's *extra* pixels ``E_c = {L_P = c, L_C != c}``
+(:func:`false_negative_regions` with the prototype CAM as reference):
 
-- **false negatives** of class ``c``: ``L_M = c`` and ``L_P != c`` - object parts the classifier
-  (through context refinement) covers but the global prototype misses;
-- **false positives** of class ``c``: ``L_P = c`` and ``L_M = 0`` - background the prototype CAM
-  fires on while the classifier calls it background.
+- **false negatives** of class ``c`` (the classifier's misses): the part of ``E_c`` 8-connected to
+  ``{L_C = c}`` (:func:`attached_to`) - a missed body part is attached to its object;
+- **false positives** of class ``c`` (the prototype's noise): the rest of ``E_c``, touching no
+  classifier evidence, plus ``{L_C = c, L_P = 0}``.
 
 A *local prototype* is the masked average of the hierarchical feature over such a region
 (optionally one per k-means cluster, :func:`~cpmc_lib.prototypes.cluster_prototypes`). FN
 local prototypes join class ``c``'s prototype set, FP local prototypes join the background's, and
 the calibrated CAM takes, per class, the highest cosine activation over its set
-(:func:`calibrated_cam`). ``pairing="classifier"`` swaps the roles: the classifier's errors
-measured against the prototype CAM.
+(:func:`calibrated_cam`). FP prototypes act *locally*: they raise the background only within
+``fp_radius`` cells of the region they came from, because a distractor shares the object's body
+features and a global background prototype from it would erase the true body as well.
+
+``pairing="proto"`` with ``detached="keep"`` is the first, literal reading (the prototype CAM's
+errors measured against the refined CAM: FN = ``{L_C = c, L_P != c}``, FP = ``{L_P = c, L_C = 0}``);
+on the benchmark its FN region is mostly context and its FP region mostly recovered body, so it
+changes little or hurts (the ablation chapter shows it).
 
 Shapes: ``B`` images, ``K`` classes with background at index 0, ``C`` feature channels,
 ``M`` prototypes per class, ``h, w`` the CAM grid.
@@ -28,11 +38,13 @@ Example:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .prototypes import cluster_prototypes, one_hot_labels, prototype_set_cam
 from .refinement import max_normalize
 
 __all__ = [
+    "attached_to",
     "calibrated_cam",
     "false_negative_regions",
     "false_positive_regions",
@@ -88,6 +100,35 @@ def false_positive_regions(ref: torch.Tensor, proto: torch.Tensor, num_classes: 
     return fp
 
 
+def attached_to(region: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """Pixels of ``region`` 8-connected to ``anchor`` through ``region`` (reconstruction by dilation).
+
+    An object part a map misses touches the part it finds; a distractor blob or a patch of
+    context elsewhere in the image does not. Grows ``anchor`` one cell at a time inside
+    ``region | anchor`` until it stops changing.
+
+    Args:
+        region: (B, K, h, w) bool, e.g. false-negative regions.
+        anchor: (B, K, h, w) bool, e.g. the calibrated map's own class regions.
+
+    Returns:
+        (B, K, h, w) bool, a subset of ``region``.
+
+    Example:
+        >>> region = torch.tensor([[[[1, 0, 0, 1]]]]).bool(); anchor = torch.tensor([[[[0, 1, 0, 0]]]]).bool()
+        >>> attached_to(region, anchor).int().tolist()
+        [[[[1, 0, 0, 0]]]]
+    """
+    allowed = (region | anchor).float()
+    grown = anchor.float()
+    for _ in range(region.shape[-1] * region.shape[-2]):
+        nxt = F.max_pool2d(grown, 3, stride=1, padding=1) * allowed
+        if torch.equal(nxt, grown):
+            break
+        grown = nxt
+    return grown.bool() & region
+
+
 def local_prototypes(
     feat: torch.Tensor, regions: torch.Tensor, max_clusters: int = 1, min_size: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +152,7 @@ def calibrated_cam(
     proto: tuple[torch.Tensor, torch.Tensor],
     fn: tuple[torch.Tensor, torch.Tensor] | None = None,
     fp: tuple[torch.Tensor, torch.Tensor] | None = None,
+    fp_scope: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Final CPMC map: per class the max activation over its global and FN local prototypes,
     for background over its global and all FP local prototypes; max-normalised.
@@ -120,6 +162,8 @@ def calibrated_cam(
         proto: global prototype sets ``(B, K, M, C)``, ``(B, K, M)`` valid.
         fn: FN local prototypes ``(B, K, M', C)``, ``(B, K, M')``; joined to their class.
         fp: FP local prototypes ``(B, K, M'', C)``, ``(B, K, M'')``; all joined to background.
+        fp_scope: optional (B, K, h, w) bool: where the FP prototypes taken from class ``k``'s
+            region may raise the background (e.g. that region dilated); None = everywhere.
 
     Returns:
         (B, K, h, w) max-normalised calibrated CAM; absent classes stay 0.
@@ -129,8 +173,9 @@ def calibrated_cam(
         cam = torch.maximum(cam, prototype_set_cam(feat, *fn))  # FN sets of background are empty
     if fp is not None:
         # Every FP prototype describes background, whichever class it was taken from.
-        p, v = fp
-        b, k, m, c = p.shape
-        bg = prototype_set_cam(feat, p.reshape(b, 1, k * m, c), v.reshape(b, 1, k * m))
+        bg = prototype_set_cam(feat, *fp)  # (B, K, h, w): per source class
+        if fp_scope is not None:
+            bg = bg * fp_scope
+        bg = bg.amax(1, keepdim=True)
         cam = torch.cat([torch.maximum(cam[:, :1], bg), cam[:, 1:]], dim=1)
     return max_normalize(cam)

@@ -36,7 +36,8 @@ from __future__ import annotations
 import importlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,19 @@ __all__ = [
     "GradCamMethod",
     "GradCamPlusPlusMethod",
     "JOINT_METHODS",
+    "JointCam",
+    "JointGradCam",
     "LayerCamMethod",
     "OutputCam",
     "benchmark_calibration",
     "cached_metrics",
     "compare_failures",
     "evaluate_cams",
+    "explain",
+    "joint_group",
     "load_cams",
     "make_cam_method",
+    "make_joint_method",
     "multiscale_flip",
     "normalize_cams",
     "run",
@@ -147,9 +153,9 @@ class CamMethod:
         self.flip = flip
 
     @classmethod
-    def from_config(cls, model: CamNet, cfg: Config) -> CamMethod:
+    def from_config(cls, model: CamNet, cfg: Config, **kwargs: Any) -> CamMethod:
         """Build from ``cfg.cams`` (subclasses with more settings read their own sections)."""
-        return cls(model, scales=cfg.cams.scales, flip=cfg.cams.flip)
+        return cls(model, scales=cfg.cams.scales, flip=cfg.cams.flip, **kwargs)
 
     def compute(self, img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """Non-negative maps of one scale: (N, 3, h, w), (N, K-1) -> (N, K-1, h', w')."""
@@ -191,31 +197,74 @@ class _Logits(nn.Module):
         return self.model(x)["logits"]
 
 
+@contextmanager
+def _gradients_from(model: CamNet, layer: nn.Module) -> Iterator[None]:
+    """Let autograd start at ``layer``: the parameters below it stop requiring gradients.
+
+    The explainers need the gradient of the logits at ``layer``'s output only; without this the
+    backward pass also ran through the stem and early stages for their weight gradients (about
+    half its cost), which nothing reads.
+    """
+    keep = {id(p) for p in layer.parameters()}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in keep]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def explain(model: CamNet, cam_classes: Sequence[type], img: torch.Tensor, label: torch.Tensor) -> list[torch.Tensor]:
+    """Maps of several pytorch-grad-cam explainers from **one** forward and backward pass.
+
+    Grad-CAM, Grad-CAM++ and LayerCAM differ only in how they weigh the target layer's
+    activations by its gradients. Every explainer's hooks record the same pass (made by the
+    first), then each applies its own weighting (``compute_cam_per_layer``).
+
+    Args:
+        model: the classifier; the target layer is its last stage.
+        cam_classes: pytorch-grad-cam classes, e.g. ``(GradCAM, LayerCAM)``.
+        img: (N, 3, h, w) images.
+        label: (N, K-1) multi-hot labels; only the (image, present class) pairs are explained.
+
+    Returns:
+        One (N, K-1, h, w) tensor per class, each map min-max scaled to [0, 1] by the library;
+        absent classes 0.
+    """
+    N, K1 = label.shape
+    outs = [torch.zeros(N, K1, *img.shape[-2:], device=img.device) for _ in cam_classes]
+    pairs = label.nonzero().tolist()
+    if not pairs:
+        return outs
+    x = img[[i for i, _ in pairs]]  # one row per (image, present class) pair
+    targets = [ClassifierOutputTarget(k) for _, k in pairs]
+    layer = model.last_stage
+    # enable_grad: the backward pass must work even when the caller runs under torch.no_grad.
+    with torch.enable_grad(), _gradients_from(model, layer), ExitStack() as stack:
+        explainers = [stack.enter_context(c(model=_Logits(model), target_layers=[layer])) for c in cam_classes]
+        first, *rest = explainers
+        maps = [first(input_tensor=x, targets=targets)]  # (P, h, w) numpy in [0, 1]
+        maps += [e.aggregate_multi_layers(e.compute_cam_per_layer(x, targets, False)) for e in rest]
+    rows, cols = zip(*pairs, strict=True)
+    for out, m in zip(outs, maps, strict=True):
+        out[list(rows), list(cols)] = torch.from_numpy(m).to(out)
+    return outs
+
+
 class GradCamMethod(CamMethod):
     """Grad-CAM (Selvaraju et al. 2017) from pytorch-grad-cam on the last backbone stage.
 
-    Only the (image, present class) pairs are explained: the batch is expanded to one row per
-    pair, each with its ``ClassifierOutputTarget``. pytorch-grad-cam returns every map resized to
-    the input and min-max scaled to [0, 1]; the base class then fuses and normalises as for "cam".
+    Only the (image, present class) pairs are explained (:func:`explain`). pytorch-grad-cam
+    returns every map resized to the input and min-max scaled to [0, 1]; the base class then
+    fuses and normalises as for "cam".
     """
 
     cam_class: type = GradCAM
 
     def compute(self, img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        N, K1 = label.shape
-        out = torch.zeros(N, K1, *img.shape[-2:], device=img.device)
-        pairs = label.nonzero().tolist()
-        if not pairs:
-            return out
-        rows = [i for i, _ in pairs]
-        targets = [ClassifierOutputTarget(k) for _, k in pairs]
-        explainer = self.cam_class(model=_Logits(self.model), target_layers=[self.model.last_stage])
-        # enable_grad: the backward pass must work even when the caller runs under torch.no_grad.
-        with torch.enable_grad(), explainer:
-            maps = explainer(input_tensor=img[rows], targets=targets)  # (P, h, w) numpy in [0, 1]
-        for (i, k), m in zip(pairs, maps, strict=True):
-            out[i, k] = torch.from_numpy(m).to(out)
-        return out
+        return explain(self.model, [self.cam_class], img, label)[0]
 
 
 class GradCamPlusPlusMethod(GradCamMethod):
@@ -230,6 +279,41 @@ class LayerCamMethod(GradCamMethod):
     cam_class = LayerCAM
 
 
+class JointCam(CamMethod):
+    """Several methods of one group (:data:`JOINT_METHODS`) made in one pass.
+
+    Subclasses compute ``(N, M * (K-1), h, w)``: the M maps of ``parts`` side by side. Calling it
+    gives (B, M, K-1, H, W): each map fused over scales and flips and normalised exactly as its
+    own method would be.
+    """
+
+    group: tuple[str, ...] = ()
+
+    def __init__(self, model: CamNet, scales=(1.0,), flip: bool = True, parts: Sequence[str] | None = None):
+        super().__init__(model, scales, flip)
+        self.parts = tuple(parts or self.group)
+        unknown = set(self.parts) - set(self.group)
+        if unknown or not self.parts:
+            raise ValueError(f"{type(self).__name__} parts must be among {', '.join(self.group)}; got {parts}")
+
+    def __call__(self, img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        fused = multiscale_flip(self.compute, img, label, self.scales, self.flip)
+        B, _, H, W = fused.shape
+        fused = fused.view(B, len(self.parts), -1, H, W)
+        return torch.stack([normalize_cams(fused[:, i], label) for i in range(len(self.parts))], dim=1)
+
+
+class JointGradCam(JointCam):
+    """Grad-CAM, Grad-CAM++ and LayerCAM from one forward and backward pass (:func:`explain`)."""
+
+    group = ("gradcam", "gradcampp", "layercam")
+
+    def compute(self, img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        classes = [CAM_METHODS[p].cam_class for p in self.parts]
+        return torch.cat(explain(self.model, classes, img, label), dim=1)
+
+
 # Name -> method class, or "module:Class" for methods defined in modules that import this one.
 CAM_METHODS: dict[str, type[CamMethod] | str] = {
     "cam": ClassifierCam,
@@ -242,20 +326,38 @@ CAM_METHODS: dict[str, type[CamMethod] | str] = {
 }
 
 
-# Intermediates of one computation (cpmc_lib.cpmc.cpmc_maps): whichever of them a run lacks are
-# made together in one pass.
-JOINT_METHODS = ("refined", "proto", "cpmc")
+# Groups of methods made from one pass (the intermediates of cpmc_lib.cpmc.cpmc_maps; the
+# gradient explainers, which share a forward and backward pass): whichever members of a group a
+# run lacks are made together. Group -> its JointCam class (or "module:Class").
+JOINT_METHODS: dict[tuple[str, ...], type[JointCam] | str] = {
+    ("refined", "proto", "cpmc"): "cpmc_lib.cpmc:JointCpmcCam",
+    JointGradCam.group: JointGradCam,
+}
+
+
+def _resolve(cls: type | str) -> type:
+    if isinstance(cls, str):
+        module, _, attr = cls.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+    return cls
+
+
+def joint_group(method: str) -> tuple[str, ...]:
+    """The group of :data:`JOINT_METHODS` that ``method`` belongs to (``(method,)`` if none)."""
+    return next((g for g in JOINT_METHODS if method in g), (method,))
+
+
+def make_joint_method(parts: Sequence[str], model: CamNet, cfg: Config) -> JointCam:
+    """The :class:`JointCam` that makes ``parts`` (members of one group) in one pass."""
+    group = joint_group(parts[0])
+    return _resolve(JOINT_METHODS[group]).from_config(model, cfg, parts=tuple(parts))
 
 
 def make_cam_method(name: str, model: CamNet, cfg: Config) -> CamMethod:
     """The method registered as ``name`` in :data:`CAM_METHODS`, built from ``cfg``."""
     if name not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {name!r}; methods: {', '.join(CAM_METHODS)}")
-    cls = CAM_METHODS[name]
-    if isinstance(cls, str):
-        module, _, attr = cls.partition(":")
-        cls = getattr(importlib.import_module(module), attr)
-    return cls.from_config(model, cfg)
+    return _resolve(CAM_METHODS[name]).from_config(model, cfg)
 
 
 def _save_npy(path: Path, obj: dict[str, np.ndarray]) -> None:
@@ -387,8 +489,8 @@ def run(
     with store.stage("cams", cfg, device=str(device), keep=tuple(CAM_METHODS)) as st:
         metrics = cached_metrics(cfg, store, method)
         todo = [method]
-        if metrics is None and method in JOINT_METHODS:  # the missing siblings come almost free
-            todo += [m for m in JOINT_METHODS if m != method and cached_metrics(cfg, store, m) is None]
+        if metrics is None:  # the missing members of its group come almost free
+            todo += [m for m in joint_group(method) if m != method and cached_metrics(cfg, store, m) is None]
         distributed.barrier()  # every rank has looked before rank 0 clears
         if metrics is None:
             start = time.perf_counter()
@@ -400,9 +502,7 @@ def run(
             model = load_classifier(store.path("classifier") / "model.pt", cfg).to(device)
             dataset = distributed.shard_dataset(build_dataset(cfg, cfg.data.cam_split, eval_transform()))
             if len(todo) > 1:
-                from .cpmc import JointCpmcCam
-
-                cam_method = JointCpmcCam(model, cfg.cams.scales, cfg.cams.flip, cfg, parts=tuple(todo))
+                cam_method = make_joint_method(todo, model, cfg)
             else:
                 cam_method = make_cam_method(method, model, cfg)
             n = save_cams(

@@ -154,7 +154,9 @@ class RefinementConfig:
 class PrototypeConfig:
     """Prototype CAM from seeds of the refined CAM."""
 
-    bg_factor: float = 0.3  # background scale of the arg-max that assigns class areas (SFC)
+    # Background scale of the arg-max that assigns class areas (SFC: 0.3). 0.05: the best plain
+    # prototype CAM on synth seed 0 with the pretrained classifier (benchmarks/tune_cpmc.py).
+    bg_factor: float = 0.05
     seed_rule: str = "argmax"  # argmax | threshold | quantile | iou (SIPE)
     fg_threshold: float = 0.8  # seed_rule=threshold
     bg_threshold: float = 0.2  # seed_rule=threshold
@@ -171,8 +173,11 @@ class CalibrationConfig:
     """Mutual calibration with false-negative / false-positive local prototypes."""
 
     use_fn: bool = True
-    use_fp: bool = False  # off by default: on synth seed 0 the FP region absorbed body (-7 mIoU)
-    pairing: str = "proto"  # proto: prototype CAM's errors vs the refined CAM | classifier: the opposite
+    use_fp: bool = True
+    # Which map's errors the regions measure. classifier: the refined classifier CAM's misses
+    # against the prototype CAM (its extra pixels, split by `detached`) - the default, tuned on synth
+    # seed 0; proto: the prototype CAM's errors against the refined CAM (the first reading).
+    pairing: str = "classifier"
     ref_rule: str = "argmax"  # reference labels: argmax (bg x ref_bg_factor) | quantile (per image)
     ref_bg_factor: float = 0.5
     ref_bg_quantile: float = 0.5  # ref_rule=quantile: lowest fraction of the image is background
@@ -180,6 +185,11 @@ class CalibrationConfig:
     clusters: int = 1  # M: local prototypes per region (k-means)
     min_size: int = 1  # regions (and clusters) below this many grid cells give no prototype
     fuse_refined: float = 0.0  # final map + this x refined CAM (SFC fuses with 0.7 the other way)
+    # Connectivity split of the FN region (calibration.attached_to): components touching the
+    # calibrated map's own region of the class stay FN (a missed part is attached to its object);
+    # "drop" discards the detached ones, "fp" makes them FP regions (noise away from any object).
+    detached: str = "fp"  # keep | drop | fp
+    fp_radius: int = 0  # FP local prototypes raise the background within this many cells; -1 = everywhere
     train_consistency_weight: float = 0.0  # > 0: classifier training adds the CPMC consistency loss
 
 

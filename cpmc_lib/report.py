@@ -88,6 +88,14 @@ def ablation_verdict(miou: Mapping[str, float], tol: float = 0.5) -> str:
         f"- FP local prototypes over the prototype CAM: {_effect(fp - proto, tol)}.",
         f"- Full CPMC: {full - cam:+.1f} over the classifier CAM, {full - proto:+.1f} over the prototype CAM.",
     ]
+    extra = {
+        "CPMC, no connectivity split": "Splitting the prototype's extra pixels by attachment (full CPMC over all of them as FN)",
+        "CPMC, FP prototypes everywhere": "FP prototypes acting locally (full CPMC over FP prototypes acting everywhere)",
+        "CPMC, first reading (pairing proto)": "This reconstruction over the first reading (pairing proto)",
+    }
+    for row, what in extra.items():
+        if row in miou:
+            lines.append(f"- {what}: {_effect(full - miou[row], tol)}.")
     if "prototype CAM, no refinement" in miou:
         lines.append(
             "- Refinement as a seed source for the prototype CAM: "

@@ -47,7 +47,9 @@ ABLATION: dict[str, tuple[str, dict[str, Any]]] = {
     "full CPMC (FN + FP)": ("cpmc", {}),
     "prototype CAM, no refinement": ("proto", {"iterations": 0}),
     "CPMC, no refinement": ("cpmc", {"iterations": 0}),
-    "CPMC, opposite pairing": ("cpmc", {"pairing": "classifier"}),
+    "CPMC, no connectivity split": ("cpmc", {"detached": "keep", "use_fp": False}),
+    "CPMC, FP prototypes everywhere": ("cpmc", {"fp_radius": -1}),
+    "CPMC, first reading (pairing proto)": ("cpmc", {"pairing": "proto", "detached": "keep", "use_fp": False}),
 }
 
 
@@ -76,7 +78,7 @@ class Explorer:
 
     def settings(self, **values: Any) -> Config:
         """The config with explorer settings applied (``iterations``, ``use_fn``, ``use_fp``,
-        ``ref_bg_factor``, ``proto_bg_factor``)."""
+        ``ref_bg_factor``, ``proto_bg_factor``, ``pairing``, ``detached``, ``fp_radius``)."""
         keys = {
             "iterations": "refinement.iterations",
             "use_fn": "calibration.use_fn",
@@ -84,6 +86,8 @@ class Explorer:
             "ref_bg_factor": "calibration.ref_bg_factor",
             "proto_bg_factor": "calibration.proto_bg_factor",
             "pairing": "calibration.pairing",
+            "detached": "calibration.detached",
+            "fp_radius": "calibration.fp_radius",
         }
         unknown = {k for k in values if k not in keys and "." not in k}
         if unknown:
@@ -209,6 +213,10 @@ class Explorer:
             "proto_bg_factor": w.FloatSlider(
                 value=c.calibration.proto_bg_factor, min=0.2, max=2.0, step=0.1, description="proto bg x"
             ),  # fmt: skip
+            "detached": w.ToggleButtons(
+                options=("keep", "drop", "fp"), value=c.calibration.detached, description="detached"
+            ),  # fmt: skip
+            "fp_radius": w.IntSlider(value=c.calibration.fp_radius, min=-1, max=4, description="FP reach"),
         }
         ws["out"] = w.Image(format="png")  # the overlay as PNG bytes: also works without a live kernel
         ws["score"] = w.HTML()
@@ -217,14 +225,14 @@ class Explorer:
                 control.observe(lambda _change: self.update(), names="value")
         self.update()
         controls = w.VBox([ws[k] for k in ("image", "method", "threshold", "iterations", "use_fn", "use_fp",
-                                           "ref_bg_factor", "proto_bg_factor")])  # fmt: skip
+                                           "ref_bg_factor", "proto_bg_factor", "detached", "fp_radius")])  # fmt: skip
         return w.VBox([w.HBox([controls, ws["score"]]), ws["out"]])
 
     def update(self) -> dict[str, float]:
         """Recompute from the widgets' values; returns the running scores (also shown)."""
         ws = self._widgets
         cfg = self.settings(**{k: ws[k].value for k in ("iterations", "use_fn", "use_fp", "ref_bg_factor",
-                                                        "proto_bg_factor")})  # fmt: skip
+                                                        "proto_bg_factor", "detached", "fp_radius")})  # fmt: skip
         method, threshold = ws["method"].value, ws["threshold"].value
         scores = self.score(self.maps(method, cfg), threshold)
         ws["score"].value = (

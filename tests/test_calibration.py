@@ -6,13 +6,14 @@ import torch
 from torch.testing import assert_close
 
 from cpmc_lib.calibration import (
+    attached_to,
     calibrated_cam,
     false_negative_regions,
     false_positive_regions,
     local_prototypes,
     region_labels,
 )
-from cpmc_lib.prototypes import cluster_prototypes, prototype_cam
+from cpmc_lib.prototypes import cluster_prototypes, one_hot_labels, prototype_cam
 
 # One row of 6 pixels with 3-d features: background, object part, object body, context patch.
 BG, PART, BODY, CTX = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.6, 0.8, 0.0]
@@ -85,3 +86,36 @@ def test_small_regions_are_skipped_and_absent_classes_stay_zero():
     seeds[0, 0, 0, 0] = seeds[0, 1, 0, 1] = True
     out = calibrated_cam(feat, cluster_prototypes(feat, seeds), local_prototypes(feat, regions), None)
     assert torch.equal(out[0, 2], torch.zeros(1, 4))
+
+
+def test_attached_to_follows_8_connectivity():
+    region = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    region[0, 0, 1, 1] = region[0, 0, 2, 2] = region[0, 0, 0, 3] = True  # a diagonal chain and a loner
+    anchor = torch.zeros_like(region)
+    anchor[0, 0, 0, 0] = True
+    got = attached_to(region, anchor)[0, 0]
+    assert got.nonzero().tolist() == [[1, 1], [2, 2]]  # reached through the chain, not the loner
+    assert not attached_to(region, torch.zeros_like(region)).any()  # nothing to attach to
+
+
+def test_detached_prototype_activation_is_noise_suppressed_only_where_it_was_found():
+    """The mutual rule: the prototype CAM's extra pixels touching the classifier's object are
+    missed parts (FN, join the class); those touching nothing are noise (FP, join background
+    only where they were found: a distractor shares the body's features)."""
+    # Pixels: bg, part, body, body, bg, distractor body, distractor body, bg.
+    feat = _feat([BG, PART, BODY, BODY, BG, BODY, BODY, BG])
+    classifier_lab = torch.tensor([[[0, 1, 1, 0, 0, 0, 0, 0]]])  # the part and a little body
+    proto_lab = torch.tensor([[[0, 1, 1, 1, 0, 1, 1, 0]]])  # the prototype also fires on lookalikes
+    extra = false_negative_regions(proto_lab, classifier_lab, 2)  # prototype on, classifier off
+    fn = attached_to(extra, one_hot_labels(classifier_lab, 2))
+    fp = extra & ~fn
+    assert fn[0, 1, 0].int().tolist() == [0, 0, 0, 1, 0, 0, 0, 0]  # touches the object
+    assert fp[0, 1, 0].int().tolist() == [0, 0, 0, 0, 0, 1, 1, 0]  # touches nothing
+    seeds = one_hot_labels(classifier_lab, 2)
+    glob = cluster_prototypes(feat, seeds)
+    local = calibrated_cam(feat, glob, local_prototypes(feat, fn), local_prototypes(feat, fp), fp_scope=fp)
+    fg = torch.relu(local[:, 1:] - local[:, :1])[0, 0, 0]  # foreground after the background (subtract)
+    assert (fg[1:4] > 0.2).all() and (fg[[5, 6]] == 0).all() and (fg[[0, 4, 7]] == 0).all()
+    # Without the scope the background prototype from the distractor also erases the true body.
+    everywhere = calibrated_cam(feat, glob, local_prototypes(feat, fn), local_prototypes(feat, fp))
+    assert (torch.relu(everywhere[:, 1:] - everywhere[:, :1])[0, 0, 0, 2:4] == 0).all()

@@ -110,6 +110,27 @@ def test_peer_baselines_shapes(name):
     assert out.amax(dim=(2, 3))[label.bool()].max() > 0.9
 
 
+def test_joint_gradient_pass_gives_each_explainer_its_own_maps():
+    """Grad-CAM, Grad-CAM++ and LayerCAM from one forward/backward: the maps of three separate runs."""
+    model = tiny_camnet()
+    cfg = Config(cams=CamConfig(scales=(1.0, 0.5), flip=True))
+    img, label = torch.randn(2, 3, 32, 32), torch.tensor([[1.0, 0, 1], [0, 1, 0]])
+    joint = cams.make_joint_method(("layercam", "gradcam", "gradcampp"), model, cfg)  # any order
+    both = joint(img, label)
+    assert both.shape == (2, 3, 3, 32, 32)
+    for i, name in enumerate(joint.parts):
+        torch.testing.assert_close(both[:, i], cams.make_cam_method(name, model, cfg)(img, label), rtol=0, atol=1e-5)
+    assert all(p.requires_grad for p in model.parameters())  # the frozen stem is given back
+    with pytest.raises(ValueError, match="parts"):
+        cams.JointGradCam(model, parts=("cam",))
+
+
+def test_each_method_knows_its_group():
+    assert cams.joint_group("gradcampp") == ("gradcam", "gradcampp", "layercam")
+    assert cams.joint_group("proto") == ("refined", "proto", "cpmc")
+    assert cams.joint_group("cam") == ("cam",)
+
+
 def test_unknown_method_lists_methods():
     with pytest.raises(ValueError, match="gradcampp"):
         cams.make_cam_method("nope", tiny_camnet(), Config())
@@ -138,11 +159,13 @@ def test_stage_saves_scores_and_reuses(fake_synth_root, tmp_path, monkeypatch):
     assert np.allclose(saved["cam"].reshape(2, -1).max(1), 1, atol=1e-3)
     # A second method shares the stage folder; the first is reused, not recomputed.
     stamp = (store.path("cams") / "cam" / "metrics.json").stat().st_mtime_ns
-    assert cams.run(cfg, store, method="gradcam", progress=False)["images"] == 3
+    grad = cams.run(cfg, store, method="gradcam", progress=False)
+    assert grad["images"] == 3 and grad["made_with"] == ["gradcam", "gradcampp", "layercam"]
     assert json.dumps(cams.run(cfg, store, method="cam", progress=False)) == json.dumps(metrics)
     assert (store.path("cams") / "cam" / "metrics.json").stat().st_mtime_ns == stamp
-    with pytest.raises(FileNotFoundError, match="layercam"):
-        cams.load_cams(store.root, "layercam", "train_00000")
+    assert cams.load_cams(store.root, "layercam", "train_00000")["keys"].tolist() == [1, 3]  # same pass
+    with pytest.raises(FileNotFoundError, match="refined"):
+        cams.load_cams(store.root, "refined", "train_00000")
     # Asked for the prototype CAM, the stage makes the other missing CPMC maps in the same pass,
     # identical to what their own runs make.
     proto = cams.run(cfg, store, method="proto", progress=False)
