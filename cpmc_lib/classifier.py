@@ -37,7 +37,7 @@ from .engine import fit, poly_lr
 from .io import save_json, save_torch
 from .metrics import classification_metrics
 from .models import CamNet, build_model
-from .runtime import loader_options, pick_device, seed_everything, to_device, worker_init_fn
+from .runtime import channels_last, loader_options, pick_device, seed_everything, to_device, worker_init_fn
 from .store import RunStore
 from .transforms import eval_transform, train_transform
 
@@ -98,9 +98,7 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
     out = Path(out)
     c = cfg.classifier
     seed_everything(cfg.seed)  # the initial weights
-    model = build_model(cfg).to(device)
-    if device.type == "cuda":  # channels-last, like the batches (runtime.to_device)
-        model = model.to(memory_format=torch.channels_last)
+    model = channels_last(build_model(cfg), device)
     train_set = build_dataset(cfg, cfg.data.train_split, train_transform(c.crop_size))
     val_set = build_dataset(cfg, cfg.data.val_split, eval_transform())
     if len(train_set) < c.batch_size:

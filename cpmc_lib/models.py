@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
+from .runtime import channels_last
 
 __all__ = [
     "CamNet",
@@ -275,4 +276,4 @@ def build_model(cfg: Config, pretrained: bool | None = None) -> CamNet:
 
 def load_classifier(path: str | Path, cfg: Config) -> CamNet:
     """A trained classifier (the ``model.pt`` of the classifier stage), on the CPU, in eval mode."""
-    return load_weights(build_model(cfg, pretrained=False), path).eval()
+    return channels_last(load_weights(build_model(cfg, pretrained=False), path), "cpu").eval()

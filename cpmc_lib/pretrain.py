@@ -48,7 +48,7 @@ from .config import Config
 from .engine import fit, poly_lr
 from .io import save_json, save_torch
 from .models import build_model
-from .runtime import pick_device, seed_everything
+from .runtime import channels_last, pick_device, seed_everything, to_device
 from .store import RunStore
 from .synth import neutral_background
 from .transforms import eval_transform
@@ -216,7 +216,7 @@ def _accuracy(net: PretrainNet, loader: DataLoader, device: torch.device) -> dic
     """Per-task accuracy in percent over ``loader``; ``accuracy`` is their mean."""
     correct, total = torch.zeros(3), 0
     for batch in loader:
-        logits = net(batch["img"].to(device))
+        logits = net(to_device(batch["img"], device))
         pred = torch.stack([lg.argmax(1).cpu() for lg in logits], dim=1)
         correct += (pred == batch["target"]).sum(0).float()
         total += len(pred)
@@ -236,7 +236,7 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
     out, p = Path(out), cfg.pretrain
     seed_everything(cfg.seed)
     # pretrained=False also skips classifier.weights: the stage starts from scratch, never from itself
-    net = PretrainNet(build_model(cfg, pretrained=False).backbone).to(device)
+    net = channels_last(PretrainNet(build_model(cfg, pretrained=False).backbone), device)
     train_set = SourceSet(p.images, p.size, cfg.seed, "train")
     val_loader = DataLoader(SourceSet(p.val_images, p.size, cfg.seed, "val"), batch_size=p.batch_size)
     if len(train_set) < p.batch_size:
@@ -251,7 +251,7 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
         )  # fmt: skip
 
     def step(net: PretrainNet, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"loss": pretrain_loss(net(batch["img"].to(device)), batch["target"].to(device))}
+        return {"loss": pretrain_loss(net(to_device(batch["img"], device)), batch["target"].to(device))}
 
     optimizer = torch.optim.SGD(net.parameters(), lr=p.lr, momentum=0.9, weight_decay=p.weight_decay)
     steps = p.epochs * (len(train_set) // p.batch_size)

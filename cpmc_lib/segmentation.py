@@ -50,7 +50,7 @@ from .datasets import build_dataset, collate
 from .engine import fit, poly_lr
 from .io import IGNORE_INDEX, read_mask_png, save_json, save_torch
 from .metrics import ConfusionMeter
-from .runtime import loader_options, pick_device, seed_everything, to_device, worker_init_fn
+from .runtime import channels_last, loader_options, pick_device, seed_everything, to_device, worker_init_fn
 from .store import RunStore
 from .transforms import denormalize, eval_transform, train_transform
 
@@ -308,9 +308,7 @@ def train(
     start = time.perf_counter()
     out, s = Path(out), cfg.segmentation
     seed_everything(cfg.seed)  # the initial weights
-    model = build_segnet(cfg).to(device)
-    if device.type == "cuda":  # channels-last, like the batches (runtime.to_device)
-        model = model.to(memory_format=torch.channels_last)
+    model = channels_last(build_segnet(cfg), device)
     transform = train_transform(s.crop_size, scale=tuple(s.scale), color_jitter=s.color_jitter)
     if label_dir is None:
         train_set: Dataset = build_dataset(cfg, cfg.data.cam_split, transform)
@@ -393,7 +391,7 @@ def load_segnet(cfg: Config, path: str | Path, device: torch.device | str = "cpu
 
     model = build_segnet(cfg)
     load_state_checked(model, torch.load(path, map_location=device, weights_only=True), path)
-    return model.to(device).eval()
+    return channels_last(model, device).eval()
 
 
 @torch.no_grad()

@@ -121,13 +121,16 @@ def test_each_epoch_iterates_its_loader_once(tmp_path, progress):
     assert len(calls) == 3
 
 
-def test_cuda_loader_options_and_cpu_batches_unchanged():
-    from cpmc_lib.runtime import loader_options, to_device
+def test_cuda_loader_options_and_channels_last_on_cpu():
+    from cpmc_lib.runtime import channels_last, loader_options, to_device
 
     assert loader_options(torch.device("cpu"), 1) == {"num_workers": 1}  # pinning needs a GPU
     assert loader_options(torch.device("cuda"), 2) == {"num_workers": 2, "pin_memory": True}
     img = torch.randn(2, 3, 4, 4)
-    assert to_device(img, torch.device("cpu")).is_contiguous()  # CPU: the default layout
+    moved = to_device(img, torch.device("cpu"))
+    assert moved.is_contiguous(memory_format=torch.channels_last) and torch.equal(moved, img)
+    conv = channels_last(torch.nn.Conv2d(3, 4, 3), "cpu")
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
