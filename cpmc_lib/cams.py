@@ -489,8 +489,8 @@ def run(
     with store.stage("cams", cfg, device=str(device), keep=tuple(CAM_METHODS)) as st:
         metrics = cached_metrics(cfg, store, method)
         todo = [method]
-        if metrics is None:  # the missing members of its group come almost free
-            todo += [m for m in joint_group(method) if m != method and cached_metrics(cfg, store, m) is None]
+        if metrics is None:  # the missing members of its group come almost free (in the group's order)
+            todo = [m for m in joint_group(method) if m == method or cached_metrics(cfg, store, m) is None]
         distributed.barrier()  # every rank has looked before rank 0 clears
         if metrics is None:
             start = time.perf_counter()
@@ -515,9 +515,12 @@ def run(
                 raw = build_dataset(cfg, cfg.data.cam_split)  # masks only: skip the image normalisation
                 for m, folder in folders.items():
                     made[m] = evaluate_cams(folder, raw, cfg.data.num_classes, cfg.cams.thresholds_step)
+                # seconds: the whole pass and its scoring, the same for every method made in it
+                seconds = round(time.perf_counter() - start, 1)
+                for m, folder in folders.items():
                     made[m].update(
                         method=m, method_hash=cfg.method_hash(m), images=n, made_with=todo,
-                        seconds=round(time.perf_counter() - start, 1), folder=str(folder),
+                        seconds=seconds, folder=str(folder),
                     )  # fmt: skip
                     save_json(folder / "metrics.json", made[m])
             made = distributed.broadcast_object(made)

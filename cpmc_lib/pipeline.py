@@ -11,7 +11,9 @@ reusing what the run store already holds for its config, and writes ``runs/<run>
      "seconds": {"<stage>": ..}, "peak_rss_mb": ..}
 
 All mIoU values are percentages. ``seconds`` is the wall time each stage took in this call (near
-zero when reused); ``stage_seconds`` is what the stage took when it was computed.
+zero when reused); ``stage_seconds`` is what the stage took when it was computed (CAM methods made
+in one pass share one entry, e.g. ``cams_refined+proto+cpmc``); their sum is the pipeline's wall
+time from scratch, less data generation.
 """
 
 from __future__ import annotations
@@ -92,10 +94,11 @@ def run(
         "classifier": {k: clf.get(k) for k in ("val_mAP", "val_F1", "epochs")},
         "cams": {m: {k: r[k] for k in _CAM_KEYS if k in r} for m, r in cam_results.items()},
     }
-    stage_seconds = {
-        "classifier": clf.get("seconds"),
-        **{f"cams_{m}": r.get("seconds") for m, r in cam_results.items()},
-    }
+    stage_seconds = {"classifier": clf.get("seconds")}
+    if cfg.pretrain.enabled and (store.path("pretrain") / "manifest.json").is_file():
+        stage_seconds = {"pretrain": store.result("pretrain").get("seconds"), **stage_seconds}
+    for m, r in cam_results.items():  # methods made in one pass share one entry ("cams_a+b+c")
+        stage_seconds["cams_" + "+".join(r.get("made_with") or [m])] = r.get("seconds")
     if until != "cams":
         pl = timed("pseudo", lambda: pseudo.run(cfg, store, progress=progress))
         method = pl["method"]

@@ -27,6 +27,9 @@ def test_pipeline_writes_complete_metrics(tiny):
         assert 0 <= metrics["seg"][part]["miou"] <= 100
     assert metrics["dataset"]["num_classes"] == 5
     assert metrics["peak_rss_mb"] > 0 and metrics["seconds"]["total"] > 0
+    # one entry per pass: the CPMC maps and the Grad-CAM family are each made together
+    passes = {k for k in metrics["stage_seconds"] if k.startswith("cams_")}
+    assert passes == {"cams_cam", "cams_refined+proto+cpmc", "cams_gradcam+gradcampp+layercam"}
     assert "weak / full" in pipeline.format_metrics(metrics)
 
 
