@@ -169,7 +169,7 @@ def test_stage_saves_scores_and_reuses(fake_synth_root, tmp_path, monkeypatch):
     # Asked for the prototype CAM, the stage makes the other missing CPMC maps in the same pass,
     # identical to what their own runs make.
     proto = cams.run(cfg, store, method="proto", progress=False)
-    assert proto["made_with"] == ["proto", "refined", "cpmc"]
+    assert proto["made_with"] == ["refined", "proto", "cpmc"]  # the group's order
     joint = {m: cams.load_cams(store.root, m, "train_00001")["cam"] for m in ("refined", "cpmc")}
     for m in ("refined", "cpmc"):
         assert cams.cached_metrics(cfg, store, m)["made_with"] == proto["made_with"]
