@@ -80,9 +80,7 @@ def loader_options(device: torch.device, num_workers: int) -> dict:
 def to_device(img: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A (B, 3, H, W) batch on ``device``, laid out channels-last like the models
     (:func:`channels_last`); on CUDA copied asynchronously from pinned memory."""
-    if device.type != "cuda":
-        return img.to(device).contiguous(memory_format=torch.channels_last)
-    return img.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    return img.to(device, non_blocking=device.type == "cuda").contiguous(memory_format=torch.channels_last)
 
 
 def channels_last(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:

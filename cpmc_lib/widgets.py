@@ -33,9 +33,21 @@ from .plots import colorize, overlay_cam, plot_image_grid, to_hwc_uint8
 from .store import RunStore
 from .transforms import eval_transform
 
-__all__ = ["ABLATION", "METHODS", "Explorer"]
+__all__ = ["ABLATION", "METHODS", "SETTINGS", "Explorer"]
 
 METHODS = ("cam", "refined", "proto", "cpmc")
+
+# Explorer setting -> config key (the controls of :meth:`Explorer.widget`, in this order).
+SETTINGS = {
+    "iterations": "refinement.iterations",
+    "use_fn": "calibration.use_fn",
+    "use_fp": "calibration.use_fp",
+    "ref_bg_factor": "calibration.ref_bg_factor",
+    "proto_bg_factor": "calibration.proto_bg_factor",
+    "pairing": "calibration.pairing",
+    "detached": "calibration.detached",
+    "fp_radius": "calibration.fp_radius",
+}
 
 # The structure of the paper's ablation, as explorer variants: row -> (map, settings).
 ABLATION: dict[str, tuple[str, dict[str, Any]]] = {
@@ -79,16 +91,7 @@ class Explorer:
     def settings(self, **values: Any) -> Config:
         """The config with explorer settings applied (``iterations``, ``use_fn``, ``use_fp``,
         ``ref_bg_factor``, ``proto_bg_factor``, ``pairing``, ``detached``, ``fp_radius``)."""
-        keys = {
-            "iterations": "refinement.iterations",
-            "use_fn": "calibration.use_fn",
-            "use_fp": "calibration.use_fp",
-            "ref_bg_factor": "calibration.ref_bg_factor",
-            "proto_bg_factor": "calibration.proto_bg_factor",
-            "pairing": "calibration.pairing",
-            "detached": "calibration.detached",
-            "fp_radius": "calibration.fp_radius",
-        }
+        keys = SETTINGS
         unknown = {k for k in values if k not in keys and "." not in k}
         if unknown:
             raise ValueError(
@@ -224,15 +227,13 @@ class Explorer:
             if name not in ("out", "score"):
                 control.observe(lambda _change: self.update(), names="value")
         self.update()
-        controls = w.VBox([ws[k] for k in ("image", "method", "threshold", "iterations", "use_fn", "use_fp",
-                                           "ref_bg_factor", "proto_bg_factor", "detached", "fp_radius")])  # fmt: skip
+        controls = w.VBox([ws[k] for k in ("image", "method", "threshold", *SETTINGS) if k in ws])
         return w.VBox([w.HBox([controls, ws["score"]]), ws["out"]])
 
     def update(self) -> dict[str, float]:
         """Recompute from the widgets' values; returns the running scores (also shown)."""
         ws = self._widgets
-        cfg = self.settings(**{k: ws[k].value for k in ("iterations", "use_fn", "use_fp", "ref_bg_factor",
-                                                        "proto_bg_factor", "detached", "fp_radius")})  # fmt: skip
+        cfg = self.settings(**{k: ws[k].value for k in SETTINGS if k in ws})
         method, threshold = ws["method"].value, ws["threshold"].value
         scores = self.score(self.maps(method, cfg), threshold)
         ws["score"].value = (
