@@ -17,7 +17,8 @@ import torch
 from conftest import tiny_camnet
 
 from cpmc_lib import cli
-from cpmc_lib.cams import ClassifierCam, GradCamMethod, evaluate_cams, load_cams, save_cams
+from cpmc_lib.cam_methods import ClassifierCam, GradCamMethod
+from cpmc_lib.cams import evaluate_cams, load_cams, save_cams
 from cpmc_lib.config import Config, load_config
 from cpmc_lib.cpmc import cpmc_maps, foreground_maps
 from cpmc_lib.datasets import DatasetError, VOCSegmentation
