@@ -158,8 +158,8 @@ def run(
 
     Reads the run store's trained classifier (``python -m cpmc_lib train`` makes it). Reuses
     ``cams/<method>/metrics.json`` if it exists in the stage folder for this config. Asked for a
-    member of :data:`~cpmc_lib.cam_methods.JOINT_METHODS`, it
-    also makes whichever of the others are missing, in the same pass (``made_with`` lists them).
+    member of :data:`~cpmc_lib.cam_methods.JOINT_METHODS`, it also makes whichever of the others
+    are missing, in the same pass (``made_with`` lists them).
 
     Returns:
         The metrics of :func:`evaluate_cams` plus ``method``, ``images``, ``seconds`` and ``folder``.
@@ -168,7 +168,7 @@ def run(
     device = pick_device(cfg.device)
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; methods: {', '.join(CAM_METHODS)}")
-    store.require("classifier", cfg)
+    store.require("classifier", cfg, "trained classifier")
     # keep: other methods' folders survive a crash of this stage with the same config.
     # Under torchrun each rank maps its shard of the images (i % world == rank) into the shared
     # folder; rank 0 scores them all once every rank is done.
