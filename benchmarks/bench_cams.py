@@ -4,7 +4,7 @@ Methods: the classifier CAM ("cam", forward only), the CPMC maps ("refined", "pr
 forward + :func:`cpmc_lib.cpmc.cpmc_maps`, each method computing every CPMC map it needs) and the
 pytorch-grad-cam peers ("gradcam", "gradcampp", "layercam", forward + backward per explained
 (image, class) pair), and each group of methods the cams stage makes in one pass
-("refined+proto+cpmc", "gradcam+gradcampp+layercam"). Every method runs through :func:`cpmc_lib.cams.make_cam_method`, so the
+("refined+proto+cpmc", "gradcam+gradcampp+layercam"). Every method runs through :func:`cpmc_lib.cam_methods.make_cam_method`, so the
 cams stage's ``cams.scales`` and ``cams.flip`` apply (default config: one scale, 1.0, plus the
 flipped image, i.e. a batch of 2B rows per call).
 
@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from cpmc_lib.cams import JOINT_METHODS, make_cam_method, make_joint_method
+from cpmc_lib.cam_methods import JOINT_METHODS, make_cam_method, make_joint_method
 from cpmc_lib.config import Config, load_config
 from cpmc_lib.datasets import DatasetError, build_dataset, collate
 from cpmc_lib.models import build_model, load_classifier

@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from cpmc_lib import cams, pretrain
+from cpmc_lib import pipeline, pretrain
 from cpmc_lib.config import Config, load_config
-from cpmc_lib.store import RunStore
+from cpmc_lib.store import RunStore, stage_hash
 
 METHODS = ("cam", "proto")
 
@@ -37,7 +37,7 @@ def _reusable(cfg: Config, runs: list[str]) -> Config | None:
     for name in runs:
         other = cfg.replace(run=name)
         store = RunStore.for_config(other)
-        if store.is_done("cams", other.stage_hash("cams")) and all(
+        if store.is_done("cams", stage_hash(other, "cams")) and all(
             (store.path("cams") / m / "metrics.json").is_file() for m in METHODS
         ):
             return other
@@ -48,7 +48,7 @@ def measure(cfg: Config, progress: bool) -> dict[str, Any]:
     """Classifier and CAM metrics of ``cfg`` (computed or reused), with stage times in seconds."""
     row: dict[str, Any] = {"run": cfg.run}
     for m in METHODS:
-        metrics = cams.run(cfg, method=m, progress=progress)
+        metrics = pipeline.ensure(cfg, "cams", method=m, progress=progress)
         row[f"{m}_miou"], row[f"{m}_seconds"] = metrics["miou"], metrics["seconds"]
     clf = RunStore.for_config(cfg).result("classifier")
     row["val_mAP"], row["classifier_seconds"] = clf["val_mAP"], clf["seconds"]

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cpmc_lib.cams import normalize_cams
+from cpmc_lib.cam_methods import normalize_cams
 from cpmc_lib.config import load_config
 from cpmc_lib.cpmc import cpmc_maps, foreground_maps
 from cpmc_lib.datasets import build_dataset

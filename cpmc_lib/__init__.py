@@ -20,6 +20,7 @@ _EXPORTS = {
     "load_config": "config",
     "save_config": "config",
     "RunStore": "store",
+    "setup": "pipeline",
     "pick_device": "runtime",
     "seed_everything": "runtime",
 }

@@ -40,15 +40,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .config import CalibrationConfig
 from .prototypes import cluster_prototypes, one_hot_labels, prototype_set_cam
 from .refinement import max_normalize
 
 __all__ = [
     "attached_to",
     "calibrated_cam",
+    "calibration_regions",
     "false_negative_regions",
     "false_positive_regions",
     "local_prototypes",
+    "reference_labels",
     "region_labels",
 ]
 
@@ -179,3 +182,80 @@ def calibrated_cam(
         bg = bg.amax(1, keepdim=True)
         cam = torch.cat([torch.maximum(cam[:, :1], bg), cam[:, 1:]], dim=1)
     return max_normalize(cam)
+
+
+def reference_labels(refined: torch.Tensor, label: torch.Tensor, cal: CalibrationConfig) -> torch.Tensor:
+    """Labels ``L_C`` of the refined classifier CAM that the FN/FP regions are measured against.
+
+    ``ref_rule="argmax"``: arg-max with the background scaled by ``ref_bg_factor``;
+    ``"quantile"``: background where the highest class value lies in the image's lowest
+    ``ref_bg_quantile`` fraction, else the arg-max class (a per-image rule).
+
+    Args:
+        refined: (B, K, h, w) refined CAM.
+        label: (B, K-1) multi-hot labels.
+        cal: the calibration settings (reads ``ref_rule``, ``ref_bg_factor``, ``ref_bg_quantile``).
+
+    Returns:
+        (B, h, w) int64 labels.
+    """
+    if cal.ref_rule == "argmax":
+        return region_labels(refined, label, cal.ref_bg_factor)
+    if cal.ref_rule == "quantile":
+        fg = max_normalize(refined[:, 1:])
+        top, cls = fg.amax(1), region_labels(refined, label, 0.0)
+        cut = torch.quantile(top.flatten(1), cal.ref_bg_quantile, dim=-1)[:, None, None]
+        return torch.where(top <= cut, 0, cls)
+    raise ValueError(f"unknown calibration.ref_rule {cal.ref_rule!r}; rules: argmax, quantile")
+
+
+def calibration_regions(
+    refined: torch.Tensor, proto: torch.Tensor, label: torch.Tensor, cal: CalibrationConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Step 5's policy: the FN and FP regions of two maps and where the FP prototypes act.
+
+    1. labels: ``L_C`` of the refined CAM (:func:`reference_labels`), ``L_P`` of the prototype
+       CAM (:func:`region_labels`, background x ``proto_bg_factor``);
+    2. pairing: ``"classifier"`` measures the refined CAM's misses against the prototype CAM
+       (regions from ``(L_P, L_C)``), ``"proto"`` the prototype CAM's errors against the refined
+       CAM (from ``(L_C, L_P)``): :func:`false_negative_regions`, :func:`false_positive_regions`;
+    3. attachment split (``detached``): FN components not 8-connected to the second map's own
+       class region (:func:`attached_to`) are kept (``"keep"``), dropped (``"drop"``) or made FP
+       regions (``"fp"``);
+    4. ``use_fn`` / ``use_fp`` switch a region off (all False);
+    5. FP scope: the FP regions dilated by ``fp_radius`` cells (None, everywhere, when
+       ``fp_radius`` < 0 or FP is off).
+
+    Args:
+        refined: (B, K, h, w) refined classifier CAM, background at 0.
+        proto: (B, K, h, w) max-normalised prototype CAM.
+        label: (B, K-1) multi-hot labels.
+        cal: the calibration settings.
+
+    Returns:
+        ``(fn, fp, scope)``: (B, K, h, w) bool regions and the (B, K, h, w) bool FP scope or None.
+        Hard masks: no gradient flows through them.
+    """
+    k = refined.shape[1]
+    with torch.no_grad():
+        ref_lab = reference_labels(refined, label, cal)
+        proto_lab = region_labels(proto, label, cal.proto_bg_factor)
+        a, b = (ref_lab, proto_lab) if cal.pairing == "proto" else (proto_lab, ref_lab)
+        if cal.pairing not in ("proto", "classifier"):
+            raise ValueError(f"unknown calibration.pairing {cal.pairing!r}; pairings: proto, classifier")
+        fn = false_negative_regions(a, b, k)
+        fp = false_positive_regions(a, b, k) if cal.use_fp else torch.zeros_like(fn)
+        if cal.detached != "keep":
+            if cal.detached not in ("drop", "fp"):
+                raise ValueError(f"unknown calibration.detached {cal.detached!r}; choices: keep, drop, fp")
+            attached = attached_to(fn, one_hot_labels(b, k))
+            if cal.detached == "fp" and cal.use_fp:
+                fp = fp | (fn & ~attached)
+            fn = attached
+        if not cal.use_fn:
+            fn = torch.zeros_like(fn)
+        scope = None
+        if cal.use_fp and cal.fp_radius >= 0:
+            r = cal.fp_radius
+            scope = F.max_pool2d(fp.float(), 2 * r + 1, stride=1, padding=r).bool()
+    return fn, fp, scope

@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from . import distributed, pretrain
+from . import distributed
 from .config import Config
+from .cpmc import cpmc_loss
 from .datasets import build_dataset, collate
 from .engine import fit, poly_lr
 from .io import save_json, save_torch
@@ -125,8 +126,6 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
         img, label = to_device(batch["img"], device), batch["label"].to(device)
         out = model(img)
         if consistency:  # CPMC training: + weight x |refined CAM - calibrated prototype CAM|
-            from .cpmc import cpmc_loss  # imported here: cpmc -> cams -> classifier
-
             return cpmc_loss(out, label, cfg, img)
         return {"loss": classification_loss(out["logits"].float(), label)}
 
@@ -156,6 +155,9 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
 def run(cfg: Config, store: RunStore | None = None, progress: bool = True) -> dict[str, Any]:
     """Stage "classifier": reuse a finished run for this config, else train (resuming after a crash).
 
+    When the classifier starts from the ImageNet stand-in (:meth:`~cpmc_lib.config.Config.uses_pretrain_stage`),
+    it reads the backbone weights of the run store's finished "pretrain" stage.
+
     Returns:
         The stage result ``{"val_mAP", "val_F1", "epochs", "seconds", "model"}``.
     """
@@ -164,7 +166,7 @@ def run(cfg: Config, store: RunStore | None = None, progress: bool = True) -> di
     with store.stage("classifier", cfg, device=str(device), keep=("checkpoint.pt",)) as st:
         if not st.done:
             if cfg.uses_pretrain_stage():  # the ImageNet stand-in
-                weights = pretrain.run(cfg, store, progress)["weights"]
-                cfg = cfg.replace(**{"classifier.weights": weights})
+                weights = store.require("pretrain", cfg, "pretrained backbone") / "weights.pt"
+                cfg = cfg.replace(**{"classifier.weights": str(weights)})
             st.result = train(cfg, st.path, device, progress)
     return st.result

@@ -1,8 +1,9 @@
 """Command line: ``python -m cpmc_lib <command>`` (also installed as ``cpmc``).
 
 Every command that runs a stage takes ``--config`` (YAML), ``--set key=value`` overrides (repeatable),
-``--run NAME`` (folder under ``runs/``) and ``--data DIR`` (dataset root), and calls the same
-``run(cfg, store)`` function a notebook calls.
+``--run NAME`` (folder under ``runs/``) and ``--data DIR`` (dataset root), and calls
+:func:`cpmc_lib.pipeline.ensure`, as a notebook does: the stage runs after the stages it reads
+(each reused when the run store has it for the config).
 
 The same command line runs on several GPUs under ``torchrun --nproc_per_node N -m cpmc_lib ...``:
 the processes join one group (:mod:`cpmc_lib.distributed`) and only rank 0 prints.
@@ -80,33 +81,34 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from . import classifier
+    from . import pipeline
 
-    result = classifier.run(_config(args), progress=_progress(args))
+    result = pipeline.ensure(_config(args), "classifier", progress=_progress(args))
     _say(json.dumps(result, indent=2))
     return 0
 
 
 def _cmd_cams(args: argparse.Namespace) -> int:
-    from . import cams
+    from . import pipeline
 
-    result = cams.run(_config(args), method=args.method, progress=_progress(args))
+    result = pipeline.ensure(_config(args), "cams", method=args.method, progress=_progress(args))
     _say(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=2))
     return 0
 
 
 def _cmd_pseudo(args: argparse.Namespace) -> int:
-    from . import pseudo
+    from . import pipeline
 
-    result = pseudo.run(_config(args), method=args.method, progress=_progress(args))
+    result = pipeline.ensure(_config(args), "pseudo", method=args.method, progress=_progress(args))
     _say(json.dumps(result, indent=2))
     return 0
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from . import segmentation
+    from . import pipeline
 
-    result = segmentation.run(_config(args), labels=args.labels, progress=_progress(args))
+    stage = "segmentation" if args.labels == "pseudo" else "segmentation_gt"
+    result = pipeline.ensure(_config(args), stage, progress=_progress(args))
     _say(json.dumps(result, indent=2))
     return 0
 
@@ -155,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_synth_arguments(p)
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser("train", help="train the multi-label classifier (checkpoints and resumes)")
+    p = sub.add_parser("train", help="train the multi-label classifier, pretraining its backbone first (checkpoints and resumes)")
     _add_common(p)
     p.set_defaults(func=_cmd_train)
 

@@ -2,29 +2,29 @@
 
 A :class:`Config` groups the stage configs. Keys are checked: an unknown or mistyped key raises
 :class:`ConfigError` naming the key and listing the valid ones, and values are converted to the
-declared field type (``--set classifier.epochs=3`` gives an ``int``).
+declared field type (``--set classifier.epochs=3`` gives an ``int``). Choice-valued fields are
+``Literal`` types, checked when the config loads: ``calibration.detached=fpp`` fails at once with
+the valid values listed, not after the classifier has trained.
 
-Each stage's cache key (:meth:`Config.stage_hash`) covers that stage's config, the configs of the
-stages it reads from, and the seed, so changing a CRF parameter does not retrain the classifier.
+Each stage's cache key (:func:`cpmc_lib.store.stage_hash`) covers that stage's config, the
+configs of the stages it reads from, and the seed, so changing a CRF parameter does not retrain
+the classifier.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 __all__ = [
-    "METHOD_DEPS",
-    "STAGE_DEPS",
+    "CamMethodName",
     "CalibrationConfig",
     "CamConfig",
     "ClassifierConfig",
@@ -48,6 +48,10 @@ class ConfigError(ValueError):
     """A configuration key or value is invalid; the message names it and lists the valid keys."""
 
 
+# The CAM methods of cpmc_lib.cam_methods.CAM_METHODS (a test checks the two lists agree).
+CamMethodName = Literal["cam", "gradcam", "gradcampp", "layercam", "refined", "proto", "cpmc"]
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """Generator of the embedded synthetic WSSS benchmark (``python -m cpmc_lib synth``)."""
@@ -69,7 +73,7 @@ class SynthConfig:
 class DataConfig:
     """Which dataset, where it lies, and which splits each stage reads."""
 
-    kind: str = "synth"  # synth | voc | coco
+    kind: Literal["synth", "voc", "coco"] = "synth"
     root: str = "data/synth"  # dataset root; CPMC_DATA overrides it
     num_classes: int = 11  # K: foreground classes + background
     train_split: str = "train"  # classifier training
@@ -77,7 +81,7 @@ class DataConfig:
     val_split: str = "val"  # segmentation evaluation
     mask_dir: str = ""  # "" = auto (SegmentationClass, else SegmentationClassAug)
     limit: int = 0  # use only the first N images of each split (0 = all); for smoke runs
-    mask_ids: str = "contiguous"  # coco masks hold: contiguous (0..80) | coco (raw category ids 1..90)
+    mask_ids: Literal["contiguous", "coco"] = "contiguous"  # coco masks hold 0..80 | raw category ids 1..90
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ class ClassifierConfig:
     output_stride: int = 8
     side_channels: tuple[int, ...] = (64, 64, 128)  # hierarchical side projections, one per out index
     freeze_bn: bool = False  # IRN's FixedBatchNorm: keep BN statistics (for pretrained backbones)
-    optimizer: str = "sgd"  # sgd | adamw
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     momentum: float = 0.9  # SGD momentum (IRN's PolyOptimizer effectively has none; see classifier.py)
     new_lr_mult: float = 10.0  # lr multiplier of the new layers (head, side projections)
     epochs: int = 10
@@ -147,7 +151,8 @@ class RefinementConfig:
     power: float = (
         32.0  # affinity exponent beta (tuned on synth seed 0: 1 -> 26.4, 8 -> 46.9, 32 -> 52.8 mIoU)
     )
-    source: str = "stages"  # context features: stages | feat | hie | image+feat | image+stages | projection
+    # context features
+    source: Literal["stages", "feat", "hie", "image+feat", "image+stages", "projection"] = "stages"
 
 
 @dataclass(frozen=True)
@@ -157,15 +162,15 @@ class PrototypeConfig:
     # Background scale of the arg-max that assigns class areas (SFC: 0.3). 0.05: the best plain
     # prototype CAM on synth seed 0 with the pretrained classifier (benchmarks/tune_cpmc.py).
     bg_factor: float = 0.05
-    seed_rule: str = "argmax"  # argmax | threshold | quantile | iou (SIPE)
+    seed_rule: Literal["argmax", "threshold", "quantile", "iou"] = "argmax"  # iou: SIPE
     fg_threshold: float = 0.8  # seed_rule=threshold
     bg_threshold: float = 0.2  # seed_rule=threshold
     fg_quantile: float = 0.5  # seed_rule=quantile: top fraction of each class's area
     bg_quantile: float = 0.3  # seed_rule=quantile: lowest fraction of the image as background
-    feature: str = "hie"  # prototype features: hie | feat
+    feature: Literal["hie", "feat"] = "hie"  # prototype features
     clusters: int = 1  # global prototypes per class (k-means inside the seed)
     min_size: int = 1  # grid cells per global prototype cluster
-    bg_mode: str = "subtract"  # how the background channel enters the foreground maps: drop | subtract | gate
+    bg_mode: Literal["drop", "subtract", "gate"] = "subtract"  # how the background enters the foreground maps
 
 
 @dataclass(frozen=True)
@@ -177,8 +182,8 @@ class CalibrationConfig:
     # Which map's errors the regions measure. classifier: the refined classifier CAM's misses
     # against the prototype CAM (its extra pixels, split by `detached`) - the default, tuned on synth
     # seed 0; proto: the prototype CAM's errors against the refined CAM (the first reading).
-    pairing: str = "classifier"
-    ref_rule: str = "argmax"  # reference labels: argmax (bg x ref_bg_factor) | quantile (per image)
+    pairing: Literal["classifier", "proto"] = "classifier"
+    ref_rule: Literal["argmax", "quantile"] = "argmax"  # reference labels: bg x ref_bg_factor | per image
     ref_bg_factor: float = 0.5
     ref_bg_quantile: float = 0.5  # ref_rule=quantile: lowest fraction of the image is background
     proto_bg_factor: float = 1.0  # background scale of the prototype CAM's arg-max
@@ -188,7 +193,7 @@ class CalibrationConfig:
     # Connectivity split of the FN region (calibration.attached_to): components touching the
     # calibrated map's own region of the class stay FN (a missed part is attached to its object);
     # "drop" discards the detached ones, "fp" makes them FP regions (noise away from any object).
-    detached: str = "fp"  # keep | drop | fp
+    detached: Literal["keep", "drop", "fp"] = "fp"
     fp_radius: int = 0  # FP local prototypes raise the background within this many cells; -1 = everywhere
     train_consistency_weight: float = 0.0  # > 0: classifier training adds the CPMC consistency loss
 
@@ -197,7 +202,7 @@ class CalibrationConfig:
 class PseudoConfig:
     """Pseudo labels from CAMs."""
 
-    method: str = "cpmc"
+    method: CamMethodName = "cpmc"
     bg_threshold: float = 0.0  # 0 = the CAM's best threshold on the cam split
     # IRN's confident regions: foreground where the top class map > conf_fg, background where it
     # is <= conf_bg, ignore (255) in between. 0 = use bg_threshold (no ignore zone). IRN: 0.30 / 0.05.
@@ -259,50 +264,6 @@ class SegmentationConfig:
     num_workers: int = 0
 
 
-# Which stage configs a stage's outputs depend on (its own and everything upstream).
-STAGE_DEPS: dict[str, tuple[str, ...]] = {
-    "synth": ("synth",),
-    "classifier": ("data", "synth", "classifier"),
-    # Only the backbone's shape matters, but the classifier section holds it.
-    "pretrain": ("classifier", "pretrain"),
-    # The cams stage folder holds one sub-folder per method; a method's own sections are in METHOD_DEPS.
-    "cams": ("data", "synth", "classifier", "cams"),
-    "pseudo": (
-        "data",
-        "synth",
-        "classifier",
-        "cams",
-        "refinement",
-        "prototypes",
-        "calibration",
-        "pseudo",
-        "crf",
-    ),
-    "segmentation": (
-        "data",
-        "synth",
-        "classifier",
-        "cams",
-        "refinement",
-        "prototypes",
-        "calibration",
-        "pseudo",
-        "crf",
-        "segmentation",
-    ),
-    # The fully supervised ceiling: the same network trained on ground-truth masks.
-    "segmentation_gt": ("data", "synth", "crf", "segmentation"),
-}
-
-
-# Config sections a CAM method reads beyond the cams stage's own (see Config.method_hash).
-METHOD_DEPS: dict[str, tuple[str, ...]] = {
-    "refined": ("refinement",),
-    "proto": ("refinement", "prototypes"),
-    "cpmc": ("refinement", "prototypes", "calibration"),
-}
-
-
 @dataclass(frozen=True)
 class Config:
     """The whole pipeline's configuration."""
@@ -334,38 +295,10 @@ class Config:
         """A copy with ``dotted.key=value`` overrides applied, e.g. ``cfg.replace(**{"crf.iterations": 5})``."""
         return apply_overrides(self, [f"{k}={v}" for k, v in overrides.items()])
 
-    def stage_hash(self, stage: str) -> str:
-        """Cache key of ``stage``: a hash of its config, its upstream configs and the seed."""
-        if stage not in STAGE_DEPS:
-            raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_DEPS)}")
-        d = self.to_dict()
-        part = {k: d[k] for k in STAGE_DEPS[stage]}
-        part["seed"] = self.seed
-        if self.data.kind != "synth":  # the generator does not feed real data
-            part.pop("synth", None)
-        if stage == "pretrain":  # whether its weights are used does not change them
-            part["pretrain"] = {k: v for k, v in d["pretrain"].items() if k != "enabled"}
-        # The ImageNet stand-in feeds the classifier (and so everything after it) only when enabled
-        # and no weights file is given; otherwise its settings change nothing.
-        if stage not in ("pretrain", "synth") and self.uses_pretrain_stage():
-            part["pretrain"] = d["pretrain"]
-        # With consistency training, the CPMC sections shape the classifier itself.
-        if stage not in ("synth", "pretrain") and self.calibration.train_consistency_weight > 0:
-            part.update({k: d[k] for k in ("refinement", "prototypes", "calibration")})
-        blob = json.dumps(part, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
     def uses_pretrain_stage(self) -> bool:
         """True when the classifier starts from the synthetic ImageNet stand-in (no other weights given)."""
         c = self.classifier
         return self.pretrain.enabled and not c.weights and not c.pretrained
-
-    def method_hash(self, method: str) -> str:
-        """Cache key of one CAM method's maps: the cams stage hash plus the sections the method reads."""
-        d = self.to_dict()
-        part = {"cams": self.stage_hash("cams"), "method": method}
-        part.update({k: d[k] for k in METHOD_DEPS.get(method, ())})
-        return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
 
     def data_root(self) -> Path:
         """The dataset root: ``CPMC_DATA`` if set, else ``data.root``."""
@@ -418,6 +351,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             value = [value]
         return tuple(_coerce(elem, v, key) for v in value)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(repr(c) for c in choices)}")
+        return value
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(f"{key}: union types are not supported in configs")
     try:
@@ -468,8 +406,8 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
                 if dataclasses.is_dataclass(types_[part]):
                     raise ConfigError(f"{dotted} is a section; set one of its keys, e.g. {dotted}.<key>=...")
                 node[part] = raw if typing.get_origin(types_[part]) is tuple else yaml.safe_load(raw)
-                if types_[part] is str:
-                    node[part] = raw
+                if types_[part] is str or typing.get_origin(types_[part]) is Literal:
+                    node[part] = raw  # as written: "off" is a choice, not False
             else:
                 if not dataclasses.is_dataclass(types_[part]):
                     raise ConfigError(f"{'.'.join(parts[: i + 1])} is a value, not a section")

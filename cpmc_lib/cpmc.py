@@ -1,4 +1,4 @@
-"""CPMC put together: the refined / prototype / calibrated maps, their CAM methods and training loss.
+"""CPMC put together: the refined / prototype / calibrated maps of one batch, and the training loss.
 
 :func:`cpmc_maps` runs the steps of :mod:`cpmc_lib.refinement`, :mod:`cpmc_lib.prototypes` and
 :mod:`cpmc_lib.calibration` on one network output, in the paper's order::
@@ -7,16 +7,13 @@
     refined  = refine_with_context(cam, pixel_affinity(context), T)       step 3
     seeds    = prototype_seeds(refined, label, ...)                        step 4
     proto    = prototype CAM of the hierarchical feature under the seeds
-    fn, fp   = regions of disagreement between refined and proto, split by attachment   step 5
+    fn, fp   = calibration_regions(refined, proto, label, calibration)   step 5
     cpmc     = calibrated_cam(feature, global + FN prototypes, background + FP prototypes)
 
-The CAM methods "refined", "proto" and "cpmc" (:class:`RefinedCam`, :class:`PrototypeCam`,
-:class:`CpmcCam`) plug these into :mod:`cpmc_lib.cams`, which owns multi-scale + flip fusion and
-normalisation. That stage scores foreground maps only (IRN's threshold sweep), so the learned
-background channel of the prototype maps has to enter the foreground maps:
-:func:`foreground_maps` with ``prototypes.bg_mode`` = ``"drop"`` (ignore it), ``"subtract"``
-(``ReLU(P_c - P_bg)``) or ``"gate"`` (``P_c`` where it beats ``P_bg``, else 0). Without it the FP
-prototypes, which only raise the background channel, could not change the score.
+The CAM methods "refined", "proto" and "cpmc" that the cams stage saves and scores wrap this
+function (:mod:`cpmc_lib.cam_methods`); their foreground maps come from :func:`foreground_maps`
+with ``prototypes.bg_mode`` = ``"drop"`` (ignore the background channel), ``"subtract"``
+(``ReLU(P_c - P_bg)``) or ``"gate"`` (``P_c`` where it beats ``P_bg``, else 0).
 
 Defaults (``benchmarks/tune_cpmc.py`` on synthetic seed 0, the pretrained classifier of the
 default config, val mAP 99 %): affinity over the concatenated stages with ``power=32``, SFC arg-max
@@ -41,23 +38,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .calibration import (
-    attached_to,
-    calibrated_cam,
-    false_negative_regions,
-    false_positive_regions,
-    local_prototypes,
-    region_labels,
-)
-from .cams import JointCam, OutputCam
+from .calibration import calibrated_cam, calibration_regions, local_prototypes
 from .config import CalibrationConfig, Config, PrototypeConfig, RefinementConfig
-from .prototypes import (
-    cluster_prototypes,
-    one_hot_labels,
-    prototype_seeds,
-    prototype_set_cam,
-    structure_aware_seeds,
-)
+from .prototypes import cluster_prototypes, prototype_seeds, prototype_set_cam, structure_aware_seeds
 from .refinement import (
     ContextProjection,
     classifier_cam,
@@ -68,18 +51,7 @@ from .refinement import (
     refine_with_context,
 )
 
-__all__ = [
-    "BG_MODES",
-    "CpmcCam",
-    "JointCpmcCam",
-    "PrototypeCam",
-    "RefinedCam",
-    "consistency_loss",
-    "cpmc_loss",
-    "cpmc_maps",
-    "foreground_maps",
-    "reference_labels",
-]
+__all__ = ["BG_MODES", "consistency_loss", "cpmc_loss", "cpmc_maps", "foreground_maps"]
 
 BG_MODES = ("drop", "subtract", "gate")
 
@@ -103,30 +75,6 @@ def foreground_maps(cam: torch.Tensor, mode: str = "drop") -> torch.Tensor:
     if mode == "gate":
         return fg * (fg > bg)
     raise ValueError(f"unknown bg_mode {mode!r}; modes: {', '.join(BG_MODES)}")
-
-
-def reference_labels(refined: torch.Tensor, label: torch.Tensor, cal: CalibrationConfig) -> torch.Tensor:
-    """Labels of the refined classifier CAM that the FN/FP regions are measured against.
-
-    ``ref_rule="argmax"``: arg-max with the background scaled by ``ref_bg_factor``;
-    ``"quantile"``: background where the highest class value lies in the image's lowest
-    ``ref_bg_quantile`` fraction, else the arg-max class (a per-image rule).
-
-    Args:
-        refined: (B, K, h, w) refined CAM.
-        label: (B, K-1) multi-hot labels.
-
-    Returns:
-        (B, h, w) int64 labels.
-    """
-    if cal.ref_rule == "argmax":
-        return region_labels(refined, label, cal.ref_bg_factor)
-    if cal.ref_rule == "quantile":
-        fg = max_normalize(refined[:, 1:])
-        top, cls = fg.amax(1), region_labels(refined, label, 0.0)
-        cut = torch.quantile(top.flatten(1), cal.ref_bg_quantile, dim=-1)[:, None, None]
-        return torch.where(top <= cut, 0, cls)
-    raise ValueError(f"unknown calibration.ref_rule {cal.ref_rule!r}; rules: argmax, quantile")
 
 
 def cpmc_maps(
@@ -183,29 +131,7 @@ def cpmc_maps(
     proto = max_normalize(prototype_set_cam(feat, *glob))
 
     c = calibration
-    k = cam.shape[1]
-    # Regions are hard masks: no gradient flows through their selection.
-    with torch.no_grad():
-        ref_lab = reference_labels(refined, label, c)
-        proto_lab = region_labels(proto, label, c.proto_bg_factor)
-        a, b = (ref_lab, proto_lab) if c.pairing == "proto" else (proto_lab, ref_lab)
-        if c.pairing not in ("proto", "classifier"):
-            raise ValueError(f"unknown calibration.pairing {c.pairing!r}; pairings: proto, classifier")
-        fn = false_negative_regions(a, b, k)
-        fp = false_positive_regions(a, b, k) if c.use_fp else torch.zeros_like(seeds)
-        if c.detached != "keep":
-            if c.detached not in ("drop", "fp"):
-                raise ValueError(f"unknown calibration.detached {c.detached!r}; choices: keep, drop, fp")
-            attached = attached_to(fn, one_hot_labels(b, k))
-            if c.detached == "fp" and c.use_fp:
-                fp = fp | (fn & ~attached)
-            fn = attached
-        if not c.use_fn:
-            fn = torch.zeros_like(seeds)
-        scope = None
-        if c.use_fp and c.fp_radius >= 0:
-            r = c.fp_radius
-            scope = F.max_pool2d(fp.float(), 2 * r + 1, stride=1, padding=r).bool()
+    fn, fp, scope = calibration_regions(refined, proto, label, c)
     calibrated = calibrated_cam(
         feat,
         glob,
@@ -273,66 +199,3 @@ def cpmc_loss(
     # Both sides max-normalised (SIPE): the refined CAM has shrunk maxima after propagation.
     cons = consistency_loss(max_normalize(maps["refined"]), maps["cpmc"])
     return {"loss": cls + weight * cons, "cls": cls.detach(), "cons": cons.detach()}
-
-
-class _CpmcMethod(OutputCam):
-    """Shared part of the CPMC CAM methods: run :func:`cpmc_maps`, return one map's foreground."""
-
-    key = "cpmc"
-
-    def __init__(self, model, scales=(1.0,), flip=True, cfg: Config | None = None) -> None:
-        super().__init__(model, scales, flip)
-        self.cfg = cfg or Config()
-
-    @classmethod
-    def from_config(cls, model, cfg: Config, **kwargs: Any) -> _CpmcMethod:
-        return cls(model, scales=cfg.cams.scales, flip=cfg.cams.flip, cfg=cfg, **kwargs)
-
-    def _maps(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
-        c = self.cfg
-        return cpmc_maps(out, label, c.refinement, c.prototypes, c.calibration, img)
-
-    def _foreground(self, maps: dict[str, torch.Tensor], key: str) -> torch.Tensor:
-        if key == "refined":  # the classifier CAM's own background 1 - max stays out (IRN)
-            return maps["refined"][:, 1:]
-        return foreground_maps(maps[key], self.cfg.prototypes.bg_mode)
-
-    def from_output(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return self._foreground(self._maps(out, img, label), self.key)
-
-
-class JointCpmcCam(_CpmcMethod, JointCam):
-    """Several of the maps above from one forward pass and one :func:`cpmc_maps` call.
-
-    They are intermediates of the same computation, so the cams stage makes the missing ones
-    together (about the cost of one); see :class:`~cpmc_lib.cams.JointCam` for the output.
-    """
-
-    group = ("refined", "proto", "cpmc")
-
-    def __init__(self, model, scales=(1.0,), flip=True, cfg: Config | None = None, parts=None):
-        JointCam.__init__(self, model, scales, flip, parts)
-        self.cfg = cfg or Config()
-
-    def from_output(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        maps = self._maps(out, img, label)
-        # (N, M * (K-1), h, w): fused over scales and flips like any map, split in __call__
-        return torch.cat([self._foreground(maps, k) for k in self.parts], dim=1)
-
-
-class RefinedCam(_CpmcMethod):
-    """The classifier CAM after context refinement (``refinement``)."""
-
-    key = "refined"
-
-
-class PrototypeCam(_CpmcMethod):
-    """The prototype CAM (IS-CAM) seeded by the refined CAM (``prototypes``)."""
-
-    key = "proto"
-
-
-class CpmcCam(_CpmcMethod):
-    """The calibrated CPMC map: global + FN local prototypes, background + FP local prototypes."""
-
-    key = "cpmc"

@@ -1,7 +1,12 @@
 """The whole pipeline on one screen, IRN's ``run_sample.py`` with types.
 
-``python -m cpmc_lib pipeline --config configs/default.yaml`` runs every stage in order, each
-reusing what the run store already holds for its config, and writes ``runs/<run>/metrics.json``::
+Each stage module (:mod:`~cpmc_lib.pretrain`, :mod:`~cpmc_lib.classifier`, :mod:`~cpmc_lib.cams`,
+:mod:`~cpmc_lib.pseudo`, :mod:`~cpmc_lib.segmentation`) exposes one ``run(cfg, store)`` that
+reads its inputs from the run store and never runs another stage. :func:`ensure` is the one
+place that knows their order: the command line, the notebooks and the sweeps call it to make sure
+a stage's inputs exist. :func:`run` (``python -m cpmc_lib pipeline --config ...``) runs every
+stage, each reusing what the run store already holds for its config, and writes
+``runs/<run>/metrics.json``::
 
     {"dataset": {...card...}, "config_hash": "...",
      "cams": {"cam": {"miou", "threshold", "precision", "recall", "pathology"}, "refined": ...,
@@ -11,9 +16,10 @@ reusing what the run store already holds for its config, and writes ``runs/<run>
      "seconds": {"<stage>": ..}, "peak_rss_mb": ..}
 
 All mIoU values are percentages. ``seconds`` is the wall time each stage took in this call (near
-zero when reused); ``stage_seconds`` is what the stage took when it was computed (CAM methods made
-in one pass share one entry, e.g. ``cams_refined+proto+cpmc``); their sum is the pipeline's wall
-time from scratch, less data generation.
+zero when reused; the classifier's includes its pretraining); ``stage_seconds`` is what the stage
+took when it was computed (CAM methods made in one pass share one entry, e.g.
+``cams_refined+proto+cpmc``); their sum is the pipeline's wall time from scratch, less data
+generation.
 """
 
 from __future__ import annotations
@@ -24,30 +30,74 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import cams, classifier, pseudo, segmentation, synth
-from .config import Config
+from . import cams, classifier, pretrain, pseudo, segmentation, synth
+from .config import Config, load_config
 from .datasets import build_dataset
 from .distributed import barrier, is_main
 from .io import load_json, save_json
 from .report import markdown_table
-from .store import RunStore
+from .store import RunStore, stage_hash
 
-__all__ = ["CAM_REPORT", "format_metrics", "peak_rss_mb", "run"]
+__all__ = [
+    "CAM_REPORT",
+    "STAGES",
+    "UNTIL",
+    "ensure",
+    "ensure_data",
+    "format_metrics",
+    "load_metrics",
+    "peak_rss_mb",
+    "run",
+    "setup",
+]
+
+# The stages in the order they run; "segmentation_gt" (the fully supervised ceiling) reads only
+# the data.
+STAGES = ("pretrain", "classifier", "cams", "pseudo", "segmentation", "segmentation_gt")
 
 # The CAM methods the pipeline scores: ours first, then the peer baselines.
 CAM_REPORT = ("cam", "refined", "proto", "cpmc", "gradcam", "gradcampp", "layercam")
 _CAM_KEYS = ("miou", "threshold", "precision", "recall", "pathology")
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process and its finished children, in MiB (Linux units)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
-    return max(own, kids) / scale
+def ensure(
+    cfg: Config, stage: str, store: RunStore | None = None, method: str | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Run ``stage`` for ``cfg`` after every stage it reads, each reused when the store has it.
+
+    Args:
+        stage: one of :data:`STAGES`.
+        method: the CAM method of "cams" (default "cam") or "pseudo" (default ``pseudo.method``).
+
+    Returns:
+        The stage's ``run`` result.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage={stage!r} is not one of {', '.join(STAGES)}")
+    store = store or RunStore.for_config(cfg)
+    if stage == "segmentation_gt":
+        return segmentation.run(cfg, store, labels="gt", progress=progress)
+    # The ImageNet stand-in: only a classifier still to train reads it.
+    if stage == "pretrain" or (cfg.uses_pretrain_stage() and not store.has("classifier", cfg)):
+        result = pretrain.run(cfg, store, progress=progress)
+        if stage == "pretrain":
+            return result
+    result = classifier.run(cfg, store, progress=progress)
+    if stage == "classifier":
+        return result
+    if stage == "cams":
+        return cams.run(cfg, store, method=method or "cam", progress=progress)
+    if method is not None and method != cfg.pseudo.method:
+        cfg = cfg.replace(**{"pseudo.method": method})
+    cams.run(cfg, store, method=cfg.pseudo.method, progress=progress)
+    result = pseudo.run(cfg, store, progress=progress)
+    if stage == "pseudo":
+        return result
+    return segmentation.run(cfg, store, labels="pseudo", progress=progress)
 
 
-def _dataset_card(cfg: Config, progress: bool) -> dict[str, Any]:
+def ensure_data(cfg: Config, progress: bool = True) -> dict[str, Any]:
+    """The data set's card; the synthetic benchmark is generated first if it is missing."""
     if cfg.data.kind == "synth":
         if is_main():
             synth.ensure_generated(cfg.synth, cfg.data_root(), progress=progress)
@@ -56,6 +106,27 @@ def _dataset_card(cfg: Config, progress: bool) -> dict[str, Any]:
     ds = build_dataset(cfg, cfg.data.train_split)  # checks the layout and the class count early
     return {"kind": cfg.data.kind, "root": str(cfg.data_root()), "num_classes": ds.num_classes,
             "class_names": list(ds.class_names), "train_images": len(ds)}  # fmt: skip
+
+
+def setup(
+    config_path: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Config, RunStore]:
+    """A chapter's first line: its config, its run store, and the data set in place.
+
+    Example:
+        >>> cfg, store = setup("configs/default.yaml", ["classifier.epochs=5"])  # doctest: +SKIP
+    """
+    cfg = load_config(config_path, overrides)
+    ensure_data(cfg)
+    return cfg, RunStore.for_config(cfg)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MiB (Linux units)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
+    return max(own, kids) / scale
 
 
 UNTIL = ("cams", "pseudo", "seg")
@@ -82,14 +153,15 @@ def run(
         seconds[name] = round(time.perf_counter() - t0, 1)
         return out
 
-    card = timed("data", lambda: _dataset_card(cfg, progress))
-    clf = timed("classifier", lambda: classifier.run(cfg, store, progress=progress))
+    card = timed("data", lambda: ensure_data(cfg, progress))
+    clf = timed("classifier", lambda: ensure(cfg, "classifier", store, progress=progress))
     cam_results = {
-        m: timed(f"cams_{m}", lambda m=m: cams.run(cfg, store, method=m, progress=progress)) for m in methods
+        m: timed(f"cams_{m}", lambda m=m: ensure(cfg, "cams", store, method=m, progress=progress))
+        for m in methods
     }
     metrics: dict[str, Any] = {
         "dataset": card,
-        "config_hash": cfg.stage_hash("segmentation"),
+        "config_hash": stage_hash(cfg, "segmentation"),
         "config": cfg.to_dict(),
         "classifier": {k: clf.get(k) for k in ("val_mAP", "val_F1", "epochs")},
         "cams": {m: {k: r[k] for k in _CAM_KEYS if k in r} for m, r in cam_results.items()},
@@ -100,7 +172,7 @@ def run(
     for m, r in cam_results.items():  # methods made in one pass share one entry ("cams_a+b+c")
         stage_seconds["cams_" + "+".join(r.get("made_with") or [m])] = r.get("seconds")
     if until != "cams":
-        pl = timed("pseudo", lambda: pseudo.run(cfg, store, progress=progress))
+        pl = timed("pseudo", lambda: ensure(cfg, "pseudo", store, progress=progress))
         method = pl["method"]
         metrics["pseudo"] = {
             method: {"miou": pl["miou"], "precision": pl["precision"], "recall": pl["recall"]},
@@ -112,8 +184,8 @@ def run(
         }
         stage_seconds["pseudo"] = pl.get("seconds")
     if until == "seg":
-        wsss = timed("seg_wsss", lambda: segmentation.run(cfg, store, labels="pseudo", progress=progress))
-        full = timed("seg_full", lambda: segmentation.run(cfg, store, labels="gt", progress=progress))
+        wsss = timed("seg_wsss", lambda: ensure(cfg, "segmentation", store, progress=progress))
+        full = timed("seg_full", lambda: ensure(cfg, "segmentation_gt", store, progress=progress))
         metrics["seg"] = {
             "wsss": {"miou": wsss["val_miou"], "labels": f"{method}{'_crf' if pl.get('crf') else ''}"},
             "full": {"miou": full["val_miou"]},

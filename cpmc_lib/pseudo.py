@@ -43,7 +43,7 @@ from .datasets import build_dataset
 from .io import IGNORE_INDEX, save_mask_png
 from .metrics import ConfusionMeter, cam_to_mask
 from .runtime import pick_device
-from .store import RunStore
+from .store import RunStore, StageMissingError, missing_stage_message
 
 __all__ = [
     "cam_probs",
@@ -167,14 +167,18 @@ def labels_dir(store: RunStore) -> Path:
     return store.path("pseudo") / "labels"
 
 
-def _cam_folder(cfg: Config, store: RunStore, method: str, progress: bool) -> tuple[Path, dict[str, Any]]:
-    """The method's CAM folder and metrics; runs the cams stage if they are missing or stale."""
+def _cam_folder(cfg: Config, store: RunStore, method: str) -> tuple[Path, dict[str, Any]]:
+    """The method's CAM folder and metrics, made for ``cfg`` by the cams stage.
+
+    Raises:
+        StageMissingError: the maps are missing or were made with other settings.
+    """
     from . import cams  # here, not at the top: CRF worker processes import this module
 
     folder = store.path("cams") / method
     metrics = cams.cached_metrics(cfg, store, method)
     if metrics is None:
-        metrics = cams.run(cfg, store, method=method, progress=progress)
+        raise StageMissingError(missing_stage_message(cfg, folder, f"{method!r} maps", "cams", method=method))
     return folder, metrics
 
 
@@ -204,7 +208,7 @@ def run(
 
 def _make_labels(cfg: Config, store: RunStore, out: Path, progress: bool) -> dict[str, Any]:
     start = time.perf_counter()
-    folder, cam_metrics = _cam_folder(cfg, store, cfg.pseudo.method, progress)
+    folder, cam_metrics = _cam_folder(cfg, store, cfg.pseudo.method)
     threshold = cfg.pseudo.bg_threshold or float(cam_metrics["threshold"])
     result = make_labels(cfg, folder, threshold, out=out, progress=progress)
     result.update(seconds=round(time.perf_counter() - start, 1), labels=str(out))
@@ -299,11 +303,12 @@ def compare(
 ) -> dict[str, dict[str, Any]]:
     """Pseudo-label scores of several CAM methods (each at its best threshold), nothing saved.
 
-    Runs the cams stage for methods whose maps are missing. ``limit`` scores the first images only.
+    Reads each method's maps from the run store (:func:`cpmc_lib.pipeline.ensure` makes them).
+    ``limit`` scores the first images only.
     """
     out = {}
     for m in methods:
-        folder, metrics = _cam_folder(cfg, store, m, progress)
+        folder, metrics = _cam_folder(cfg, store, m)
         out[m] = make_labels(cfg, folder, cfg.pseudo.bg_threshold or float(metrics["threshold"]), limit=limit,
                              progress=progress)  # fmt: skip
     return out

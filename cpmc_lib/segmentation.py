@@ -5,10 +5,11 @@ the pseudo labels (cross-entropy, 255 ignored) and scored on the val split again
 Training the *same* network with the *same* schedule on the ground-truth masks of the same images
 gives the fully supervised ceiling that the WSSS result is compared with.
 
-:class:`SegNet` is torchvision's DeepLabV3 head (ASPP + 3x3 conv + 1x1 classifier) over the last
-stage of a timm backbone (``features_only``), its logits upsampled bilinearly to the input size.
-torchvision's ``DeepLabHead`` fixes the ASPP width at 256; :func:`deeplab_head` builds the same
-layers at another width, because at 256 the head costs 2.7x the small synthetic backbone.
+The network is :class:`cpmc_lib.models.SegNet` (torchvision's DeepLabV3 head over the last stage
+of a timm backbone, built by :func:`cpmc_lib.models.build_segnet`). With pseudo labels the stage
+reads them from the run store's finished "pseudo" stage and stops with an error naming the
+command that makes them when they are missing (:func:`cpmc_lib.pipeline.ensure` runs the stages
+in order).
 
 Training uses :func:`cpmc_lib.engine.fit` (per-epoch checkpoint, resume) with SGD, poly learning
 rate, and random scale / crop / flip applied jointly to image and label
@@ -21,9 +22,8 @@ Outputs: ``runs/<run>/segmentation/`` (labels="pseudo") or ``runs/<run>/segmenta
 whose result is :func:`run`'s dict.
 
 Example:
-    >>> net = SegNet("resnet18", num_classes=3, layers=(1, 1), channels=(8, 16), head_channels=8)
-    >>> tuple(net(torch.zeros(2, 3, 40, 56)).shape)
-    (2, 3, 40, 56)
+    >>> result = run(cfg, labels="gt")  # doctest: +SKIP
+    >>> result["val_miou"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -34,22 +34,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
-from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabHead
 from tqdm.auto import tqdm
 
-from . import distributed, pseudo
+from . import distributed
 from .config import Config, CrfConfig, SegmentationConfig
 from .crf import crf_map
 from .datasets import build_dataset, collate
 from .engine import fit, poly_lr
 from .io import IGNORE_INDEX, read_mask_png, save_json, save_torch
 from .metrics import ConfusionMeter
+from .models import SegNet, build_segnet, load_state_checked
 from .runtime import channels_last, loader_options, pick_device, seed_everything, to_device, worker_init_fn
 from .store import RunStore
 from .transforms import denormalize, eval_transform, train_transform
@@ -57,9 +56,6 @@ from .transforms import denormalize, eval_transform, train_transform
 __all__ = [
     "LABELS",
     "MaskFolderDataset",
-    "SegNet",
-    "build_segnet",
-    "deeplab_head",
     "evaluate",
     "examples",
     "load_segnet",
@@ -72,91 +68,6 @@ __all__ = [
 
 # labels= of run() -> stage name in the run store.
 LABELS = {"pseudo": "segmentation", "gt": "segmentation_gt"}
-
-
-def deeplab_head(
-    in_channels: int, num_classes: int, atrous_rates: Sequence[int] = (12, 24, 36), width: int = 256
-) -> nn.Sequential:
-    """torchvision's DeepLabV3 head with an ASPP of ``width`` channels.
-
-    ``width=256`` returns ``DeepLabHead`` itself; other widths build its layers
-    (ASPP -> 3x3 conv -> BN -> ReLU -> 1x1 conv) around torchvision's ``ASPP``.
-
-    Returns:
-        module mapping (B, in_channels, h, w) to (B, num_classes, h, w) logits.
-    """
-    if width == 256:
-        return DeepLabHead(in_channels, num_classes, tuple(atrous_rates))
-    return nn.Sequential(
-        ASPP(in_channels, tuple(atrous_rates), width),
-        nn.Conv2d(width, width, 3, padding=1, bias=False),
-        nn.BatchNorm2d(width),
-        nn.ReLU(),
-        nn.Conv2d(width, num_classes, 1),
-    )
-
-
-class SegNet(nn.Module):
-    """DeepLabV3: a timm backbone's last stage, an ASPP head, logits upsampled to the input.
-
-    Args:
-        backbone: timm model name (built with ``features_only=True, out_indices=(-1,)``).
-        num_classes: K, background included.
-        output_stride: passed to timm (ResNets dilate the stages past it).
-        layers, channels: blocks and widths per stage passed to timm (empty: the model's own).
-        head_channels: ASPP width (:func:`deeplab_head`).
-        atrous_rates: ASPP dilations.
-        pretrained: let timm download its weights.
-    """
-
-    def __init__(
-        self,
-        backbone: str,
-        num_classes: int,
-        output_stride: int = 16,
-        layers: Sequence[int] = (),
-        channels: Sequence[int] = (),
-        head_channels: int = 256,
-        atrous_rates: Sequence[int] = (6, 12, 18),
-        pretrained: bool = False,
-    ) -> None:
-        super().__init__()
-        extra: dict[str, Any] = {}
-        if layers:
-            extra["layers"] = tuple(layers)
-        if channels:
-            extra["channels"] = tuple(channels)
-        self.backbone = timm.create_model(
-            backbone,
-            features_only=True,
-            out_indices=(-1,),
-            output_stride=output_stride,
-            pretrained=pretrained,
-            **extra,
-        )
-        self.head = deeplab_head(
-            self.backbone.feature_info.channels()[-1], num_classes, atrous_rates, head_channels
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) normalised images -> (B, K, H, W) logits."""
-        logits = self.head(self.backbone(x)[-1])
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def build_segnet(cfg: Config) -> SegNet:
-    """The :class:`SegNet` of ``cfg.segmentation`` with ``cfg.data.num_classes`` classes."""
-    s = cfg.segmentation
-    return SegNet(
-        s.backbone,
-        cfg.data.num_classes,
-        output_stride=s.output_stride,
-        layers=s.layers,
-        channels=s.channels,
-        head_channels=s.head_channels,
-        atrous_rates=s.atrous_rates,
-        pretrained=s.pretrained,
-    )
 
 
 def segmentation_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -365,8 +276,8 @@ def run(
 ) -> dict[str, Any]:
     """Stage "segmentation" (``labels="pseudo"``) or "segmentation_gt" (``labels="gt"``, the ceiling).
 
-    With pseudo labels the pseudo stage runs first if it is not done (and, through it, the CAM
-    and classifier stages).
+    With pseudo labels it reads the label PNGs of the run store's finished "pseudo" stage
+    (``python -m cpmc_lib pseudo`` makes them).
 
     Returns:
         :func:`train`'s dict plus ``labels``.
@@ -377,8 +288,7 @@ def run(
     device = pick_device(cfg.device)
     label_dir = None
     if labels == "pseudo":
-        pseudo.run(cfg, store, progress=progress)
-        label_dir = pseudo.labels_dir(store)
+        label_dir = store.require("pseudo", cfg, "pseudo labels") / "labels"
     with store.stage(LABELS[labels], cfg, device=str(device), keep=("checkpoint.pt",)) as st:
         if not st.done:
             st.result = {"labels": labels, **train(cfg, st.path, device, label_dir, progress)}
@@ -387,8 +297,6 @@ def run(
 
 def load_segnet(cfg: Config, path: str | Path, device: torch.device | str = "cpu") -> SegNet:
     """A trained :class:`SegNet` of ``cfg`` from its ``model.pt``, in eval mode."""
-    from .models import load_state_checked
-
     model = build_segnet(cfg)
     load_state_checked(model, torch.load(path, map_location=device, weights_only=True), path)
     return channels_last(model, device).eval()

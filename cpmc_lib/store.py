@@ -1,5 +1,11 @@
 """The run store: every stage writes into ``runs/<run>/<stage>/`` beside a ``manifest.json``.
 
+The store also owns the stage graph: :data:`STAGE_DEPS` says which config sections each stage's
+outputs depend on and :func:`stage_hash` turns them into the stage's cache key (so changing a CRF
+parameter does not retrain the classifier); :func:`method_hash` adds the sections one CAM method
+reads. A stage reads what it needs from the store (:meth:`RunStore.require`) and never runs the
+stage before it; :func:`cpmc_lib.pipeline.ensure` runs them in order.
+
 A manifest records the stage's config, its hash, the seed, git commit, package versions, device,
 and start and end times. A stage is *complete* when its manifest says so for the current config
 hash; a complete stage is reused, a stage with another hash (or none, after a crash) is cleared
@@ -18,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import shutil
@@ -29,10 +37,119 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed
-from .config import Config
+from .config import Config, ConfigError
 from .io import load_json, save_json
 
-__all__ = ["RunStore", "StageRun", "environment_info"]
+__all__ = [
+    "METHOD_DEPS",
+    "STAGE_COMMANDS",
+    "STAGE_DEPS",
+    "RunStore",
+    "StageMissingError",
+    "StageRun",
+    "environment_info",
+    "method_hash",
+    "missing_stage_message",
+    "stage_hash",
+]
+
+# Which stage configs a stage's outputs depend on (its own and everything upstream).
+STAGE_DEPS: dict[str, tuple[str, ...]] = {
+    "synth": ("synth",),
+    "classifier": ("data", "synth", "classifier"),
+    # Only the backbone's shape matters, but the classifier section holds it.
+    "pretrain": ("classifier", "pretrain"),
+    # The cams stage folder holds one sub-folder per method; a method's own sections are in METHOD_DEPS.
+    "cams": ("data", "synth", "classifier", "cams"),
+    "pseudo": (
+        "data",
+        "synth",
+        "classifier",
+        "cams",
+        "refinement",
+        "prototypes",
+        "calibration",
+        "pseudo",
+        "crf",
+    ),
+    "segmentation": (
+        "data",
+        "synth",
+        "classifier",
+        "cams",
+        "refinement",
+        "prototypes",
+        "calibration",
+        "pseudo",
+        "crf",
+        "segmentation",
+    ),
+    # The fully supervised ceiling: the same network trained on ground-truth masks.
+    "segmentation_gt": ("data", "synth", "crf", "segmentation"),
+}
+
+
+# Config sections a CAM method reads beyond the cams stage's own (see method_hash).
+METHOD_DEPS: dict[str, tuple[str, ...]] = {
+    "refined": ("refinement",),
+    "proto": ("refinement", "prototypes"),
+    "cpmc": ("refinement", "prototypes", "calibration"),
+}
+
+# The command line that makes each stage's outputs (named in the error of a stage whose inputs
+# are missing). "train" pretrains first when the classifier starts from the ImageNet stand-in.
+STAGE_COMMANDS: dict[str, str] = {
+    "pretrain": "train",
+    "classifier": "train",
+    "cams": "cams --method {method}",
+    "pseudo": "pseudo",
+    "segmentation": "segment",
+    "segmentation_gt": "segment --labels gt",
+}
+
+
+class StageMissingError(FileNotFoundError):
+    """A stage's input is not in the run store; the message names the command that makes it."""
+
+
+def stage_hash(cfg: Config, stage: str) -> str:
+    """Cache key of ``stage``: a hash of its config, its upstream configs and the seed."""
+    if stage not in STAGE_DEPS:
+        raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_DEPS)}")
+    d = cfg.to_dict()
+    part = {k: d[k] for k in STAGE_DEPS[stage]}
+    part["seed"] = cfg.seed
+    if cfg.data.kind != "synth":  # the generator does not feed real data
+        part.pop("synth", None)
+    if stage == "pretrain":  # whether its weights are used does not change them
+        part["pretrain"] = {k: v for k, v in d["pretrain"].items() if k != "enabled"}
+    # The ImageNet stand-in feeds the classifier (and so everything after it) only when enabled
+    # and no weights file is given; otherwise its settings change nothing.
+    if stage not in ("pretrain", "synth") and cfg.uses_pretrain_stage():
+        part["pretrain"] = d["pretrain"]
+    # With consistency training, the CPMC sections shape the classifier itself.
+    if stage not in ("synth", "pretrain") and cfg.calibration.train_consistency_weight > 0:
+        part.update({k: d[k] for k in ("refinement", "prototypes", "calibration")})
+    blob = json.dumps(part, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def method_hash(cfg: Config, method: str) -> str:
+    """Cache key of one CAM method's maps: the cams stage hash plus the sections the method reads."""
+    d = cfg.to_dict()
+    part = {"cams": stage_hash(cfg, "cams"), "method": method}
+    part.update({k: d[k] for k in METHOD_DEPS.get(method, ())})
+    return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def missing_stage_message(cfg: Config, path: Path, what: str, stage: str, **fmt: str) -> str:
+    """``no <what> for this config in <path>: run `python -m cpmc_lib <command> ...` first``."""
+    command = STAGE_COMMANDS[stage].format(**fmt)
+    return (
+        f"no {what} for this config in {path}: run `python -m cpmc_lib {command} --config <your config> "
+        f"--run {cfg.run}` (with the same --set overrides) first, or cpmc_lib.pipeline.ensure(cfg, {stage!r})"
+    )
+
 
 _PACKAGES = ("torch", "torchvision", "timm", "numpy", "torchmetrics", "pydensecrf2", "cpmc_lib")
 
@@ -142,6 +259,30 @@ class RunStore:
                 return other / stage
         return None
 
+    def has(self, stage: str, cfg: Config) -> bool:
+        """True when ``stage`` is finished for ``cfg`` here or in a sibling run (to link in)."""
+        h = stage_hash(cfg, stage)
+        return self.is_done(stage, h) or self.find_cached(stage, h) is not None
+
+    def require(self, stage: str, cfg: Config, what: str | None = None) -> Path:
+        """The folder of ``stage``, finished for ``cfg``; linked in from a sibling run if one has it.
+
+        Raises:
+            StageMissingError: the stage is not done for this config; the message names the
+                command that makes it.
+        """
+        h = stage_hash(cfg, stage)
+        path = self.path(stage)
+        if not self.is_done(stage, h) and (cached := self.find_cached(stage, h)) is not None:
+            if distributed.is_main():
+                _link_tree(cached, path)
+            distributed.barrier()
+        if not self.is_done(stage, h):
+            raise StageMissingError(
+                missing_stage_message(cfg, path, what or f"finished {stage} stage", stage)
+            )
+        return path
+
     def result(self, stage: str) -> dict[str, Any]:
         """The ``result`` a finished stage recorded in its manifest."""
         return load_json(self.path(stage) / "manifest.json").get("result", {})
@@ -168,7 +309,7 @@ class RunStore:
         if distributed.is_main():
             run = opened.enter_context(self._open(name, cfg, device, keep))
         distributed.barrier()  # rank 0 has cleared, linked or reused the folder
-        h = cfg.stage_hash(name)
+        h = stage_hash(cfg, name)
         done = self.is_done(name, h)
         mine = StageRun(name, self.path(name), h, done, self.result(name) if done else {})
         yield mine
@@ -181,7 +322,7 @@ class RunStore:
     @contextlib.contextmanager
     def _open(self, name: str, cfg: Config, device: str | None, keep: tuple[str, ...]) -> Iterator[StageRun]:
         """:meth:`stage` in one process."""
-        h = cfg.stage_hash(name)
+        h = stage_hash(cfg, name)
         path = self.path(name)
         if not self.is_done(name, h) and (cached := self.find_cached(name, h)) is not None:
             _link_tree(cached, path)

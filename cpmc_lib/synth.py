@@ -738,7 +738,7 @@ def design_table(card: dict[str, Any]) -> str:
 def record_calibration(out: str | Path, calibration: dict[str, Any]) -> dict[str, Any]:
     """Write classifier measurements of the pathologies into the card's ``calibration`` field.
 
-    The generator leaves the field empty; chapter 3 (or :func:`cpmc_lib.cams.benchmark_calibration`)
+    The generator leaves the field empty; chapter 3 (or :func:`cpmc_lib.card.benchmark_calibration`)
     fills it with what a trained classifier measured on this very data. Other card fields and the
     reuse check of :func:`ensure_generated` are unaffected.
     """

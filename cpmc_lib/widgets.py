@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from .cams import make_cam_method, normalize_cams
+from .cam_methods import make_cam_method, normalize_cams
 from .config import Config
 from .datasets import build_dataset
 from .metrics import CamEvaluator, cam_to_mask
@@ -69,7 +69,7 @@ class Explorer:
     """Cached network outputs for ``n_images`` cam-split images, and the widgets that explore them.
 
     Args:
-        cfg: the run's config (its classifier must be trained: ``cl.classifier.run(cfg)``).
+        cfg: the run's config (its classifier must be trained: ``cl.pipeline.ensure(cfg, "classifier")``).
         store: the run store holding the classifier.
         n_images: how many images to cache (the running mIoU is over these).
     """

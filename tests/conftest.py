@@ -145,7 +145,7 @@ def tiny_cam_run(tmp_path: Path):
     """
     from cpmc_lib.config import Config, CrfConfig, DataConfig, SegmentationConfig, SynthConfig
     from cpmc_lib.datasets import build_dataset
-    from cpmc_lib.store import RunStore
+    from cpmc_lib.store import RunStore, method_hash
     from cpmc_lib.synth import generate
 
     synth = SynthConfig(train=8, val=4, size=64)
@@ -173,7 +173,7 @@ def tiny_cam_run(tmp_path: Path):
             np.save(st.path / "cam" / f"{name}.npy", {"keys": np.array(keys), "cam": cam}, allow_pickle=True)
         save_json(
             st.path / "cam" / "metrics.json",
-            {"miou": 0.0, "threshold": 0.25, "method_hash": cfg.method_hash("cam")},
+            {"miou": 0.0, "threshold": 0.25, "method_hash": method_hash(cfg, "cam")},
         )
     return cfg, store
 

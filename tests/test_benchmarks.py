@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from cpmc_lib.cams import JOINT_METHODS
+from cpmc_lib.cam_methods import JOINT_METHODS
 from cpmc_lib.pipeline import CAM_REPORT
 
 JOINT = {"+".join(g) for g in JOINT_METHODS}

@@ -9,7 +9,7 @@ from cpmc_lib import classifier
 from cpmc_lib.config import ClassifierConfig, Config, DataConfig, PretrainConfig
 from cpmc_lib.io import load_json
 from cpmc_lib.models import build_model
-from cpmc_lib.store import RunStore
+from cpmc_lib.store import RunStore, stage_hash
 
 
 def tiny_config(root, runs, epochs: int = 2, num_workers: int = 0) -> Config:
@@ -132,9 +132,9 @@ def test_consistency_training_is_part_of_the_classifier_key_and_runs(tmp_path):
         "pretrain.enabled=false",
     ])  # fmt: skip
     plain = cfg.replace(**{"calibration.train_consistency_weight": 0.0})
-    assert cfg.stage_hash("classifier") != plain.stage_hash("classifier")
-    assert plain.replace(**{"calibration.use_fn": False}).stage_hash("classifier") == plain.stage_hash(
-        "classifier"
+    assert stage_hash(cfg, "classifier") != stage_hash(plain, "classifier")
+    assert stage_hash(plain.replace(**{"calibration.use_fn": False}), "classifier") == stage_hash(
+        plain, "classifier"
     )
     from cpmc_lib import synth
 

@@ -1,6 +1,7 @@
 import pytest
 
 from cpmc_lib.config import Config, ConfigError, apply_overrides, load_config, save_config
+from cpmc_lib.store import stage_hash
 
 
 def test_defaults_round_trip_through_yaml(tmp_path):
@@ -9,7 +10,7 @@ def test_defaults_round_trip_through_yaml(tmp_path):
     back = load_config(path)
     assert back == cfg
     assert back.cams.scales == (1.0, 0.5)
-    assert back.stage_hash("cams") == cfg.stage_hash("cams")
+    assert stage_hash(back, "cams") == stage_hash(cfg, "cams")
 
 
 def test_shipped_configs_load():
@@ -49,6 +50,47 @@ def test_bad_overrides_name_the_key(override, message):
         apply_overrides(Config(), [override])
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("calibration.detached=fpp", "calibration.detached='fpp' is not one of 'keep', 'drop', 'fp'"),
+        ("calibration.pairing=protoo", "calibration.pairing='protoo' is not one of 'classifier', 'proto'"),
+        ("prototypes.bg_mode=none", "prototypes.bg_mode='none' is not one of 'drop', 'subtract', 'gate'"),
+        ("pseudo.method=cmpc", "pseudo.method='cmpc' is not one of 'cam', .*'cpmc'"),
+        ("data.kind=pascal", "data.kind='pascal' is not one of 'synth', 'voc', 'coco'"),
+    ],
+)
+def test_a_bad_choice_fails_at_load_listing_the_valid_values(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("configs/default.yaml", [override])
+    section, rest = override.split(".", 1)
+    key, value = rest.split("=")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"{section}:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError, match=f"bad.yaml: {message}"):  # in a YAML file too
+        load_config(bad)
+
+
+def test_every_choice_field_is_checked_and_its_choices_load():
+    """Each Literal field accepts each of its values (as --set strings: "off" would be False in YAML)."""
+    import dataclasses
+    import typing
+
+    cfg = Config()
+    checked = 0
+    for section in dataclasses.fields(cfg):
+        sub = getattr(cfg, section.name)
+        if not dataclasses.is_dataclass(sub):
+            continue
+        for name, tp in typing.get_type_hints(type(sub)).items():
+            if typing.get_origin(tp) is typing.Literal:
+                checked += 1
+                for value in typing.get_args(tp):
+                    got = apply_overrides(cfg, [f"{section.name}.{name}={value}"])
+                    assert getattr(getattr(got, section.name), name) == value
+    assert checked >= 10
+
+
 def test_unknown_yaml_key_names_file_and_valid_keys(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("classifier:\n  epocs: 3\n")
@@ -63,16 +105,16 @@ def test_unknown_yaml_key_names_file_and_valid_keys(tmp_path):
 def test_stage_hash_tracks_upstream_only():
     base = Config()
     crf = base.replace(**{"crf.iterations": 5})
-    assert crf.stage_hash("classifier") == base.stage_hash("classifier")
-    assert crf.stage_hash("pseudo") != base.stage_hash("pseudo")
+    assert stage_hash(crf, "classifier") == stage_hash(base, "classifier")
+    assert stage_hash(crf, "pseudo") != stage_hash(base, "pseudo")
     epochs = base.replace(**{"classifier.epochs": 1})
-    assert epochs.stage_hash("classifier") != base.stage_hash("classifier")
-    assert epochs.stage_hash("cams") != base.stage_hash("cams")
-    assert base.replace(seed=1).stage_hash("classifier") != base.stage_hash("classifier")
+    assert stage_hash(epochs, "classifier") != stage_hash(base, "classifier")
+    assert stage_hash(epochs, "cams") != stage_hash(base, "cams")
+    assert stage_hash(base.replace(seed=1), "classifier") != stage_hash(base, "classifier")
     # the run name is where results go, not what they are
-    assert base.replace(run="other").stage_hash("cams") == base.stage_hash("cams")
+    assert stage_hash(base.replace(run="other"), "cams") == stage_hash(base, "cams")
     with pytest.raises(ConfigError, match="unknown stage"):
-        base.stage_hash("nope")
+        stage_hash(base, "nope")
 
 
 def test_data_root_env_override(monkeypatch):

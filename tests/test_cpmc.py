@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from cpmc_lib import cams
+from cpmc_lib import cam_methods
 from cpmc_lib.config import CamConfig, Config
 from cpmc_lib.cpmc import consistency_loss, cpmc_loss, cpmc_maps, foreground_maps
 from cpmc_lib.models import CamNet
@@ -79,7 +79,7 @@ def test_cpmc_loss_trains_classifier_and_side_features(tiny):
 @pytest.mark.parametrize("method", ["refined", "proto", "cpmc"])
 def test_cam_methods_are_registered(tiny, method):
     net, img, label = tiny
-    m = cams.make_cam_method(method, net, Config())
+    m = cam_methods.make_cam_method(method, net, Config())
     out = m(img, label)
     assert out.shape == (2, 3, 64, 64)
     assert torch.equal(out[0, 1], torch.zeros(64, 64))
@@ -88,7 +88,7 @@ def test_cam_methods_are_registered(tiny, method):
 
 def test_joint_pass_gives_each_method_its_own_maps(tiny):
     """One forward pass for refined, proto and cpmc: the same maps as three separate methods."""
-    from cpmc_lib.cpmc import JointCpmcCam
+    from cpmc_lib.cam_methods import JointCpmcCam
 
     net, img, label = tiny
     cfg = Config(cams=CamConfig(scales=(1.0, 0.5)))
@@ -97,6 +97,6 @@ def test_joint_pass_gives_each_method_its_own_maps(tiny):
     both = joint(img, label)
     assert both.shape == (2, 2, 3, 64, 64)
     for i, key in enumerate(joint.parts):
-        assert_close(both[:, i], cams.make_cam_method(key, net, cfg)(img, label), rtol=0, atol=1e-6)
+        assert_close(both[:, i], cam_methods.make_cam_method(key, net, cfg)(img, label), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="parts"):
         JointCpmcCam(net, parts=("cam",))

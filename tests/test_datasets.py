@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 
-from cpmc_lib.config import Config
+from cpmc_lib.config import Config, ConfigError, DataConfig
 from cpmc_lib.datasets import (
     COCO_CATEGORY_IDS,
     COCO_CLASSES,
@@ -224,7 +224,9 @@ def test_missing_roots(tmp_path, monkeypatch):
 
 
 def test_unknown_kind(fake_voc_root):
-    cfg = Config().replace(**{"data.kind": "cityscapes", "data.root": str(fake_voc_root)})
+    with pytest.raises(ConfigError, match="data.kind='cityscapes' is not one of 'synth', 'voc', 'coco'"):
+        Config().replace(**{"data.kind": "cityscapes", "data.root": str(fake_voc_root)})  # at load
+    cfg = Config(data=DataConfig(kind="cityscapes", root=str(fake_voc_root)))  # built by hand
     with pytest.raises(DatasetError, match="synth, voc, coco"):
         build_dataset(cfg, "train")
 

@@ -17,14 +17,16 @@ import torch
 from conftest import tiny_camnet
 
 from cpmc_lib import cli
-from cpmc_lib.cams import ClassifierCam, GradCamMethod, evaluate_cams, load_cams, save_cams
+from cpmc_lib.cam_methods import ClassifierCam, GradCamMethod
+from cpmc_lib.cams import evaluate_cams, load_cams, save_cams
 from cpmc_lib.config import Config, load_config
 from cpmc_lib.cpmc import cpmc_maps, foreground_maps
 from cpmc_lib.datasets import DatasetError, VOCSegmentation
 from cpmc_lib.engine import fit
 from cpmc_lib.metrics import CamEvaluator, cam_to_mask
+from cpmc_lib.models import build_segnet
 from cpmc_lib.pseudo import cam_probs, crf_pseudo_label, pseudo_label
-from cpmc_lib.segmentation import build_segnet, load_segnet
+from cpmc_lib.segmentation import load_segnet
 from cpmc_lib.synth import ensure_generated
 
 # --- a training process killed with SIGKILL mid-epoch -------------------------------------------
@@ -219,11 +221,11 @@ def test_segmentation_weights_of_another_config_are_named(tmp_path):
 
 
 def test_cli_reports_a_diverged_training_without_traceback(monkeypatch, capsys):
-    from cpmc_lib import classifier
+    from cpmc_lib import pipeline
 
     def diverge(*args, **kwargs):
         raise FloatingPointError("classifier: loss became nan at epoch 1; lower the learning rate")
 
-    monkeypatch.setattr(classifier, "run", diverge)
+    monkeypatch.setattr(pipeline, "ensure", diverge)
     assert cli.main(["train"]) == 2
     assert "error: classifier: loss became nan" in capsys.readouterr().err

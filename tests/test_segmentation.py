@@ -9,14 +9,15 @@ import pytest
 import torch
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
-from cpmc_lib import engine, pseudo, segmentation
+from cpmc_lib import engine, models, pseudo, segmentation
 from cpmc_lib.engine import load_checkpoint
 from cpmc_lib.io import save_mask_png
 from cpmc_lib.metrics import miou
+from cpmc_lib.store import StageMissingError
 
 
-def tiny_net(num_classes: int = 3) -> segmentation.SegNet:
-    return segmentation.SegNet(
+def tiny_net(num_classes: int = 3) -> models.SegNet:
+    return models.SegNet(
         "resnet18",
         num_classes,
         output_stride=8,
@@ -34,8 +35,8 @@ def test_output_size_equals_input_size():
 
 
 def test_head_of_width_256_is_torchvision_deeplabhead():
-    assert isinstance(segmentation.deeplab_head(32, 5, (6, 12, 18), width=256), DeepLabHead)
-    head = segmentation.deeplab_head(32, 5, (2, 4), width=16)
+    assert isinstance(models.deeplab_head(32, 5, (6, 12, 18), width=256), DeepLabHead)
+    head = models.deeplab_head(32, 5, (2, 4), width=16)
     assert head(torch.zeros(2, 32, 9, 9)).shape == (2, 5, 9, 9)
 
 
@@ -125,7 +126,7 @@ def test_evaluate_matches_metrics_miou_and_scores_crf(tiny_cam_run):
     from cpmc_lib.transforms import eval_transform
 
     torch.manual_seed(0)
-    net = segmentation.build_segnet(cfg).eval()
+    net = models.build_segnet(cfg).eval()
     ds = build_dataset(cfg, "val", eval_transform())
     scores = segmentation.evaluate(
         net, ds, torch.device("cpu"), 11, crf=cfg.crf, batch_size=3, progress=False
@@ -139,12 +140,14 @@ def test_evaluate_matches_metrics_miou_and_scores_crf(tiny_cam_run):
 def test_stages_pseudo_and_gt_have_their_own_folders(tiny_cam_run):
     cfg, store = tiny_cam_run
     cfg = cfg.replace(**{"pseudo.method": "cam"})  # the hand-made maps of the fixture
+    with pytest.raises(StageMissingError, match="python -m cpmc_lib pseudo"):  # reads, never runs it
+        segmentation.run(cfg, store, labels="pseudo", progress=False)
+    pseudo.run(cfg, store, progress=False)
     wsss = segmentation.run(cfg, store, labels="pseudo", progress=False)
     full = segmentation.run(cfg, store, labels="gt", progress=False)
     assert wsss["labels"] == "pseudo" and full["labels"] == "gt"
     assert (store.path("segmentation") / "model.pt").is_file()
     assert (store.path("segmentation_gt") / "model.pt").is_file()
-    assert (pseudo.labels_dir(store)).is_dir()  # the pseudo stage ran first
     history = json.loads((store.path("segmentation") / "history.json").read_text())
     assert len(history) == 1 and np.isfinite(history[0]["loss"])
     # Reused when finished.

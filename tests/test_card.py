@@ -1,0 +1,23 @@
+"""The dataset card's measurements: failures of one map relative to another, the benchmark's calibration."""
+
+from cpmc_lib import card
+from cpmc_lib.datasets import build_dataset
+from cpmc_lib.store import RunStore, stage_hash
+
+
+def test_compare_failures_of_a_map_against_itself_and_another(tiny_pipeline):
+    cfg, _ = tiny_pipeline
+    store, ds = RunStore.for_config(cfg), build_dataset(cfg, cfg.data.cam_split)
+    same = card.compare_failures(store, ds, "cam", "cam")
+    assert same["fn"] == 0 and same["fp"] == 0  # a map adds no failure to itself
+    other = card.compare_failures(store, ds, "cam", "proto")
+    assert 0 <= other["fn"] <= 100 and 0 <= other["fp"] <= 100
+
+
+def test_benchmark_calibration_reports_the_card_fields(tiny_pipeline):
+    cfg, _ = tiny_pipeline
+    cal = card.benchmark_calibration(cfg, RunStore.for_config(cfg), progress=False)
+    for key in ("cam_miou", "recall_part", "recall_body", "act_context", "act_neutral",
+                "proto_fn_of_cam_objects", "proto_fp_on_cam_background"):  # fmt: skip
+        assert key in cal
+    assert cal["classifier"]["config_hash"] == stage_hash(cfg, "classifier")
