@@ -261,6 +261,7 @@ class SegmentationConfig:
     test_scales: tuple[float, ...] = (1.0,)  # multi-scale test: e.g. [0.75, 1.0, 1.25]
     test_flip: bool = False  # add the horizontally flipped image at test time
     test_crf: bool = False  # also score dense-CRF post-processing (crf section) on val
+    curve: bool = True  # score val after every epoch (the learning curve in metrics.json)
     num_workers: int = 0
 
 

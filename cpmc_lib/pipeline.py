@@ -187,8 +187,12 @@ def run(
         wsss = timed("seg_wsss", lambda: ensure(cfg, "segmentation", store, progress=progress))
         full = timed("seg_full", lambda: ensure(cfg, "segmentation_gt", store, progress=progress))
         metrics["seg"] = {
-            "wsss": {"miou": wsss["val_miou"], "labels": f"{method}{'_crf' if pl.get('crf') else ''}"},
-            "full": {"miou": full["val_miou"]},
+            "wsss": {
+                "miou": wsss["val_miou"],
+                "labels": f"{method}{'_crf' if pl.get('crf') else ''}",
+                "curve": wsss.get("curve", []),
+            },
+            "full": {"miou": full["val_miou"], "curve": full.get("curve", [])},
             "ratio": wsss["val_miou"] / full["val_miou"] if full["val_miou"] else float("nan"),
         }
         for name, r in (("seg_wsss", wsss), ("seg_full", full)):

@@ -213,7 +213,7 @@ def train(
 
     Returns:
         dict with ``val_miou``, ``val_precision``, ``val_recall``, ``val_iou`` (per class),
-        ``val_miou_crf`` (with ``test_crf``), ``epochs``, ``train_seconds``, ``eval_seconds``,
+        ``val_miou_crf`` (with ``test_crf``), ``curve`` (val mIoU after each epoch, with ``curve``), ``epochs``, ``train_seconds``, ``eval_seconds``,
         ``model``.
     """
     start = time.perf_counter()
@@ -244,25 +244,41 @@ def train(
         img, mask = to_device(batch["img"], device), batch["mask"].to(device, non_blocking=True)
         return {"loss": segmentation_loss(model(img), mask)}
 
+    val_set = build_dataset(cfg, cfg.data.val_split, eval_transform())
+    last: dict[str, Any] = {}  # the final epoch's scores, reused when no CRF score is asked for
+
+    def validate(epoch: int, model: nn.Module) -> dict[str, float]:
+        # The learning curve: val mIoU after every epoch, to see whether the schedule converged.
+        scores = evaluate(
+            model, val_set, device, cfg.data.num_classes, s.test_scales, s.test_flip,
+            None, s.batch_size, progress=False,
+        )  # fmt: skip
+        last.update(epoch=epoch, scores=scores)
+        return {"val_miou": scores["miou"]}
+
     optimizer = make_optimizer(model, s)
     steps = s.epochs * (len(train_set) // s.batch_size)
     history = fit(
         model, make_loader, step, optimizer, s.epochs, out / "checkpoint.pt", cfg.seed, device,
-        scheduler=poly_lr(optimizer, steps), progress=progress, desc="segmentation",
+        scheduler=poly_lr(optimizer, steps), on_epoch_end=validate if s.curve else None,
+        progress=progress, desc="segmentation",
     )  # fmt: skip
     trained = time.perf_counter()
     scores = None
     if distributed.is_main():  # the other ranks wait for rank 0's scores
         save_json(out / "history.json", history)
         save_torch(out / "model.pt", model.state_dict())
-        val_set = build_dataset(cfg, cfg.data.val_split, eval_transform())
-        scores = evaluate(
-            model, val_set, device, cfg.data.num_classes, s.test_scales, s.test_flip,
-            cfg.crf if s.test_crf else None, s.batch_size, progress,
-        )  # fmt: skip
+        if last.get("epoch") == s.epochs - 1 and not s.test_crf:
+            scores = last["scores"]
+        else:
+            scores = evaluate(
+                model, val_set, device, cfg.data.num_classes, s.test_scales, s.test_flip,
+                cfg.crf if s.test_crf else None, s.batch_size, progress,
+            )  # fmt: skip
     scores = distributed.broadcast_object(scores)
     result = {f"val_{k}": v for k, v in scores.items()}
     result.update(
+        curve=[h["val_miou"] for h in history if "val_miou" in h],
         epochs=s.epochs,
         train_seconds=round(trained - start, 1),
         eval_seconds=round(time.perf_counter() - trained, 1),

@@ -104,6 +104,22 @@ def test_resume_gives_the_same_weights(tiny_cam_run, tmp_path, monkeypatch):
         torch.testing.assert_close(a[k], b[k], msg=k)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["epoch"] == 1
     assert straight["val_miou"] == pytest.approx(resumed["val_miou"])
+    # The learning curve: one val mIoU per epoch, kept across the resume, ending at the final score.
+    assert len(straight["curve"]) == 2 and resumed["curve"] == pytest.approx(straight["curve"])
+    assert straight["curve"][-1] == pytest.approx(straight["val_miou"])
+
+
+def test_learning_curve_does_not_change_training(tiny_cam_run, tmp_path):
+    cfg, _ = tiny_cam_run
+    device = torch.device("cpu")
+    with_curve = segmentation.train(cfg, tmp_path / "curve", device, progress=False)
+    without = segmentation.train(cfg.replace(**{"segmentation.curve": False}), tmp_path / "plain", device, progress=False)
+    assert without["curve"] == [] and len(with_curve["curve"]) == cfg.segmentation.epochs
+    a = torch.load(with_curve["model"], weights_only=True)
+    b = torch.load(without["model"], weights_only=True)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    assert with_curve["val_miou"] == without["val_miou"]
 
 
 def test_mask_folder_dataset_replaces_masks(tiny_cam_run, tmp_path):
