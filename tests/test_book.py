@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from cpmc_lib import book
-from cpmc_lib.browser import check_book, find_chromium
+from cpmc_lib.book.browser import check_book, find_chromium
 
 pytestmark = pytest.mark.book
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.book
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("book")
-    index = book.build(quick=True, out=out)
+    index = book.build_book(quick=True, out=out)
     return index.parent, out
 
 

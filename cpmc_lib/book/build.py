@@ -1,6 +1,6 @@
 """Build the HTML book: execute every chapter notebook with papermill, then run jupyter-book.
 
-``python -m cpmc_lib.book build`` (what ``make book`` calls):
+``python -m cpmc_lib.book build`` (what ``make book`` calls) runs :func:`build_book`:
 
 1. reads the chapter order from ``book/_toc.yml``;
 2. executes each listed notebook of ``notebooks/`` headlessly with papermill, in order, into
@@ -17,7 +17,6 @@ of the build and named in the output, so the book always builds from what exists
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -26,9 +25,9 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["build", "execute_notebook", "toc_files"]
+__all__ = ["CONFIGS", "ROOT", "build_book", "execute_notebook", "toc_files"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: cpmc_lib/book/build.py -> ./
 CONFIGS = {False: "configs/default.yaml", True: "configs/quick.yaml"}
 
 
@@ -83,7 +82,7 @@ def execute_notebook(src: Path, dst: Path, parameters: dict, cwd: Path = ROOT) -
     return time.perf_counter() - t0
 
 
-def build(quick: bool = False, out: Path = ROOT / "build", execute: bool = True) -> Path:
+def build_book(quick: bool = False, out: Path = ROOT / "build", execute: bool = True) -> Path:
     """Execute the chapters and build the HTML book under ``out``; returns the index page path."""
     src_book = ROOT / "book"
     toc = yaml.safe_load((src_book / "_toc.yml").read_text())
@@ -122,19 +121,3 @@ def build(quick: bool = False, out: Path = ROOT / "build", execute: bool = True)
         print("chapters not written yet (left out of this build):\n  " + "\n  ".join(missing))
     print(f"book: {index}")
     return index
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cpmc_lib.book", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("build", help="execute the notebooks and build the HTML book")
-    p.add_argument("--quick", action="store_true", help="tiny data and one epoch (CI)")
-    p.add_argument("--out", type=Path, default=ROOT / "build")
-    p.add_argument("--no-execute", action="store_true", help="copy notebooks without executing them")
-    args = parser.parse_args(argv)
-    build(quick=args.quick, out=args.out, execute=not args.no_execute)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
