@@ -6,6 +6,6 @@ chapters themselves never import this package: it executes them.
 
 from __future__ import annotations
 
-from .build import build_book, execute_notebook, toc_files
+from .build import BookBuildError, build_book, execute_alone, execute_notebook, toc_files
 
-__all__ = ["build_book", "execute_notebook", "toc_files"]
+__all__ = ["BookBuildError", "build_book", "execute_alone", "execute_notebook", "toc_files"]
