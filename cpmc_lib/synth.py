@@ -737,7 +737,10 @@ def _differences(card: dict[str, Any], cfg: SynthConfig) -> dict[str, tuple[Any,
 
 def _other_settings_message(out: Path, card: dict[str, Any], diffs: dict[str, tuple[Any, Any]]) -> str:
     state = "an unfinished generation (complete: false)" if card.get("complete") is False else "the data set"
-    listed = ", ".join(f"synth.{k} {a!r} vs {b!r}" for k, (a, b) in diffs.items())
+    listed = ", ".join(
+        f"{'generator version' if k == 'version' else 'synth.' + k} {a!r} vs {b!r}"
+        for k, (a, b) in diffs.items()
+    )
     params = {
         k: a for k, (a, _) in diffs.items() if k != "version" and k in dataclasses.asdict(SynthConfig())
     }
