@@ -212,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
-        # Library errors name the file and the fix (FloatingPointError: a diverged training);
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as e:
+        # Library errors name the file and the fix (FloatingPointError: a diverged training;
+        # OSError: a file that cannot be read or written, e.g. a full disk, named by cpmc_lib.io;
+        # ValueError includes DatasetError, synth.DataFolderError and store.RunDirError);
         # a traceback adds nothing for a user.
         # CPMC_DEBUG=1 shows it for a developer.
         if os.environ.get("CPMC_DEBUG"):

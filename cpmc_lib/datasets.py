@@ -82,6 +82,7 @@ __all__ = [
     "build_dataset",
     "coco_category_to_index",
     "collate",
+    "detect_layout",
     "label_statistics",
 ]
 
@@ -370,6 +371,11 @@ class VOCSegmentation(SegmentationDataset):
             return VOC_CLASSES
         with open(card) as f:
             d = json.load(f)
+        if d.get("complete") is False:
+            raise DatasetError(
+                f"{card}: the synthetic generation of {self.root} did not finish (complete: false); "
+                "rerun the pipeline or `python -m cpmc_lib synth` with the same settings to finish it"
+            )
         names = tuple(d.get("class_names", ()))
         if len(names) < 2 or names[0] != "background":
             raise DatasetError(
@@ -482,6 +488,28 @@ class COCOSegmentation(SegmentationDataset):
             raise DatasetError(
                 f"{path}: {e} (data.mask_ids='coco'); fix the mask or set data.mask_ids"
             ) from None
+
+
+def detect_layout(root: str | os.PathLike) -> str | None:
+    """Which real data set's layout the folder ``root`` has: "voc", "coco", or None.
+
+    "voc": ``JPEGImages/`` beside ``SegmentationClass/``, ``SegmentationClassAug/``, ``Annotations/``
+    or ``ImageSets/``, in ``root`` or in ``VOC2012/``, ``VOCdevkit/VOC2012/`` below it. "coco": a
+    ``train2014/``, ``val2014/``, ``train2017/`` or ``val2017/`` image folder. The synthetic
+    benchmark has the VOC layout too: tell it apart by its ``dataset_card.json`` first. Reads only
+    folder names, never a file.
+    """
+    root = Path(root)
+    for sub in (".", "VOC2012", "VOCdevkit/VOC2012"):
+        d = root / sub
+        if (d / "JPEGImages").is_dir() and any(
+            (d / m).is_dir()
+            for m in ("SegmentationClass", "SegmentationClassAug", "Annotations", "ImageSets")
+        ):
+            return "voc"
+    if any((root / f"{split}{year}").is_dir() for split in ("train", "val") for year in (2014, 2017)):
+        return "coco"
+    return None
 
 
 def build_dataset(

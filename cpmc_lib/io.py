@@ -37,23 +37,42 @@ IGNORE_INDEX = 255
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds.
 
+    On any failure the temporary file is removed and ``path`` keeps its previous version (or stays
+    absent). An ``OSError`` (a full disk, ``ENOSPC``; no permission) is raised again, of the same
+    type and errno, with a message that names ``path``.
+
     Example:
         >>> with atomic_write("out.json", "w") as f:  # doctest: +SKIP
         ...     f.write("{}")
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError) and not getattr(e, "_names_target", False):
+            raise _naming(e, path, tmp) from e
         raise
+
+
+def _naming(e: OSError, path: Path, tmp: str | None) -> OSError:
+    """``e`` again (same errno, so the same ``OSError`` subclass), its message naming ``path``."""
+    what = e.strerror or str(e)
+    if e.filename and str(e.filename) not in (str(path), tmp):
+        what += f" ({e.filename})"
+    message = f"{what}, while writing {path}; its previous version, if any, is kept"
+    named = OSError(e.errno, message) if e.errno is not None else OSError(message)
+    named._names_target = True  # an enclosing atomic_write keeps this message
+    return named
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -42,6 +42,7 @@ from .io import load_json, save_json
 
 __all__ = [
     "METHOD_DEPS",
+    "RunDirError",
     "STAGE_COMMANDS",
     "STAGE_DEPS",
     "RunStore",
@@ -200,6 +201,23 @@ def _link_tree(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+class RunDirError(ValueError):
+    """A run's folder cannot be created; the message names it and the settings that choose it."""
+
+
+def _make_dir(path: Path) -> None:
+    """``mkdir -p path``, or a :class:`RunDirError` that says which settings choose the folder."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(
+            f"cannot create the run folder {path}: {e.strerror or e}"
+            + (f" ({e.filename})" if e.filename and str(e.filename) != str(path) else "")
+            + ". Runs are written to <runs_dir>/<run>/: choose a writable place with runs_dir in the config "
+            "(--set runs_dir=DIR) or another run name (--run NAME)"
+        ) from e
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -324,6 +342,7 @@ class RunStore:
         """:meth:`stage` in one process."""
         h = stage_hash(cfg, name)
         path = self.path(name)
+        _make_dir(self.root)
         if not self.is_done(name, h) and (cached := self.find_cached(name, h)) is not None:
             _link_tree(cached, path)
         if self.is_done(name, h):
@@ -336,7 +355,7 @@ class RunStore:
                 if same_config and child.name in keep:
                     continue
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-        path.mkdir(parents=True, exist_ok=True)
+        _make_dir(path)
         manifest = {
             "stage": name,
             "status": "running",

@@ -60,6 +60,13 @@ Codes 1, 2, 6 are exactly the object pixels of the mask; 0, 3, 4, 5 are its back
 Every image draws from its own ``numpy.random.Generator`` seeded by (seed, split, index), so an
 image does not depend on generation order and the same config gives byte-identical files.
 
+**Whose folder.** The generator writes only into a missing or empty folder, or one whose
+``dataset_card.json`` it wrote itself with the same settings (:func:`check_folder`). Anything else
+(a PASCAL VOC or COCO folder, a synthetic set of other settings, any other non-empty folder) is a
+:class:`DataFolderError` that names the folder, the reason and the fix, and nothing is written. The
+card is written first, marked ``"complete": false``, and rewritten last with ``"complete": true``,
+so an interrupted generation is recognised as the generator's own and finished by the next call.
+
 Example:
     >>> from cpmc_lib.config import SynthConfig
     >>> card = ensure_generated(SynthConfig(train=8, val=4, size=64), "data/tiny")  # doctest: +SKIP
@@ -72,7 +79,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,10 +104,12 @@ __all__ = [
     "NEUTRAL",
     "PART",
     "ClassDesign",
+    "DataFolderError",
     "Pose",
     "add_synth_arguments",
     "body_texture",
     "check_config",
+    "check_folder",
     "class_designs",
     "config_from_args",
     "draw_body",
@@ -118,6 +126,7 @@ __all__ = [
 ]
 
 GENERATOR_VERSION = "cpmc-synth-1"
+_GENERATOR = "cpmc_lib.synth"  # the card's "generator": whose folder it is
 MAX_CLASSES = 20
 SPLITS = ("train", "val")
 
@@ -571,16 +580,6 @@ def _names(cfg: SynthConfig) -> dict[str, list[str]]:
     return {split: [f"{split}_{i:05d}" for i in range(getattr(cfg, split))] for split in SPLITS}
 
 
-def _remove_stale(out: Path, names: dict[str, list[str]]) -> None:
-    """Delete generated files of an earlier, larger generation that the new lists no longer name."""
-    keep = {n for split in names.values() for n in split}
-    pattern = re.compile(r"^(train|val)_\d+$")
-    for sub, ext in (("JPEGImages", ".jpg"), ("SegmentationClass", ".png"), ("Diagnostics", ".png")):
-        for f in (out / sub).glob(f"*{ext}"):
-            if pattern.match(f.stem) and f.stem not in keep:
-                f.unlink()
-
-
 def _write_image(cfg: SynthConfig, designs: list[ClassDesign], out: Path, split: str, index: int, name: str):
     """Render image ``index`` of ``split`` and write its three files; return (keys, code counts)."""
     img, mask, diag = render_image(cfg, designs, _image_rng(cfg.seed, split, index))
@@ -594,17 +593,20 @@ def _write_image(cfg: SynthConfig, designs: list[ClassDesign], out: Path, split:
 def generate(cfg: SynthConfig, out: str | Path, progress: bool = True, workers: int = 4) -> dict[str, Any]:
     """Draw the whole benchmark into ``out`` (VOC layout) and return its dataset card.
 
+    ``out`` must be missing, empty, or this generator's folder with the same settings (see
+    :func:`check_folder`; anything else raises :class:`DataFolderError` and nothing is written).
     Images are drawn by ``workers`` threads: each file write waits on the disk (``fsync``), and
     threads overlap those waits with drawing. Every image has its own seed, so the files do not
-    depend on ``workers``. The old card is removed first and the new one written last, so an
-    interrupted generation is never taken for a finished one.
+    depend on ``workers``. The card is written first with ``"complete": false`` and last with
+    ``"complete": true``, so an interrupted generation is never taken for a finished one, and is
+    still known as the generator's own.
     """
     check_config(cfg)
+    check_folder(cfg, out)
     out = Path(out)
-    (out / "dataset_card.json").unlink(missing_ok=True)
     designs = class_designs(cfg.classes)
     names = _names(cfg)
-    _remove_stale(out, names)
+    save_json(out / "dataset_card.json", _started_card(cfg, designs))
     counts = {split: np.zeros(256, np.int64) for split in SPLITS}
     labels: dict[str, list[int]] = {}
     jobs = [(split, i, name) for split in SPLITS for i, name in enumerate(names[split])]
@@ -643,7 +645,7 @@ def _card(
 ) -> dict[str, Any]:
     per_class = np.bincount([k for keys in labels.values() for k in keys], minlength=cfg.classes + 1)
     return {
-        "generator": "cpmc_lib.synth",
+        "generator": _GENERATOR,
         "version": GENERATOR_VERSION,
         "params": dataclasses.asdict(cfg),
         "num_classes": cfg.classes + 1,
@@ -658,23 +660,161 @@ def _card(
         "labels_per_image": round(float(np.mean([len(k) for k in labels.values()])), 4) if labels else 0.0,
         "images_per_class": {d.name: int(per_class[d.id]) for d in designs},
         "calibration": {},
+        "complete": True,
+    }
+
+
+def _started_card(cfg: SynthConfig, designs: list[ClassDesign]) -> dict[str, Any]:
+    """The card written before any image: whose folder this is, with which settings, unfinished."""
+    return {
+        "generator": _GENERATOR,
+        "version": GENERATOR_VERSION,
+        "params": dataclasses.asdict(cfg),
+        "num_classes": cfg.classes + 1,
+        "class_names": ["background"] + [d.name for d in designs],
+        "complete": False,
     }
 
 
 def ensure_generated(
     cfg: SynthConfig, out: str | Path, progress: bool = True, workers: int = 4
 ) -> dict[str, Any]:
-    """Return the card of ``out`` if it was generated with ``cfg`` by this generator version, else generate.
+    """Return the card of ``out`` if the generator finished it with ``cfg``, else generate into it.
 
-    A folder without a card (never generated, or interrupted) is generated afresh.
+    Generates only into a missing or empty folder, or finishes an interrupted generation with the
+    same settings; any other folder raises :class:`DataFolderError` (see :func:`check_folder`) and
+    is left untouched, never regenerated.
     """
     check_config(cfg)
-    card_path = Path(out) / "dataset_card.json"
-    if card_path.is_file():
-        card = load_json(card_path)
-        if card.get("version") == GENERATOR_VERSION and card.get("params") == dataclasses.asdict(cfg):
-            return card
+    card = check_folder(cfg, out)
+    if card is not None:
+        return card
     return generate(cfg, out, progress=progress, workers=workers)
+
+
+# ---------------------------------------------------------------- whose folder
+
+
+class DataFolderError(ValueError):
+    """The generator was pointed at a folder it must not write into; nothing was written.
+
+    The message names the folder, why (real data, a synthetic set of other settings, unknown
+    files) and the fix. ``differences`` maps each differing setting to (card value, config value).
+    """
+
+    def __init__(self, message: str, folder: Path, differences: dict[str, tuple[Any, Any]] | None = None):
+        super().__init__(message)
+        self.folder = folder
+        self.differences = differences or {}
+
+
+_OTHER_DATA = (
+    "Nothing was written: the generator writes only into an empty folder or its own. For the "
+    "synthetic benchmark choose a new or empty folder: --set data.root=DIR or --data DIR (--out DIR "
+    "for `python -m cpmc_lib synth`)."
+)
+
+
+def _read_card(path: Path) -> dict[str, Any] | None:
+    """The card at ``path`` if it is a JSON object this generator wrote, else None."""
+    try:
+        card = load_json(path)
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) and card.get("generator") == _GENERATOR else None
+
+
+def _differences(card: dict[str, Any], cfg: SynthConfig) -> dict[str, tuple[Any, Any]]:
+    """Settings where the card and ``cfg`` differ: {key: (card value, config value)}."""
+    have, want = card.get("params") or {}, dataclasses.asdict(cfg)
+    missing = "(not set)"
+    diffs = {k: (have.get(k, missing), v) for k, v in want.items() if have.get(k, missing) != v}
+    diffs.update({k: (v, missing) for k, v in have.items() if k not in want})
+    if card.get("version") != GENERATOR_VERSION:
+        diffs["version"] = (card.get("version"), GENERATOR_VERSION)
+    return diffs
+
+
+def _other_settings_message(out: Path, card: dict[str, Any], diffs: dict[str, tuple[Any, Any]]) -> str:
+    state = "an unfinished generation (complete: false)" if card.get("complete") is False else "the data set"
+    listed = ", ".join(
+        f"{'generator version' if k == 'version' else 'synth.' + k} {a!r} vs {b!r}"
+        for k, (a, b) in diffs.items()
+    )
+    params = {
+        k: a for k, (a, _) in diffs.items() if k != "version" and k in dataclasses.asdict(SynthConfig())
+    }
+    settable = " ".join(f"--set synth.{k}={a}" for k, a in params.items())
+    flags = " ".join(f"--{k.replace('_', '-')} {a}" for k, a in params.items())
+    tail = "-".join(f"{k}{b}" for k, (_, b) in list(diffs.items())[:2] if k != "version") or "new"
+    alt = f"{out}-{tail}".replace(" ", "")
+    use = (
+        f"To use the folder as it is, run with its settings: {settable} (for `python -m cpmc_lib synth`: {flags}). "
+        if settable and "version" not in diffs
+        else ""
+    )
+    return (
+        f"{out} holds {state} of the synthetic generator made with other settings (its dataset_card.json vs your config: {listed}). "
+        f"Nothing was written: a data set is never regenerated in place. {use}"
+        f"To generate your settings, choose another folder: --set data.root={alt} or --data {alt} "
+        f"(--out {alt} for the synth command), or delete {out} yourself first."
+    )
+
+
+def check_folder(cfg: SynthConfig, out: str | Path) -> dict[str, Any] | None:
+    """May the generator write ``cfg``'s data set into ``out``? Reads folder names and the card only.
+
+    Returns:
+        The card when ``out`` holds this generator's finished data set with ``cfg`` (reuse it);
+        None when generating is safe: ``out`` is missing or empty, or holds this generator's
+        unfinished generation with ``cfg`` (finish it).
+
+    Raises:
+        DataFolderError: ``out`` is a file; holds this generator's card with other settings (the
+            message lists each setting, card vs config, and the ``--set`` that matches the
+            folder); looks like PASCAL VOC or COCO (names ``configs/voc.yaml`` /
+            ``configs/coco.yaml``); or is any other non-empty folder.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataFolderError(
+            f"{out} is a file, not a folder; point data.root (--data, --out) at a folder", out
+        )
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    card = _read_card(out / "dataset_card.json")
+    if card is not None:
+        diffs = _differences(card, cfg)
+        if diffs:
+            raise DataFolderError(_other_settings_message(out, card, diffs), out, diffs)
+        return None if card.get("complete") is False else card
+    from .datasets import detect_layout  # the loaders' layouts (imports torch: only on this path)
+
+    foreign = (
+        "" if not (out / "dataset_card.json").exists() else " (its dataset_card.json is not the generator's)"
+    )
+    layout = detect_layout(out)
+    if layout == "voc":
+        raise DataFolderError(
+            f"{out} looks like a PASCAL VOC data set (JPEGImages/ with SegmentationClass/ or ImageSets/) and "
+            f"has no card of the synthetic generator{foreign}, but the config asks for the synthetic benchmark "
+            f"(data.kind: synth). To train on it: --config configs/voc.yaml --data {out}. {_OTHER_DATA}",
+            out,
+        )
+    if layout == "coco":
+        raise DataFolderError(
+            f"{out} looks like an MS COCO data set (train2014/ or val2014/) and has no card of the synthetic "
+            f"generator{foreign}, but the config asks for the synthetic benchmark (data.kind: synth). To train "
+            f"on it: --config configs/coco.yaml --data {out}. {_OTHER_DATA}",
+            out,
+        )
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+    shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
+    raise DataFolderError(
+        f"{out} is not empty ({shown}) and has no card of the synthetic generator{foreign}: it is not a "
+        f"data set this library generated. {_OTHER_DATA}",
+        out,
+    )
 
 
 # ---------------------------------------------------------------- command line

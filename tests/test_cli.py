@@ -23,3 +23,11 @@ def test_config_prints_resolved_overrides(capsys):
     )
     out = capsys.readouterr().out
     assert "run: r1" in out and "epochs: 4" in out
+
+
+def test_run_folder_that_cannot_be_created(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["train", "--set", f"runs_dir={tmp_path / 'file' / 'runs'}", "--run", "r1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot create the run folder {tmp_path / 'file' / 'runs' / 'r1'}")
+    assert "--set runs_dir=DIR" in err and "--run NAME" in err and "Traceback" not in err

@@ -1,3 +1,6 @@
+import errno
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -43,3 +46,48 @@ def test_mask_png_round_trip_and_rgb_error(tmp_path):
     Image.new("RGB", (3, 2)).save(tmp_path / "rgb.png")
     with pytest.raises(ValueError, match=r"rgb.png.*palette"):
         read_mask_png(tmp_path / "rgb.png")
+
+
+def _disk_full(*_args):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_names_the_file_keeps_the_old_version_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    save_json(path, {"miou": 1.0})
+    monkeypatch.setattr(os, "fsync", _disk_full)  # the disk fills while the new version is written
+    with pytest.raises(OSError) as err:
+        save_json(path, {"miou": 2.0})
+    assert err.value.errno == errno.ENOSPC
+    assert str(path) in str(err.value) and "No space left on device" in str(err.value)
+    monkeypatch.undo()
+    assert load_json(path) == {"miou": 1.0}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_disk_full_on_a_new_file_leaves_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "masks" / "a.png"
+    monkeypatch.setattr(os, "fsync", _disk_full)
+    with pytest.raises(OSError, match=f"while writing {path}"):
+        save_mask_png(path, np.zeros((4, 4), np.uint8))
+    assert list(path.parent.iterdir()) == []
+
+
+def test_other_os_errors_keep_their_type(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match=f"while writing {tmp_path / 'file' / 'sub' / 'a.json'}"):
+        save_json(tmp_path / "file" / "sub" / "a.json", {})  # the parent is a file
+
+
+def test_cli_disk_full_is_an_error_line(tmp_path, monkeypatch, capsys):
+    from cpmc_lib.cli import main
+
+    monkeypatch.setattr(os, "fsync", _disk_full)
+    assert (
+        main(["synth", "--out", str(tmp_path / "d"), "--train", "1", "--val", "0", "--size", "32", "--quiet"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: [Errno 28] No space left on device, while writing ") and "Traceback" not in err
+    )

@@ -1,6 +1,10 @@
+import os
+
+import pytest
+
 from cpmc_lib.config import Config
 from cpmc_lib.io import load_json, save_json
-from cpmc_lib.store import RunStore, stage_hash
+from cpmc_lib.store import RunDirError, RunStore, stage_hash
 
 
 def _run_stage(store, cfg, calls):
@@ -63,3 +67,25 @@ def test_sibling_run_with_same_config_is_linked_not_recomputed(tmp_path):
     ).stat().st_ino  # hard link, no copy
     _run_stage(RunStore(tmp_path / "c", share=False), cfg, calls)
     assert len(calls) == 2  # sharing off: computed again
+
+
+def test_run_folder_under_a_file_names_the_folder_and_the_settings(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine\n")
+    store = RunStore(tmp_path / "notes.txt" / "runs" / "default")
+    with pytest.raises(RunDirError) as err:
+        _run_stage(store, Config(), [])
+    msg = str(err.value)
+    assert str(store.root) in msg and "runs_dir" in msg and "--set runs_dir=" in msg and "--run NAME" in msg
+    assert (tmp_path / "notes.txt").read_text() == "mine\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_run_folder_in_a_read_only_folder(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(RunDirError, match="Permission denied.*--set runs_dir="):
+            _run_stage(RunStore(locked / "runs" / "default"), Config(), [])
+    finally:
+        locked.chmod(0o755)

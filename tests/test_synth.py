@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from cpmc_lib.config import SynthConfig
+from cpmc_lib.datasets import VOCSegmentation
 from cpmc_lib.io import IGNORE_INDEX, read_mask_png
 from cpmc_lib.synth import (
     ATYPICAL,
@@ -22,8 +23,10 @@ from cpmc_lib.synth import (
     GENERATOR_VERSION,
     NEUTRAL,
     PART,
+    DataFolderError,
     add_synth_arguments,
     check_config,
+    check_folder,
     class_designs,
     config_from_args,
     ensure_generated,
@@ -162,26 +165,177 @@ def test_images_do_not_depend_on_split_sizes(tiny, tmp_path):
         assert (fewer / rel).read_bytes() == (out / rel).read_bytes()
 
 
-def test_ensure_generated_reuses_and_regenerates(tmp_path):
+def test_ensure_generated_reuses_and_finishes_an_interrupted_generation(tmp_path):
     cfg = SynthConfig(classes=3, size=48, train=4, val=2)
     out = tmp_path / "ds"
     card = ensure_generated(cfg, out, progress=False)
+    assert card["complete"] is True
     files = sorted(p for p in out.rglob("*") if p.is_file())
     stamps = {p: p.stat().st_mtime_ns for p in files}
     assert ensure_generated(cfg, out, progress=False) == card
     assert {p: p.stat().st_mtime_ns for p in files} == stamps  # nothing rewritten
 
-    changed = dataclasses.replace(cfg, train=2)
-    card2 = ensure_generated(changed, out, progress=False)
-    assert card2["params"]["train"] == 2
-    assert _names(out, "train") == ["train_00000", "train_00001"]
-    assert not (out / "JPEGImages" / "train_00003.jpg").exists()  # stale images removed
+    # killed mid-way: the card written first says so, images are missing; the next call finishes
+    started = {**card, "complete": False}
+    (out / "dataset_card.json").write_text(json.dumps(started))
+    (out / "JPEGImages" / "train_00003.jpg").unlink()
+    (out / "cls_labels.json").unlink()
+    with pytest.raises(ValueError, match="did not finish"):  # the loader does not read it half-made
+        VOCSegmentation(out, "train")
+    assert ensure_generated(cfg, out, progress=False) == card
+    assert _all_files(out) == {p.relative_to(out).as_posix(): b for p, b in _files_of(files).items()}
 
-    (out / "dataset_card.json").unlink()  # as after a killed generation
-    before = (out / "JPEGImages" / "train_00000.jpg").stat().st_mtime_ns
-    ensure_generated(changed, out, progress=False)
-    assert (out / "dataset_card.json").is_file()
-    assert (out / "JPEGImages" / "train_00000.jpg").stat().st_mtime_ns != before
+
+def _files_of(paths):
+    return {p: p.read_bytes() for p in paths}
+
+
+def test_generation_writes_its_card_first(tmp_path, monkeypatch):
+    """A generation killed after the first image leaves a card that marks the folder as the generator's."""
+    import cpmc_lib.synth as synth
+
+    cfg = SynthConfig(classes=3, size=48, train=4, val=2)
+    real, calls = synth._write_image, []
+
+    def dies_after_one(*args):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(synth, "_write_image", dies_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        generate(cfg, tmp_path / "ds", progress=False, workers=1)
+    card = json.loads((tmp_path / "ds" / "dataset_card.json").read_text())
+    assert card["complete"] is False and card["params"] == dataclasses.asdict(cfg)
+    monkeypatch.undo()
+    assert check_folder(cfg, tmp_path / "ds") is None  # ours, unfinished: generating is allowed
+    with pytest.raises(DataFolderError, match="unfinished generation"):
+        check_folder(dataclasses.replace(cfg, seed=1), tmp_path / "ds")
+    assert ensure_generated(cfg, tmp_path / "ds", progress=False)["complete"] is True
+
+
+# ---------------------------------------------------------------- the user's folders stay untouched
+
+
+def _snapshot(root):
+    """Every path under ``root`` (folders too) with the SHA-256 of each file's bytes."""
+    import hashlib
+
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _voc_folder(root):
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True)
+    Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(root / "JPEGImages" / "2007_000032.jpg")
+    Image.fromarray(np.zeros((8, 8), np.uint8), mode="P").save(root / "SegmentationClass" / "2007_000032.png")
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("2007_000032\n")  # the user's own split
+    return root
+
+
+def _coco_folder(root):
+    (root / "train2014").mkdir(parents=True)
+    (root / "val2014").mkdir()
+    Image.fromarray(np.full((8, 8, 3), 9, np.uint8)).save(
+        root / "train2014" / "COCO_train2014_000000000009.jpg"
+    )
+    (root / "ImageSets").mkdir()
+    (root / "ImageSets" / "train.txt").write_text("COCO_train2014_000000000009\n")
+    return root
+
+
+def _other_settings_folder(root):
+    """A synthetic set made by `python -m cpmc_lib synth --seed 5` with fewer images."""
+    from cpmc_lib.cli import main
+
+    flags = "--seed 5 --train 3 --val 1 --size 48 --classes 3 --quiet"
+    assert main(["synth", "--out", str(root), *flags.split()]) == 0
+    return root
+
+
+def _unknown_folder(root):
+    (root / "photos").mkdir(parents=True)
+    (root / "notes.txt").write_text("my thesis\n")
+    (root / "photos" / "a.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return root
+
+
+FOREIGN = {
+    "voc": (_voc_folder, "configs/voc.yaml"),
+    "coco": (_coco_folder, "configs/coco.yaml"),
+    "other-settings": (_other_settings_folder, "--set synth.seed=5"),
+    "unknown": (_unknown_folder, "not empty"),
+}
+
+
+@pytest.mark.parametrize("kind", FOREIGN)
+def test_a_folder_the_generator_did_not_make_for_this_config_is_left_untouched(kind, tmp_path):
+    make, hint = FOREIGN[kind]
+    root = make(tmp_path / "data")
+    before = _snapshot(root)
+    cfg = SynthConfig(classes=3, size=48, train=4, val=2)
+    for call in (
+        lambda: ensure_generated(cfg, root, progress=False),
+        lambda: generate(cfg, root, progress=False),
+    ):
+        with pytest.raises(DataFolderError, match="Nothing was written") as err:
+            call()
+        assert str(root) in str(err.value) and hint in str(err.value)
+    assert _snapshot(root) == before
+
+
+def test_other_settings_error_names_both_settings_and_the_fix(tmp_path):
+    root = _other_settings_folder(tmp_path / "data")
+    cfg = SynthConfig(classes=3, size=48, train=4, val=2, seed=0)
+    with pytest.raises(DataFolderError) as err:
+        ensure_generated(cfg, root, progress=False)
+    assert err.value.differences == {"seed": (5, 0), "train": (3, 4), "val": (1, 2)}
+    msg = str(err.value)
+    assert (
+        "its dataset_card.json vs your config: synth.train 3 vs 4, synth.val 1 vs 2, synth.seed 5 vs 0" in msg
+    )
+    assert "--set synth.train=3 --set synth.val=1 --set synth.seed=5" in msg  # use the folder as it is
+    assert f"--set data.root={root}-train4-val2" in msg  # or generate elsewhere
+    # the fix it names works: the folder's own settings reuse it
+    same = dataclasses.replace(cfg, seed=5, train=3, val=1)
+    assert ensure_generated(same, root, progress=False)["params"]["seed"] == 5
+
+
+@pytest.mark.parametrize("kind", ["voc", "other-settings"])
+def test_cli_pipeline_on_a_foreign_folder_is_an_error_not_a_regeneration(kind, tmp_path, capsys, monkeypatch):
+    from cpmc_lib.cli import main
+
+    monkeypatch.delenv("CPMC_DATA", raising=False)  # it would win over --data
+
+    make, hint = FOREIGN[kind]
+    root = make(tmp_path / "data")
+    capsys.readouterr()
+    before = _snapshot(root)
+    args = ["pipeline", "--data", str(root), "--quiet", "--set", f"runs_dir={tmp_path / 'runs'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and hint in err and "Traceback" not in err
+    assert _snapshot(root) == before
+
+
+def test_generate_into_a_file_is_an_error(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DataFolderError, match="is a file"):
+        generate(SynthConfig(train=1, val=0, size=32), tmp_path / "f", progress=False)
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_detect_layout(tmp_path):
+    from cpmc_lib.datasets import detect_layout
+
+    assert detect_layout(_voc_folder(tmp_path / "VOCdevkit" / "VOC2012")) == "voc"
+    assert detect_layout(tmp_path) == "voc"  # a folder holding VOCdevkit/VOC2012
+    assert detect_layout(_coco_folder(tmp_path / "coco")) == "coco"
+    assert detect_layout(_unknown_folder(tmp_path / "other")) is None
 
 
 @pytest.mark.parametrize("classes", [1, 21])

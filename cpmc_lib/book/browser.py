@@ -2,17 +2,19 @@
 
 Used by the book test (``tests/test_book.py``) after a quick build. Chromium is Debian's
 ``chromium-headless-shell`` (the Makefile installs it when absent); Playwright drives it, because
-Playwright's own browser download needs the internet.
+Playwright's own browser download needs the internet. Without a browser the check is skipped,
+except under ``CI=true``, where it fails (:func:`require_chromium`).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-__all__ = ["PageReport", "check_book", "find_chromium"]
+__all__ = ["INSTALL_HINT", "PageReport", "check_book", "find_chromium", "require_chromium"]
 
 _CANDIDATES = (
     "/usr/lib/chromium/chromium-headless-shell",
@@ -20,6 +22,7 @@ _CANDIDATES = (
     "/usr/bin/chromium-headless-shell",
     "/usr/bin/chromium",
 )
+INSTALL_HINT = "as root: apt-get install chromium-headless-shell (make test does this)"
 # Flags that keep Chromium off the network and quiet in a sandbox-less container.
 _ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
@@ -31,6 +34,20 @@ def find_chromium() -> str | None:
         if Path(c).is_file():
             return c
     return shutil.which("chromium-headless-shell") or shutil.which("chromium")
+
+
+def require_chromium() -> str | None:
+    """The headless Chromium for the book test: its path, or None where the check may be skipped.
+
+    Raises:
+        FileNotFoundError: no browser while ``CI`` is ``true`` (or ``1``): a CI run must check the book.
+    """
+    exe = find_chromium()
+    if exe is None and os.environ.get("CI", "").lower() in ("true", "1"):
+        raise FileNotFoundError(
+            f"no headless Chromium, and CI=true requires the book's browser check; {INSTALL_HINT}"
+        )
+    return exe
 
 
 @dataclass
@@ -63,7 +80,7 @@ def check_book(
     shots.mkdir(parents=True, exist_ok=True)
     exe = chromium or find_chromium()
     if exe is None:
-        raise FileNotFoundError("no headless Chromium: apt-get install chromium-headless-shell")
+        raise FileNotFoundError(f"no headless Chromium; {INSTALL_HINT}")
     reports = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=_ARGS)

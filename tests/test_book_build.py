@@ -1,0 +1,85 @@
+"""The book build keeps the previous book when a chapter fails, and says which cell to look at."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from cpmc_lib.book import browser
+from cpmc_lib.book import build as book_build
+from cpmc_lib.book.build import BookBuildError, build_book, execute_alone
+
+
+def _notebook(path, *cells):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('config_path = "configs/default.yaml"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# A chapter"), params]
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A tiny repository: a book of two chapters, the second failing in its fourth cell (index 3)."""
+    root = tmp_path / "repo"
+    (root / "book").mkdir(parents=True)
+    (root / "book" / "_toc.yml").write_text(
+        "format: jb-book\nroot: intro\nchapters:\n  - file: notebooks/01_ok\n  - file: notebooks/02_bad\n"
+    )
+    (root / "book" / "intro.md").write_text("# Intro\n")
+    _notebook(root / "notebooks" / "01_ok.ipynb", "x = 1\nx")
+    _notebook(root / "notebooks" / "02_bad.ipynb", "# a comment first\nratio = 1 / 0\nratio", "ratio * 2")
+    return root
+
+
+def test_a_failing_chapter_keeps_the_previous_book_and_names_the_cell(repo, tmp_path):
+    out = tmp_path / "build"
+    (out / "book" / "_build" / "html").mkdir(parents=True)
+    (out / "book" / "_build" / "html" / "index.html").write_text("the previous book")
+    with pytest.raises(BookBuildError) as err:
+        build_book(out=out, root=repo)
+    msg = str(err.value)
+    assert "notebooks/02_bad.ipynb failed in cell 2" in msg and "`# a comment first`" in msg
+    assert "ZeroDivisionError" in msg
+    assert "-m cpmc_lib.book execute notebooks/02_bad.ipynb" in msg  # the command to rerun it alone
+    assert (out / "book" / "_build" / "html" / "index.html").read_text() == "the previous book"
+    assert (out / ".book.building" / "notebooks" / "01_ok.ipynb").is_file()  # what ran is kept to look at
+
+    # the rerun command's own path: one chapter alone, same error, the book untouched
+    with pytest.raises(BookBuildError, match="cell 2"):
+        execute_alone("notebooks/02_bad.ipynb", out=out, root=repo)
+    assert (out / "book" / "_build" / "html" / "index.html").read_text() == "the previous book"
+
+
+def test_a_finished_build_replaces_the_previous_book(repo, tmp_path, monkeypatch):
+    out = tmp_path / "build"
+
+    def fake_jupyter_book(book_dir):  # jupyter-book itself is exercised by tests/test_book.py
+        assert (book_dir / "notebooks" / "02_bad.ipynb").is_file()
+        assert (out / "book" / "old-page.html").read_text() == "old"  # the old book is there meanwhile
+        (book_dir / "_build" / "html").mkdir(parents=True)
+        (book_dir / "_build" / "html" / "index.html").write_text("the new book")
+
+    monkeypatch.setattr(book_build, "_run_jupyter_book", fake_jupyter_book)
+    (out / "book").mkdir(parents=True)
+    (out / "book" / "old-page.html").write_text("old")
+    index = build_book(out=out, root=repo, execute=False)
+    assert index == out / "book" / "_build" / "html" / "index.html"
+    assert index.read_text() == "the new book"
+    assert sorted(p.name for p in out.iterdir()) == ["book"]  # no staging or previous copy left
+    assert not (out / "book" / "old-page.html").exists()
+
+
+def test_missing_browser_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    monkeypatch.setattr(browser, "find_chromium", lambda: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(FileNotFoundError, match="CI=true requires the book's browser check"):
+        browser.require_chromium()
+    monkeypatch.delenv("CI")
+    assert browser.require_chromium() is None
+    monkeypatch.setattr(browser, "find_chromium", lambda: "/usr/bin/chromium")
+    monkeypatch.setenv("CI", "true")
+    assert browser.require_chromium() == "/usr/bin/chromium"
