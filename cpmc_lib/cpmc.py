@@ -36,6 +36,7 @@ Shapes: ``B`` images, ``K`` classes with background at index 0, ``h, w`` the CAM
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -78,6 +79,7 @@ __all__ = [
     "cpmc_loss",
     "cpmc_maps",
     "foreground_maps",
+    "grid_cells",
     "reference_labels",
 ]
 
@@ -127,6 +129,26 @@ def reference_labels(refined: torch.Tensor, label: torch.Tensor, cal: Calibratio
         cut = torch.quantile(top.flatten(1), cal.ref_bg_quantile, dim=-1)[:, None, None]
         return torch.where(top <= cut, 0, cls)
     raise ValueError(f"unknown calibration.ref_rule {cal.ref_rule!r}; rules: argmax, quantile")
+
+
+def grid_cells(cal: CalibrationConfig, grid: tuple[int, int]) -> tuple[int, int]:
+    """``calibration.fp_radius`` and ``min_size`` in cells of an ``(h, w)`` CAM grid.
+
+    Both are written for a ``grid_ref`` x ``grid_ref`` grid and keep their fraction of the grid:
+    with ``s = sqrt(h * w) / grid_ref`` the radius becomes ``round(fp_radius * s)`` cells (-1,
+    everywhere, stays -1) and the size ``max(1, round(min_size * s**2))`` cells (halves round up).
+    ``grid_ref=0`` returns them as written.
+
+    Example:
+        >>> cal = CalibrationConfig(fp_radius=1, min_size=2, grid_ref=16)
+        >>> grid_cells(cal, (16, 16)), grid_cells(cal, (32, 32)), grid_cells(cal, (8, 8))
+        ((1, 2), (2, 8), (1, 1))
+    """
+    if cal.grid_ref <= 0:
+        return cal.fp_radius, cal.min_size
+    s = math.sqrt(grid[0] * grid[1]) / cal.grid_ref
+    radius = cal.fp_radius if cal.fp_radius < 0 else math.floor(cal.fp_radius * s + 0.5)
+    return radius, max(1, math.floor(cal.min_size * s * s + 0.5))
 
 
 def cpmc_maps(
@@ -184,6 +206,7 @@ def cpmc_maps(
 
     c = calibration
     k = cam.shape[1]
+    fp_radius, min_size = grid_cells(c, cam.shape[-2:])  # fractions of the grid -> cells of this one
     # Regions are hard masks: no gradient flows through their selection.
     with torch.no_grad():
         ref_lab = reference_labels(refined, label, c)
@@ -203,14 +226,14 @@ def cpmc_maps(
         if not c.use_fn:
             fn = torch.zeros_like(seeds)
         scope = None
-        if c.use_fp and c.fp_radius >= 0:
-            r = c.fp_radius
+        if c.use_fp and fp_radius >= 0:
+            r = fp_radius
             scope = F.max_pool2d(fp.float(), 2 * r + 1, stride=1, padding=r).bool()
     calibrated = calibrated_cam(
         feat,
         glob,
-        local_prototypes(feat, fn, c.clusters, c.min_size) if c.use_fn else None,
-        local_prototypes(feat, fp, c.clusters, c.min_size) if c.use_fp else None,
+        local_prototypes(feat, fn, c.clusters, min_size) if c.use_fn else None,
+        local_prototypes(feat, fp, c.clusters, min_size) if c.use_fp else None,
         scope,
     )
     if c.fuse_refined:

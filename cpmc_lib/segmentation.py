@@ -56,6 +56,7 @@ from .transforms import denormalize, eval_transform, train_transform
 
 __all__ = [
     "LABELS",
+    "DeepLabV2Head",
     "MaskFolderDataset",
     "SegNet",
     "build_segnet",
@@ -96,17 +97,45 @@ def deeplab_head(
     )
 
 
+class DeepLabV2Head(nn.Module):
+    """DeepLabV2's ASPP: one dilated 3x3 classifier per atrous rate, their logits summed.
+
+    As deeplab-pytorch builds it (``_ASPP``): convolutions with bias, weights drawn from
+    N(0, 0.01), biases zero; no BatchNorm, no image pooling.
+
+    Args:
+        in_channels: channels of the backbone's last stage (2048 for ResNet-101).
+        num_classes: K, background included.
+        atrous_rates: dilations (DeepLabV2: 6, 12, 18, 24).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, atrous_rates: Sequence[int] = (6, 12, 18, 24)):
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Conv2d(in_channels, num_classes, 3, padding=r, dilation=r, bias=True) for r in atrous_rates
+        )
+        for conv in self.branches:
+            nn.init.normal_(conv.weight, mean=0.0, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, h, w) -> (B, K, h, w) logits."""
+        return sum(conv(x) for conv in self.branches)
+
+
 class SegNet(nn.Module):
-    """DeepLabV3: a timm backbone's last stage, an ASPP head, logits upsampled to the input.
+    """DeepLab: a timm backbone's last stage, an ASPP head, logits upsampled to the input.
 
     Args:
         backbone: timm model name (built with ``features_only=True, out_indices=(-1,)``).
         num_classes: K, background included.
         output_stride: passed to timm (ResNets dilate the stages past it).
         layers, channels: blocks and widths per stage passed to timm (empty: the model's own).
-        head_channels: ASPP width (:func:`deeplab_head`).
+        head_channels: ASPP width (:func:`deeplab_head`; head "v3" only).
         atrous_rates: ASPP dilations.
         pretrained: let timm download its weights.
+        head: "v3" (:func:`deeplab_head`) or "v2" (:class:`DeepLabV2Head`).
+        freeze_bn: keep every backbone BatchNorm in eval mode (affine parameters stay trainable).
     """
 
     def __init__(
@@ -119,13 +148,21 @@ class SegNet(nn.Module):
         head_channels: int = 256,
         atrous_rates: Sequence[int] = (6, 12, 18),
         pretrained: bool = False,
+        head: str = "v3",
+        freeze_bn: bool = False,
     ) -> None:
         super().__init__()
+        if head not in ("v2", "v3"):
+            raise ValueError(f"unknown segmentation.head {head!r}; heads: v2 (DeepLabV2), v3 (DeepLabV3)")
         extra: dict[str, Any] = {}
         if layers:
             extra["layers"] = tuple(layers)
         if channels:
             extra["channels"] = tuple(channels)
+        self.arch = f"DeepLab{head.upper()}({backbone}, output_stride={output_stride}" + "".join(
+            f", {k}={v}" for k, v in extra.items()
+        ) + f", classes={num_classes})"
+        self.freeze_bn = freeze_bn
         self.backbone = timm.create_model(
             backbone,
             features_only=True,
@@ -134,9 +171,19 @@ class SegNet(nn.Module):
             pretrained=pretrained,
             **extra,
         )
-        self.head = deeplab_head(
-            self.backbone.feature_info.channels()[-1], num_classes, atrous_rates, head_channels
-        )
+        in_channels = self.backbone.feature_info.channels()[-1]
+        if head == "v2":
+            self.head: nn.Module = DeepLabV2Head(in_channels, num_classes, atrous_rates)
+        else:
+            self.head = deeplab_head(in_channels, num_classes, atrous_rates, head_channels)
+
+    def train(self, mode: bool = True) -> SegNet:
+        super().train(mode)
+        if self.freeze_bn:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised images -> (B, K, H, W) logits."""
@@ -144,10 +191,18 @@ class SegNet(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def build_segnet(cfg: Config) -> SegNet:
-    """The :class:`SegNet` of ``cfg.segmentation`` with ``cfg.data.num_classes`` classes."""
+def build_segnet(cfg: Config, pretrained: bool | None = None) -> SegNet:
+    """The :class:`SegNet` of ``cfg.segmentation`` with ``cfg.data.num_classes`` classes.
+
+    ``pretrained`` overrides ``segmentation.pretrained``; ``load_segnet`` passes False, so that
+    reloading a trained network neither downloads nor reads ``segmentation.weights``, which is
+    loaded into the backbone otherwise (:func:`cpmc_lib.models.load_weights`: a backbone-only
+    state dict with timm's names; its classification head is ignored).
+    """
+    from .models import load_weights
+
     s = cfg.segmentation
-    return SegNet(
+    model = SegNet(
         s.backbone,
         cfg.data.num_classes,
         output_stride=s.output_stride,
@@ -155,8 +210,13 @@ def build_segnet(cfg: Config) -> SegNet:
         channels=s.channels,
         head_channels=s.head_channels,
         atrous_rates=s.atrous_rates,
-        pretrained=s.pretrained,
+        pretrained=s.pretrained if pretrained is None else pretrained,
+        head=s.head,
+        freeze_bn=s.freeze_bn,
     )
+    if s.weights and pretrained is None:
+        load_weights(model, s.weights)
+    return model
 
 
 def segmentation_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -261,6 +321,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """mIoU of ``model`` on ``dataset`` (built with :func:`~cpmc_lib.transforms.eval_transform`).
 
+    Under ``torchrun`` each rank passes its shard (:func:`cpmc_lib.distributed.shard_dataset`) and
+    the confusion matrices are summed over the ranks, so every rank returns the scores of the
+    whole split (the pseudo stage's scheme).
+
     Returns:
         dict with ``miou``, ``iou``, ``precision``, ``recall`` (of :func:`cpmc_lib.metrics.miou`'s
         confusion protocol) and, when ``crf`` is given, ``miou_crf``, ``precision_crf``, ``recall_crf``
@@ -279,10 +343,13 @@ def evaluate(
     if crf is None:
         for _ in scored():
             pass
+        plain.confusion = distributed.all_reduce_tensor(plain.confusion)
         return plain.compute()
     with_crf = ConfusionMeter(num_classes)
     for post, gt in crf_map(scored(), crf, progress=False):
         with_crf.update(post.argmax(0), gt)
+    for meter in (plain, with_crf):
+        meter.confusion = distributed.all_reduce_tensor(meter.confusion)
     scores, crf_scores = plain.compute(), with_crf.compute()
     return {**scores, **{f"{k}_crf": crf_scores[k] for k in ("miou", "iou", "precision", "recall")}}
 
@@ -340,16 +407,20 @@ def train(
         scheduler=poly_lr(optimizer, steps), progress=progress, desc="segmentation",
     )  # fmt: skip
     trained = time.perf_counter()
-    scores = None
-    if distributed.is_main():  # the other ranks wait for rank 0's scores
+    if distributed.is_main():
         save_json(out / "history.json", history)
         save_torch(out / "model.pt", model.state_dict())
-        val_set = build_dataset(cfg, cfg.data.val_split, eval_transform())
-        scores = evaluate(
-            model, val_set, device, cfg.data.num_classes, s.test_scales, s.test_flip,
-            cfg.crf if s.test_crf else None, s.batch_size, progress,
-        )  # fmt: skip
-    scores = distributed.broadcast_object(scores)
+    # Every rank scores its shard of the val split with rank 0's network: DDP keeps the weights
+    # equal, but each rank's last batch moved its own BatchNorm statistics.
+    buffers = distributed.broadcast_object({k: b.cpu() for k, b in model.named_buffers()})
+    with torch.no_grad():
+        for k, b in model.named_buffers():
+            b.copy_(buffers[k])
+    val_set = distributed.shard_dataset(build_dataset(cfg, cfg.data.val_split, eval_transform()))
+    scores = evaluate(
+        model, val_set, device, cfg.data.num_classes, s.test_scales, s.test_flip,
+        cfg.crf if s.test_crf else None, s.batch_size, progress and distributed.is_main(),
+    )  # fmt: skip
     result = {f"val_{k}": v for k, v in scores.items()}
     result.update(
         epochs=s.epochs,
@@ -389,7 +460,7 @@ def load_segnet(cfg: Config, path: str | Path, device: torch.device | str = "cpu
     """A trained :class:`SegNet` of ``cfg`` from its ``model.pt``, in eval mode."""
     from .models import load_state_checked
 
-    model = build_segnet(cfg)
+    model = build_segnet(cfg, pretrained=False)
     load_state_checked(model, torch.load(path, map_location=device, weights_only=True), path)
     return channels_last(model, device).eval()
 
