@@ -9,6 +9,8 @@ ones wrote. Per stage:
 
 - ``seconds``: the stage call itself, timed inside the child;
 - ``wall_s``: the child process, imports and reloading the model included;
+- ``cpu_s``: the child's user + system CPU seconds (``os.wait4``'s rusage), which other load
+  on the machine does not inflate as it does wall time;
 - ``peak_rss_mb``: the child's peak resident memory (``os.wait4``'s rusage); the first row,
   ``imports``, is a child that runs no stage: the floor (Python, torch and the library) that every
   stage's figure includes;
@@ -182,7 +184,9 @@ def measure_stage(config: str, overrides: list[str], stage: str) -> dict[str, fl
         raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}); see its error above")
     per_mib = 2**20 if sys.platform == "darwin" else 2**10  # macOS reports bytes, Linux KiB
     result = json.loads(out.strip().splitlines()[-1])
-    return {**result, "wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / per_mib, 1)}
+    cpu = usage.ru_utime + usage.ru_stime  # unlike wall time, not inflated by other processes
+    return {**result, "wall_s": round(wall, 2), "cpu_s": round(cpu, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / per_mib, 1)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -234,8 +238,12 @@ def main(argv: list[str] | None = None) -> dict:
                 if stage == "imports":
                     continue
                 slice_load, full_load = workload(cfg, stage, slice_sizes), workload(full_cfg, stage, full_sizes)
+                # the CPU seconds of the stage (its process less the imports), scaled the same way
+                scale = extrapolate(m, slice_load, full_load) / max(m["seconds"], 1e-9)
+                cpu = max(m["cpu_s"] - measured["imports"]["cpu_s"], 0.0)
                 m.update(slice_images=slice_load, full_images=full_load,
-                         extrapolated_s=round(extrapolate(m, slice_load, full_load), 1))  # fmt: skip
+                         extrapolated_s=round(extrapolate(m, slice_load, full_load), 1),
+                         extrapolated_cpu_s=round(cpu * scale, 1))  # fmt: skip
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -252,9 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
         "workdir": str(work) if args.keep else None,
     }
     if args.quick:
-        result["extrapolated_total_s"] = round(
-            sum(m.get("extrapolated_s", 0) for m in measured.values()), 1
-        )
+        for key in ("extrapolated_s", "extrapolated_cpu_s"):
+            result[key.replace("_s", "_total_s", 1)] = round(sum(m.get(key, 0) for m in measured.values()), 1)
         result["note"] = (
             f"EXTRAPOLATION, not a measurement: every stage ran on a {args.slice}-image slice "
             f"(1 epoch, batch 2) on {result['device']}; extrapolated_s = seconds per image x images "
@@ -267,17 +274,20 @@ def main(argv: list[str] | None = None) -> dict:
         if args.quick:
             print(result["note"])
         extra = f" {'images':>14} {'full images':>16} {'extrapolated s':>15}" if args.quick else ""
-        print(f"{'stage':<16} {'seconds':>8} {'wall s':>8} {'peak RSS MiB':>13} {'CUDA MiB':>9}{extra}")
+        extra += f" {'extrap. CPU s':>14}" if args.quick else ""
+        print(f"{'stage':<16} {'seconds':>8} {'wall s':>8} {'CPU s':>8} {'peak RSS MiB':>13} {'CUDA MiB':>9}{extra}")
         for name, s in measured.items():
             cuda = f"{s['cuda_max_mb']:.0f}" if s["cuda_max_mb"] is not None else "-"
-            row = f"{name:<16} {s['seconds']:>8.1f} {s['wall_s']:>8.1f} {s['peak_rss_mb']:>13.0f} {cuda:>9}"
+            row = f"{name:<16} {s['seconds']:>8.1f} {s['wall_s']:>8.1f} {s['cpu_s']:>8.1f} {s['peak_rss_mb']:>13.0f} {cuda:>9}"
             if "extrapolated_s" in s:
                 row += f" {_images(s['slice_images']):>14} {_images(s['full_images']):>16} {s['extrapolated_s']:>15.0f}"
+                row += f" {s['extrapolated_cpu_s']:>14.0f}"
             print(row)
         print(f"{'total':<16} {result['total_seconds']:>8.1f}")
         if args.quick:
             print(f"{'extrapolated total':<40} {result['extrapolated_total_s']:>8.0f} s "
-                  f"({result['extrapolated_total_s'] / 3600:.1f} h) on {result['device']}")  # fmt: skip
+                  f"({result['extrapolated_total_s'] / 3600:.1f} h) on {result['device']}; "
+                  f"CPU time {result['extrapolated_cpu_total_s'] / 3600:.1f} h")  # fmt: skip
     return result
 
 

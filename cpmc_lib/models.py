@@ -219,8 +219,11 @@ def load_state_checked(module: nn.Module, state: dict, path: str | Path, hint: s
     return module
 
 
-def load_weights(model: CamNet, path: str | Path) -> CamNet:
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a local weights file into ``model``, checking every key and shape.
+
+    ``model`` is a :class:`CamNet` or any network with a timm ``backbone`` and an ``arch``
+    description (the segmentation network's ``segmentation.weights`` use it too).
 
     Accepted files (``torch.save`` of a dict, optionally wrapped as ``{"model": ...}`` or
     ``{"state_dict": ...}``):
@@ -245,7 +248,7 @@ def load_weights(model: CamNet, path: str | Path) -> CamNet:
     own = target.state_dict()
     details = state_mismatch(own, state, unexpected=full)
     if details:
-        kind = "a full CamNet" if full else "a backbone-only"
+        kind = f"a full {type(model).__name__}" if full else "a backbone-only"
         raise ValueError(f"{path}: {kind} state dict that does not fit {model.arch} ({details})")
     target.load_state_dict({k: state[k] for k in own})
     return model

@@ -192,3 +192,65 @@ def test_scaled_down_settings_are_overrides_only():
         assert section in ("classifier", "segmentation"), k
         assert name in ("pretrained", "crop_size", "batch_size", "epochs", "num_workers", "test_scales",
                         "test_flip"), k  # fmt: skip
+
+
+# --- calibration parameters on any grid ------------------------------------------------------------
+
+
+def test_grid_cells_keep_the_fraction_of_the_grid():
+    from cpmc_lib.config import CalibrationConfig
+    from cpmc_lib.cpmc import grid_cells
+
+    assert grid_cells(CalibrationConfig(), (16, 16)) == (0, 1)  # the defaults, as before
+    cal = CalibrationConfig(fp_radius=1, min_size=2)
+    assert grid_cells(cal, (16, 16)) == (1, 2)  # the synthetic grid: cells as written
+    assert grid_cells(cal, (32, 32)) == (2, 8)  # VOC's 512 px at stride 16: twice the reach, 4x the area
+    assert grid_cells(cal, (32, 24)) == (2, 6)  # s = sqrt(768) / 16 = 1.73
+    assert grid_cells(cal, (4, 4)) == (0, 1)  # never below one cell
+    assert grid_cells(CalibrationConfig(fp_radius=-1, min_size=3), (64, 64)) == (-1, 48)  # -1: everywhere
+    assert grid_cells(CalibrationConfig(fp_radius=1, min_size=2, grid_ref=0), (32, 32)) == (1, 2)
+
+
+def test_cpmc_maps_convert_the_reach_for_the_grid_at_hand():
+    """On a 32x32 grid, fp_radius=1 / min_size=2 of a 16-cell grid act as 2 / 8 cells written as cells."""
+    import torch
+
+    from cpmc_lib.config import CalibrationConfig, PrototypeConfig, RefinementConfig
+    from cpmc_lib.cpmc import cpmc_maps
+
+    g = torch.Generator().manual_seed(0)
+    feat = torch.randn(2, 8, 32, 32, generator=g)
+    out = {"cam": torch.randn(2, 3, 32, 32, generator=g), "feat": feat, "stages": [feat],
+           "hie": torch.randn(2, 8, 32, 32, generator=g)}  # fmt: skip
+    label = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    r, p = RefinementConfig(power=4.0), PrototypeConfig()
+
+    def maps(**cal):
+        return cpmc_maps(out, label, r, p, CalibrationConfig(**cal))
+
+    scaled = maps(fp_radius=1, min_size=2, grid_ref=16)
+    torch.testing.assert_close(scaled["cpmc"], maps(fp_radius=2, min_size=8, grid_ref=0)["cpmc"])
+    assert scaled["fp"].any()  # there are FP regions whose reach the conversion changed
+    assert not torch.equal(scaled["cpmc"], maps(fp_radius=1, min_size=2, grid_ref=0)["cpmc"])
+
+
+def test_segmentation_weights_file_loads_the_backbone_and_names_a_misfit(tmp_path):
+    """segmentation.weights: a timm ImageNet state dict (with its fc) fills the backbone; others fail clearly."""
+    import timm
+    import torch
+
+    from cpmc_lib.config import Config
+
+    torch.manual_seed(1)
+    imagenet = timm.create_model("resnet18", layers=(1, 1), channels=(64, 128), num_classes=7)
+    path = tmp_path / "resnet.pth"
+    torch.save(imagenet.state_dict(), path)
+    cfg = Config().replace(**{"segmentation.weights": str(path)})
+    net = build_segnet(cfg)
+    own = net.backbone.state_dict()
+    for k, v in own.items():
+        torch.testing.assert_close(v, imagenet.state_dict()[k], msg=k)
+    assert not any(k.startswith("fc.") for k in own)
+    wrong = cfg.replace(**{"segmentation.channels": "[32, 64]"})
+    with pytest.raises(ValueError, match=r"resnet\.pth.*DeepLabV3\(resnet18"):
+        build_segnet(wrong)
