@@ -138,6 +138,22 @@ def extrapolate(measured: dict, slice_load: dict[str, float], full_load: dict[st
     return measured["seconds"] / units * full
 
 
+def extrapolate_stage(
+    measured: dict, imports_cpu: float, slice_load: dict[str, float], full_load: dict[str, float]
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of a stage on the full workload, from one slice measurement.
+
+    The CPU seconds are the child's less those of a child that only imports, scaled as the wall
+    seconds are. A stage that did no work of its own (under a second: a CAM method made in an
+    earlier method's pass) is not scaled.
+    """
+    cpu = max(measured["cpu_s"] - imports_cpu, 0.0)
+    if measured["seconds"] < 1.0:
+        return measured["seconds"], cpu
+    wall = extrapolate(measured, slice_load, full_load)
+    return wall, cpu * wall / measured["seconds"]
+
+
 def slice_overrides(cfg: Config, images: int) -> list[str]:
     """``--set`` overrides that shrink ``cfg`` to ``images`` training images for ``--quick``."""
     val = max(1, images // 2)
@@ -238,12 +254,9 @@ def main(argv: list[str] | None = None) -> dict:
                 if stage == "imports":
                     continue
                 slice_load, full_load = workload(cfg, stage, slice_sizes), workload(full_cfg, stage, full_sizes)
-                # the CPU seconds of the stage (its process less the imports), scaled the same way
-                scale = extrapolate(m, slice_load, full_load) / max(m["seconds"], 1e-9)
-                cpu = max(m["cpu_s"] - measured["imports"]["cpu_s"], 0.0)
+                wall, cpu = extrapolate_stage(m, measured["imports"]["cpu_s"], slice_load, full_load)
                 m.update(slice_images=slice_load, full_images=full_load,
-                         extrapolated_s=round(extrapolate(m, slice_load, full_load), 1),
-                         extrapolated_cpu_s=round(cpu * scale, 1))  # fmt: skip
+                         extrapolated_s=round(wall, 1), extrapolated_cpu_s=round(cpu, 1))  # fmt: skip
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
