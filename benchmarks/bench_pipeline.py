@@ -9,6 +9,8 @@ ones wrote. Per stage:
 
 - ``seconds``: the stage call itself, timed inside the child;
 - ``wall_s``: the child process, imports and reloading the model included;
+- ``cpu_s``: the child's user + system CPU seconds (``os.wait4``'s rusage), which other load
+  on the machine does not inflate as it does wall time;
 - ``peak_rss_mb``: the child's peak resident memory (``os.wait4``'s rusage); the first row,
   ``imports``, is a child that runs no stage: the floor (Python, torch and the library) that every
   stage's figure includes;
@@ -19,9 +21,17 @@ writes ``metrics.json`` with the scores and each stage's recorded ``stage_second
 
 Run by hand (the default benchmark trains two networks: expect tens of minutes on a few cores)::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_pipeline.py [--quick] [--json] [--device cuda]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_pipeline.py [--config C] [--quick] [--json] [--device cuda]
 
-``--quick`` uses ``configs/quick.yaml`` (about a minute or two on a laptop CPU).
+``--quick`` does not run the config in full: it runs every stage on a slice of it (``--slice``
+training images, half as many val images, one epoch, batch 2, no loader workers, no weight
+download; crop sizes, scales, networks and every other setting as configured) and
+**extrapolates** each stage to the full config: seconds per image x images (:func:`workload`).
+Training and evaluation are rated separately where the stage reports both (segmentation);
+elsewhere an evaluated image counts a third of a trained one (one forward pass against forward
+and backward). Fixed costs (building the network, loading weights) are scaled with the images,
+so small slices overestimate. It is an estimate for planning, e.g. of a GPU run of
+``configs/synth-voc-scale.yaml`` from a CPU, never a measurement; the table says so.
 """
 
 from __future__ import annotations
@@ -56,40 +66,124 @@ def stages(cfg: Config) -> list[str]:
     ]
 
 
-def run_stage(cfg: Config, stage: str) -> None:
-    """Run one stage of ``cfg`` (earlier stages must be done in its run folder)."""
+def run_stage(cfg: Config, stage: str) -> dict:
+    """Run one stage of ``cfg`` (earlier stages must be done in its run folder); its result dict."""
     if stage == "imports":  # the baseline: a child that only imports
-        return
+        return {}
     if stage == "data":
         if cfg.data.kind == "synth":
-            synth.ensure_generated(cfg.synth, cfg.data_root(), progress=False)
-        else:
-            build_dataset(cfg, cfg.data.train_split)
-    elif stage == "pretrain":
-        pretrain.run(cfg, RunStore.for_config(cfg), progress=False)
-    elif stage == "classifier":
-        classifier.run(cfg, progress=False)
-    elif stage.startswith("cams_"):
-        cams.run(cfg, method=stage.removeprefix("cams_"), progress=False)
-    elif stage == "pseudo":
-        pseudo.run(cfg, progress=False)
-    elif stage.startswith("seg_"):
-        segmentation.run(cfg, labels="pseudo" if stage == "seg_wsss" else "gt", progress=False)
+            return synth.ensure_generated(cfg.synth, cfg.data_root(), progress=False)
+        build_dataset(cfg, cfg.data.train_split)
+        return {}
+    if stage == "pretrain":
+        return pretrain.run(cfg, RunStore.for_config(cfg), progress=False)
+    if stage == "classifier":
+        return classifier.run(cfg, progress=False)
+    if stage.startswith("cams_"):
+        return cams.run(cfg, method=stage.removeprefix("cams_"), progress=False)
+    if stage == "pseudo":
+        return pseudo.run(cfg, progress=False)
+    if stage.startswith("seg_"):
+        return segmentation.run(cfg, labels="pseudo" if stage == "seg_wsss" else "gt", progress=False)
+    raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(stages(cfg))}")
+
+
+def split_sizes(cfg: Config) -> dict[str, int]:
+    """Images of the train, cam and val splits of ``cfg`` (the generator's counts for synthetic data)."""
+    names = {"train": cfg.data.train_split, "cam": cfg.data.cam_split, "val": cfg.data.val_split}
+    if cfg.data.kind == "synth" and set(names.values()) <= {"train", "val"}:
+        counts = {"train": cfg.synth.train, "val": cfg.synth.val}
+        return {k: counts[v] for k, v in names.items()}
+    return {k: len(build_dataset(cfg, v).names) for k, v in names.items()}
+
+
+def workload(cfg: Config, stage: str, sizes: dict[str, int]) -> dict[str, float]:
+    """Images ``stage`` trains on (``train``, summed over epochs) and evaluates (``eval``) for ``cfg``.
+
+    ``sizes`` is :func:`split_sizes`'s dict. Training counts what the loaders yield (drop_last);
+    the data stage of the synthetic benchmark counts the generated images as evaluated ones.
+    """
+    c, s, p = cfg.classifier, cfg.segmentation, cfg.pretrain
+    if stage == "data":
+        return {"eval": cfg.synth.train + cfg.synth.val if cfg.data.kind == "synth" else 0}
+    if stage == "pretrain":
+        return {"train": p.images // p.batch_size * p.batch_size * p.epochs, "eval": p.val_images}
+    if stage == "classifier":
+        return {"train": sizes["train"] // c.batch_size * c.batch_size * c.epochs, "eval": sizes["val"] * c.epochs}
+    if stage.startswith("cams_") or stage == "pseudo":
+        return {"eval": sizes["cam"]}
+    if stage.startswith("seg_"):
+        return {"train": sizes["cam"] // s.batch_size * s.batch_size * s.epochs, "eval": sizes["val"]}
+    return {}
+
+
+EVAL_WEIGHT = 1 / 3  # an evaluated image against a trained one, where a stage reports no split
+
+
+def extrapolate(measured: dict, slice_load: dict[str, float], full_load: dict[str, float]) -> float:
+    """A stage's seconds on the full workload from its seconds on the slice (per image x images).
+
+    Uses the stage's own ``train_seconds`` / ``eval_seconds`` when it reports them, else one
+    rate with evaluated images weighted by :data:`EVAL_WEIGHT`. A stage without images keeps
+    its measured seconds.
+    """
+    t, e = slice_load.get("train", 0), slice_load.get("eval", 0)
+    if "train_seconds" in measured and "eval_seconds" in measured and t and e:
+        return (measured["train_seconds"] / t * full_load.get("train", 0)
+                + measured["eval_seconds"] / e * full_load.get("eval", 0))  # fmt: skip
+    units = t + EVAL_WEIGHT * e
+    if not units:
+        return measured["seconds"]
+    full = full_load.get("train", 0) + EVAL_WEIGHT * full_load.get("eval", 0)
+    return measured["seconds"] / units * full
+
+
+def extrapolate_stage(
+    measured: dict, imports_cpu: float, slice_load: dict[str, float], full_load: dict[str, float]
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of a stage on the full workload, from one slice measurement.
+
+    The CPU seconds are the child's less those of a child that only imports, scaled as the wall
+    seconds are. A stage that did no work of its own (under a second: a CAM method made in an
+    earlier method's pass) is not scaled.
+    """
+    cpu = max(measured["cpu_s"] - imports_cpu, 0.0)
+    if measured["seconds"] < 1.0:
+        return measured["seconds"], cpu
+    wall = extrapolate(measured, slice_load, full_load)
+    return wall, cpu * wall / measured["seconds"]
+
+
+def slice_overrides(cfg: Config, images: int) -> list[str]:
+    """``--set`` overrides that shrink ``cfg`` to ``images`` training images for ``--quick``."""
+    val = max(1, images // 2)
+    if cfg.data.kind == "synth":
+        data = [f"synth.train={images}", f"synth.val={val}"]
     else:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(stages(cfg))}")
+        data = [f"data.limit={images}"]
+    return [
+        *data,
+        "classifier.epochs=1", "classifier.batch_size=2", "classifier.num_workers=0",
+        "classifier.pretrained=false", "segmentation.epochs=1", "segmentation.batch_size=2",
+        "segmentation.num_workers=0", "segmentation.pretrained=false",
+        f"pretrain.images={images}", f"pretrain.val_images={val}", "pretrain.epochs=1",
+        "pretrain.batch_size=2",
+    ]  # fmt: skip
 
 
 def _child(config: str, overrides: list[str], stage: str) -> None:
-    """Child process: run ``stage`` and print ``{"seconds", "cuda_max_mb"}`` as JSON."""
+    """Child process: run ``stage``; print ``{"seconds", "cuda_max_mb"}`` (and the stage's
+    ``train_seconds`` / ``eval_seconds`` when it has them) as JSON."""
     import torch
 
     cfg = load_config(config, overrides)
     device = pick_device(cfg.device)
     t0 = time.perf_counter()
-    run_stage(cfg, stage)
+    result = run_stage(cfg, stage) or {}
     seconds = time.perf_counter() - t0
     cuda = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    print(json.dumps({"seconds": round(seconds, 2), "cuda_max_mb": cuda and round(cuda, 1)}))
+    parts = {k: result[k] for k in ("train_seconds", "eval_seconds") if k in result}
+    print(json.dumps({"seconds": round(seconds, 2), "cuda_max_mb": cuda and round(cuda, 1), **parts}))
 
 
 def measure_stage(config: str, overrides: list[str], stage: str) -> dict[str, float | None]:
@@ -106,7 +200,9 @@ def measure_stage(config: str, overrides: list[str], stage: str) -> dict[str, fl
         raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}); see its error above")
     per_mib = 2**20 if sys.platform == "darwin" else 2**10  # macOS reports bytes, Linux KiB
     result = json.loads(out.strip().splitlines()[-1])
-    return {**result, "wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / per_mib, 1)}
+    cpu = usage.ru_utime + usage.ru_stime  # unlike wall time, not inflated by other processes
+    return {**result, "wall_s": round(wall, 2), "cpu_s": round(cpu, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / per_mib, 1)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -116,7 +212,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the config's)")
-    parser.add_argument("--quick", action="store_true", help="configs/quick.yaml: tiny data, one epoch")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="run a slice of the config and extrapolate each stage (seconds per image x images)",
+    )
+    parser.add_argument("--slice", type=int, default=4, help="--quick: training images in the slice")
     parser.add_argument(
         "--workdir", default=None, help="fresh folder for runs and data (default: a temp folder)"
     )
@@ -124,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # internal: the child process
     args = parser.parse_args(argv)
-    config = args.config or ("configs/quick.yaml" if args.quick else "configs/default.yaml")
+    config = args.config or "configs/default.yaml"
     if args.stage:
         _child(config, args.overrides, args.stage)
         return {}
@@ -137,6 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
         overrides.append(f"data.root={work / 'data'}")
     if args.device:
         overrides.append(f"device={args.device}")
+    full_cfg = load_config(config, overrides)
+    if args.quick:
+        overrides += slice_overrides(full_cfg, args.slice)
     cfg = load_config(config, overrides)
     try:
         measured = {}
@@ -145,6 +248,15 @@ def main(argv: list[str] | None = None) -> dict:
             if not args.json:
                 print(f"  {stage} done in {measured[stage]['wall_s']:.1f} s", file=sys.stderr)
         metrics = pipeline.run(cfg, progress=False)  # every stage is done: gathers and writes metrics
+        if args.quick:  # per stage: seconds per image on the slice x images of the full config
+            slice_sizes, full_sizes = split_sizes(cfg), split_sizes(full_cfg)
+            for stage, m in measured.items():
+                if stage == "imports":
+                    continue
+                slice_load, full_load = workload(cfg, stage, slice_sizes), workload(full_cfg, stage, full_sizes)
+                wall, cpu = extrapolate_stage(m, measured["imports"]["cpu_s"], slice_load, full_load)
+                m.update(slice_images=slice_load, full_images=full_load,
+                         extrapolated_s=round(wall, 1), extrapolated_cpu_s=round(cpu, 1))  # fmt: skip
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -160,16 +272,41 @@ def main(argv: list[str] | None = None) -> dict:
         "seg_miou": {k: metrics["seg"][k]["miou"] for k in ("wsss", "full")},
         "workdir": str(work) if args.keep else None,
     }
+    if args.quick:
+        for key in ("extrapolated_s", "extrapolated_cpu_s"):
+            result[key.replace("_s", "_total_s", 1)] = round(sum(m.get(key, 0) for m in measured.values()), 1)
+        result["note"] = (
+            f"EXTRAPOLATION, not a measurement: every stage ran on a {args.slice}-image slice "
+            f"(1 epoch, batch 2) on {result['device']}; extrapolated_s = seconds per image x images "
+            "of the full config. Peak memory is the slice's."
+        )
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{config} {' '.join(args.overrides)} on {result['device']}")
-        print(f"{'stage':<16} {'seconds':>8} {'wall s':>8} {'peak RSS MiB':>13} {'CUDA MiB':>9}")
+        if args.quick:
+            print(result["note"])
+        extra = f" {'images':>14} {'full images':>16} {'extrapolated s':>15}" if args.quick else ""
+        extra += f" {'extrap. CPU s':>14}" if args.quick else ""
+        print(f"{'stage':<16} {'seconds':>8} {'wall s':>8} {'CPU s':>8} {'peak RSS MiB':>13} {'CUDA MiB':>9}{extra}")
         for name, s in measured.items():
             cuda = f"{s['cuda_max_mb']:.0f}" if s["cuda_max_mb"] is not None else "-"
-            print(f"{name:<16} {s['seconds']:>8.1f} {s['wall_s']:>8.1f} {s['peak_rss_mb']:>13.0f} {cuda:>9}")
+            row = f"{name:<16} {s['seconds']:>8.1f} {s['wall_s']:>8.1f} {s['cpu_s']:>8.1f} {s['peak_rss_mb']:>13.0f} {cuda:>9}"
+            if "extrapolated_s" in s:
+                row += f" {_images(s['slice_images']):>14} {_images(s['full_images']):>16} {s['extrapolated_s']:>15.0f}"
+                row += f" {s['extrapolated_cpu_s']:>14.0f}"
+            print(row)
         print(f"{'total':<16} {result['total_seconds']:>8.1f}")
+        if args.quick:
+            print(f"{'extrapolated total':<40} {result['extrapolated_total_s']:>8.0f} s "
+                  f"({result['extrapolated_total_s'] / 3600:.1f} h) on {result['device']}; "
+                  f"CPU time {result['extrapolated_cpu_total_s'] / 3600:.1f} h")  # fmt: skip
     return result
+
+
+def _images(load: dict[str, float]) -> str:
+    """``train+eval`` image counts of a :func:`workload` dict, e.g. ``8+4``."""
+    return f"{load.get('train', 0):.0f}+{load.get('eval', 0):.0f}"
 
 
 if __name__ == "__main__":

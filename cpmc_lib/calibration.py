@@ -210,7 +210,11 @@ def reference_labels(refined: torch.Tensor, label: torch.Tensor, cal: Calibratio
 
 
 def calibration_regions(
-    refined: torch.Tensor, proto: torch.Tensor, label: torch.Tensor, cal: CalibrationConfig
+    refined: torch.Tensor,
+    proto: torch.Tensor,
+    label: torch.Tensor,
+    cal: CalibrationConfig,
+    fp_radius: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Step 5's policy: the FN and FP regions of two maps and where the FP prototypes act.
 
@@ -231,6 +235,8 @@ def calibration_regions(
         proto: (B, K, h, w) max-normalised prototype CAM.
         label: (B, K-1) multi-hot labels.
         cal: the calibration settings.
+        fp_radius: the FP scope's radius in cells of this grid (``cal.fp_radius`` when None;
+            :func:`cpmc_lib.cpmc.grid_cells` converts it for grids other than ``grid_ref``).
 
     Returns:
         ``(fn, fp, scope)``: (B, K, h, w) bool regions and the (B, K, h, w) bool FP scope or None.
@@ -255,7 +261,7 @@ def calibration_regions(
         if not cal.use_fn:
             fn = torch.zeros_like(fn)
         scope = None
-        if cal.use_fp and cal.fp_radius >= 0:
-            r = cal.fp_radius
+        r = cal.fp_radius if fp_radius is None else fp_radius
+        if cal.use_fp and r >= 0:
             scope = F.max_pool2d(fp.float(), 2 * r + 1, stride=1, padding=r).bool()
     return fn, fp, scope

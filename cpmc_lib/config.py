@@ -195,6 +195,11 @@ class CalibrationConfig:
     # "drop" discards the detached ones, "fp" makes them FP regions (noise away from any object).
     detached: Literal["keep", "drop", "fp"] = "fp"
     fp_radius: int = 0  # FP local prototypes raise the background within this many cells; -1 = everywhere
+    # The grid side (CAM cells) for which fp_radius and min_size are written: on an h x w grid they
+    # become round(fp_radius * s) and max(1, round(min_size * s^2)) cells, s = sqrt(h * w) / grid_ref,
+    # i.e. fixed fractions of the grid (fp_radius / grid_ref of its side, min_size / grid_ref^2 of its
+    # area). 16: the synthetic default's 16x16 grid, where they are the cells as written; 0 = cells.
+    grid_ref: int = 16
     train_consistency_weight: float = 0.0  # > 0: classifier training adds the CPMC consistency loss
 
 
@@ -237,9 +242,11 @@ class SegmentationConfig:
 
     Synthetic default: the classifier's small from-scratch ResNet (stem, layer1, layer2; stride 8)
     under a DeepLabV3 head of width 64, sized to train in about 3 minutes on 2 CPU cores.
-    VOC (DeepLab convention): backbone resnet101 (or resnet50), layers=[], channels=[],
-    output_stride=16, head_channels=256 (torchvision's DeepLabHead as is), atrous_rates=[6,12,18],
-    pretrained=true, head_lr_mult=10, crop_size=321 or 512, batch_size=10, lr=0.007, weight_decay=5e-4.
+    VOC / COCO (configs/voc.yaml): DeepLabV2 on an ImageNet ResNet-101 as deeplab-pytorch trains it
+    for WSSS: backbone resnet101, layers=[], channels=[], head=v2, atrous_rates=[6,12,18,24],
+    pretrained=true (or weights=<file>), freeze_bn=true, crop_size=321, batch_size=10, lr=2.5e-4,
+    head_lr_mult=10, weight_decay=5e-4, poly schedule. Never start from COCO-trained segmentation
+    weights: they have seen the masks.
     """
 
     backbone: str = "resnet18"  # timm model name; the last feature stage feeds the head
@@ -249,6 +256,11 @@ class SegmentationConfig:
     output_stride: int = 8
     head_channels: int = 64  # ASPP width; 256 = torchvision's DeepLabHead unchanged
     atrous_rates: tuple[int, ...] = (2, 4, 6)  # ASPP dilations (16x16 feature maps at 128 px)
+    # Network: "v3" DeepLabV3's ASPP + 3x3 conv (torchvision's DeepLabHead at head_channels=256);
+    # "v2" DeepLabV2's ASPP, the sum of one dilated 3x3 classifier per atrous rate (deeplab-pytorch).
+    head: str = "v3"
+    weights: str = ""  # local ImageNet backbone weights (timm names), for offline machines
+    freeze_bn: bool = False  # keep the backbone's BatchNorm statistics (deeplab-pytorch's DeepLabV2)
     epochs: int = 5
     batch_size: int = 16
     lr: float = 0.01

@@ -33,6 +33,7 @@ Shapes: ``B`` images, ``K`` classes with background at index 0, ``h, w`` the CAM
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -51,7 +52,7 @@ from .refinement import (
     refine_with_context,
 )
 
-__all__ = ["BG_MODES", "consistency_loss", "cpmc_loss", "cpmc_maps", "foreground_maps"]
+__all__ = ["BG_MODES", "consistency_loss", "cpmc_loss", "cpmc_maps", "foreground_maps", "grid_cells"]
 
 BG_MODES = ("drop", "subtract", "gate")
 
@@ -75,6 +76,26 @@ def foreground_maps(cam: torch.Tensor, mode: str = "drop") -> torch.Tensor:
     if mode == "gate":
         return fg * (fg > bg)
     raise ValueError(f"unknown bg_mode {mode!r}; modes: {', '.join(BG_MODES)}")
+
+
+def grid_cells(cal: CalibrationConfig, grid: tuple[int, int]) -> tuple[int, int]:
+    """``calibration.fp_radius`` and ``min_size`` in cells of an ``(h, w)`` CAM grid.
+
+    Both are written for a ``grid_ref`` x ``grid_ref`` grid and keep their fraction of the grid:
+    with ``s = sqrt(h * w) / grid_ref`` the radius becomes ``round(fp_radius * s)`` cells (-1,
+    everywhere, stays -1) and the size ``max(1, round(min_size * s**2))`` cells (halves round up).
+    ``grid_ref=0`` returns them as written.
+
+    Example:
+        >>> cal = CalibrationConfig(fp_radius=1, min_size=2, grid_ref=16)
+        >>> grid_cells(cal, (16, 16)), grid_cells(cal, (32, 32)), grid_cells(cal, (8, 8))
+        ((1, 2), (2, 8), (1, 1))
+    """
+    if cal.grid_ref <= 0:
+        return cal.fp_radius, cal.min_size
+    s = math.sqrt(grid[0] * grid[1]) / cal.grid_ref
+    radius = cal.fp_radius if cal.fp_radius < 0 else math.floor(cal.fp_radius * s + 0.5)
+    return radius, max(1, math.floor(cal.min_size * s * s + 0.5))
 
 
 def cpmc_maps(
@@ -131,12 +152,13 @@ def cpmc_maps(
     proto = max_normalize(prototype_set_cam(feat, *glob))
 
     c = calibration
-    fn, fp, scope = calibration_regions(refined, proto, label, c)
+    fp_radius, min_size = grid_cells(c, cam.shape[-2:])  # fractions of the grid -> cells of this one
+    fn, fp, scope = calibration_regions(refined, proto, label, c, fp_radius)
     calibrated = calibrated_cam(
         feat,
         glob,
-        local_prototypes(feat, fn, c.clusters, c.min_size) if c.use_fn else None,
-        local_prototypes(feat, fp, c.clusters, c.min_size) if c.use_fp else None,
+        local_prototypes(feat, fn, c.clusters, min_size) if c.use_fn else None,
+        local_prototypes(feat, fp, c.clusters, min_size) if c.use_fp else None,
         scope,
     )
     if c.fuse_refined:

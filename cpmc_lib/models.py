@@ -53,6 +53,7 @@ from .runtime import channels_last
 
 __all__ = [
     "CamNet",
+    "DeepLabV2Head",
     "SegNet",
     "build_model",
     "build_segnet",
@@ -234,8 +235,11 @@ def load_state_checked(module: nn.Module, state: dict, path: str | Path, hint: s
     return module
 
 
-def load_weights(model: CamNet, path: str | Path) -> CamNet:
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a local weights file into ``model``, checking every key and shape.
+
+    ``model`` is a :class:`CamNet` or any network with a timm ``backbone`` and an ``arch``
+    description (the segmentation network's ``segmentation.weights`` use it too).
 
     Accepted files (``torch.save`` of a dict, optionally wrapped as ``{"model": ...}`` or
     ``{"state_dict": ...}``):
@@ -260,7 +264,7 @@ def load_weights(model: CamNet, path: str | Path) -> CamNet:
     own = target.state_dict()
     details = state_mismatch(own, state, unexpected=full)
     if details:
-        kind = "a full CamNet" if full else "a backbone-only"
+        kind = f"a full {type(model).__name__}" if full else "a backbone-only"
         raise ValueError(f"{path}: {kind} state dict that does not fit {model.arch} ({details})")
     target.load_state_dict({k: state[k] for k in own})
     return model
@@ -319,17 +323,45 @@ def deeplab_head(
     )
 
 
+class DeepLabV2Head(nn.Module):
+    """DeepLabV2's ASPP: one dilated 3x3 classifier per atrous rate, their logits summed.
+
+    As deeplab-pytorch builds it (``_ASPP``): convolutions with bias, weights drawn from
+    N(0, 0.01), biases zero; no BatchNorm, no image pooling.
+
+    Args:
+        in_channels: channels of the backbone's last stage (2048 for ResNet-101).
+        num_classes: K, background included.
+        atrous_rates: dilations (DeepLabV2: 6, 12, 18, 24).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, atrous_rates: Sequence[int] = (6, 12, 18, 24)):
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Conv2d(in_channels, num_classes, 3, padding=r, dilation=r, bias=True) for r in atrous_rates
+        )
+        for conv in self.branches:
+            nn.init.normal_(conv.weight, mean=0.0, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, h, w) -> (B, K, h, w) logits."""
+        return sum(conv(x) for conv in self.branches)
+
+
 class SegNet(nn.Module):
-    """DeepLabV3: a timm backbone's last stage, an ASPP head, logits upsampled to the input.
+    """DeepLab: a timm backbone's last stage, an ASPP head, logits upsampled to the input.
 
     Args:
         backbone: timm model name (built with ``features_only=True, out_indices=(-1,)``).
         num_classes: K, background included.
         output_stride: passed to timm (ResNets dilate the stages past it).
         layers, channels: blocks and widths per stage passed to timm (empty: the model's own).
-        head_channels: ASPP width (:func:`deeplab_head`).
+        head_channels: ASPP width (:func:`deeplab_head`; head "v3" only).
         atrous_rates: ASPP dilations.
         pretrained: let timm download its weights.
+        head: "v3" (:func:`deeplab_head`) or "v2" (:class:`DeepLabV2Head`).
+        freeze_bn: keep every backbone BatchNorm in eval mode (affine parameters stay trainable).
     """
 
     def __init__(
@@ -342,13 +374,21 @@ class SegNet(nn.Module):
         head_channels: int = 256,
         atrous_rates: Sequence[int] = (6, 12, 18),
         pretrained: bool = False,
+        head: str = "v3",
+        freeze_bn: bool = False,
     ) -> None:
         super().__init__()
+        if head not in ("v2", "v3"):
+            raise ValueError(f"unknown segmentation.head {head!r}; heads: v2 (DeepLabV2), v3 (DeepLabV3)")
         extra: dict[str, Any] = {}
         if layers:
             extra["layers"] = tuple(layers)
         if channels:
             extra["channels"] = tuple(channels)
+        self.arch = f"DeepLab{head.upper()}({backbone}, output_stride={output_stride}" + "".join(
+            f", {k}={v}" for k, v in extra.items()
+        ) + f", classes={num_classes})"
+        self.freeze_bn = freeze_bn
         self.backbone = timm.create_model(
             backbone,
             features_only=True,
@@ -357,9 +397,19 @@ class SegNet(nn.Module):
             pretrained=pretrained,
             **extra,
         )
-        self.head = deeplab_head(
-            self.backbone.feature_info.channels()[-1], num_classes, atrous_rates, head_channels
-        )
+        in_channels = self.backbone.feature_info.channels()[-1]
+        if head == "v2":
+            self.head: nn.Module = DeepLabV2Head(in_channels, num_classes, atrous_rates)
+        else:
+            self.head = deeplab_head(in_channels, num_classes, atrous_rates, head_channels)
+
+    def train(self, mode: bool = True) -> SegNet:
+        super().train(mode)
+        if self.freeze_bn:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised images -> (B, K, H, W) logits."""
@@ -367,10 +417,16 @@ class SegNet(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def build_segnet(cfg: Config) -> SegNet:
-    """The :class:`SegNet` of ``cfg.segmentation`` with ``cfg.data.num_classes`` classes."""
+def build_segnet(cfg: Config, pretrained: bool | None = None) -> SegNet:
+    """The :class:`SegNet` of ``cfg.segmentation`` with ``cfg.data.num_classes`` classes.
+
+    ``pretrained`` overrides ``segmentation.pretrained``; ``load_segnet`` passes False, so that
+    reloading a trained network neither downloads nor reads ``segmentation.weights``, which is
+    loaded into the backbone otherwise (:func:`cpmc_lib.models.load_weights`: a backbone-only
+    state dict with timm's names; its classification head is ignored).
+    """
     s = cfg.segmentation
-    return SegNet(
+    model = SegNet(
         s.backbone,
         cfg.data.num_classes,
         output_stride=s.output_stride,
@@ -378,5 +434,10 @@ def build_segnet(cfg: Config) -> SegNet:
         channels=s.channels,
         head_channels=s.head_channels,
         atrous_rates=s.atrous_rates,
-        pretrained=s.pretrained,
+        pretrained=s.pretrained if pretrained is None else pretrained,
+        head=s.head,
+        freeze_bn=s.freeze_bn,
     )
+    if s.weights and pretrained is None:
+        load_weights(model, s.weights)
+    return model

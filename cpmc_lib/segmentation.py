@@ -169,8 +169,14 @@ def evaluate(
     crf: CrfConfig | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    reduce: bool = True,
 ) -> dict[str, Any]:
     """mIoU of ``model`` on ``dataset`` (built with :func:`~cpmc_lib.transforms.eval_transform`).
+
+    Under ``torchrun`` each rank passes its shard (:func:`cpmc_lib.distributed.shard_dataset`) and
+    the confusion matrices are summed over the ranks, so every rank returns the scores of the
+    whole split (the pseudo stage's scheme). ``reduce=False`` scores ``dataset`` on this rank
+    alone (the learning curve, which rank 0 draws on the whole split).
 
     Returns:
         dict with ``miou``, ``iou``, ``precision``, ``recall`` (of :func:`cpmc_lib.metrics.miou`'s
@@ -190,10 +196,14 @@ def evaluate(
     if crf is None:
         for _ in scored():
             pass
+        if reduce:
+            plain.confusion = distributed.all_reduce_tensor(plain.confusion)
         return plain.compute()
     with_crf = ConfusionMeter(num_classes)
     for post, gt in crf_map(scored(), crf, progress=False):
         with_crf.update(post.argmax(0), gt)
+    for meter in (plain, with_crf) if reduce else ():
+        meter.confusion = distributed.all_reduce_tensor(meter.confusion)
     scores, crf_scores = plain.compute(), with_crf.compute()
     return {**scores, **{f"{k}_crf": crf_scores[k] for k in ("miou", "iou", "precision", "recall")}}
 
@@ -251,7 +261,7 @@ def train(
         # The learning curve: val mIoU after every epoch, to see whether the schedule converged.
         scores = evaluate(
             model, val_set, device, cfg.data.num_classes, s.test_scales, s.test_flip,
-            None, s.batch_size, progress=False,
+            None, s.batch_size, progress=False, reduce=False,
         )  # fmt: skip
         last.update(epoch=epoch, scores=scores)
         return {"val_miou": scores["miou"]}
@@ -264,18 +274,22 @@ def train(
         progress=progress, desc="segmentation",
     )  # fmt: skip
     trained = time.perf_counter()
-    scores = None
-    if distributed.is_main():  # the other ranks wait for rank 0's scores
+    if distributed.is_main():
         save_json(out / "history.json", history)
         save_torch(out / "model.pt", model.state_dict())
-        if last.get("epoch") == s.epochs - 1 and not s.test_crf:
-            scores = last["scores"]
-        else:
-            scores = evaluate(
-                model, val_set, device, cfg.data.num_classes, s.test_scales, s.test_flip,
-                cfg.crf if s.test_crf else None, s.batch_size, progress,
-            )  # fmt: skip
-    scores = distributed.broadcast_object(scores)
+    if distributed.world_size() == 1 and last.get("epoch") == s.epochs - 1 and not s.test_crf:
+        scores = last["scores"]  # the curve's last point is the final score
+    else:
+        # Every rank scores its shard of the val split with rank 0's network: DDP keeps the
+        # weights equal, but each rank's last batch moved its own BatchNorm statistics.
+        buffers = distributed.broadcast_object({k: b.cpu() for k, b in model.named_buffers()})
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                b.copy_(buffers[k])
+        scores = evaluate(
+            model, distributed.shard_dataset(val_set), device, cfg.data.num_classes, s.test_scales,
+            s.test_flip, cfg.crf if s.test_crf else None, s.batch_size, progress and distributed.is_main(),
+        )  # fmt: skip
     result = {f"val_{k}": v for k, v in scores.items()}
     result.update(
         curve=[h["val_miou"] for h in history if "val_miou" in h],
@@ -313,7 +327,7 @@ def run(
 
 def load_segnet(cfg: Config, path: str | Path, device: torch.device | str = "cpu") -> SegNet:
     """A trained :class:`SegNet` of ``cfg`` from its ``model.pt``, in eval mode."""
-    model = build_segnet(cfg)
+    model = build_segnet(cfg, pretrained=False)
     load_state_checked(model, torch.load(path, map_location=device, weights_only=True), path)
     return channels_last(model, device).eval()
 

@@ -204,3 +204,60 @@ def test_two_processes_make_the_pseudo_labels_of_one(tmp_path, monkeypatch):
         np.testing.assert_array_equal(
             np.asarray(Image.open(path)), np.asarray(Image.open(tmp_path / "one" / "labels" / path.name))
         )
+
+
+# --- segmentation evaluation sharded over two gloo processes ---------------------------------------
+
+
+def _segnet_config(root) -> Config:
+    from cpmc_lib.config import CrfConfig, SegmentationConfig
+
+    return Config(device="cpu", data=DataConfig(kind="synth", root=str(root), num_classes=11),
+                  crf=CrfConfig(workers=0),
+                  segmentation=SegmentationConfig(channels=(8, 16), head_channels=8, batch_size=2))  # fmt: skip
+
+
+def _evaluate(cfg: Config, weights: str) -> dict:
+    from cpmc_lib import segmentation
+    from cpmc_lib.datasets import build_dataset
+
+    model = segmentation.load_segnet(cfg, weights)
+    val = distributed.shard_dataset(build_dataset(cfg, "val", eval_transform()))
+    return segmentation.evaluate(model, val, torch.device("cpu"), 11, crf=cfg.crf, batch_size=2, progress=False)
+
+
+def _evaluate_on_rank(rank: int, port: int, root: str, weights: str, out: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))  # fmt: skip
+    torch.set_num_threads(1)
+    with distributed.process_group(torch.device("cpu")):
+        result = _evaluate(_segnet_config(root), weights)
+    save_json(f"{out}/result_rank{rank}.json", result)
+
+
+@gloo
+def test_two_processes_score_the_segmentation_of_one(tmp_path, monkeypatch):
+    """Each rank scores half the val images (plain and CRF); the summed confusions give one process's scores."""
+    import torch.multiprocessing as mp
+
+    from cpmc_lib.models import build_segnet
+
+    monkeypatch.delenv("CPMC_DATA", raising=False)
+    root = tmp_path / "synth"
+    generate(SynthConfig(train=2, val=5, size=32, classes=10), root, progress=False, workers=1)
+    cfg = _segnet_config(root)
+    torch.manual_seed(0)
+    model = build_segnet(cfg)
+    with torch.no_grad():  # a head that predicts several classes, so the scores are not trivial
+        model.head[-1].bias.copy_(torch.linspace(-1, 1, 11))
+    weights = tmp_path / "model.pt"
+    torch.save(model.state_dict(), weights)
+    one = _evaluate(cfg, str(weights))
+    mp.spawn(_evaluate_on_rank, args=(_free_port(), str(root), str(weights), str(tmp_path)), nprocs=WORLD)
+    for r in range(WORLD):
+        two = load_json(tmp_path / f"result_rank{r}.json")
+        for key in ("miou", "miou_crf", "precision", "recall_crf"):
+            assert two[key] == pytest.approx(one[key], abs=1e-9), key
+        assert two["iou"] == pytest.approx(one["iou"], abs=1e-9, nan_ok=True)
