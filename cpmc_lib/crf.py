@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .config import CrfConfig
 

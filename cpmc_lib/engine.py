@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import distributed
 from .io import save_torch

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ablation_verdict", "fmt", "headline", "markdown_table", "method_table"]
+__all__ = ["ablation_verdict", "direction", "fmt", "headline", "markdown_table", "method_table"]
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -18,6 +18,32 @@ def fmt(value: Any, digits: int = 1) -> str:
             return "–"
         return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
     return str(value)
+
+
+def direction(
+    delta: float, up: str = "raises", down: str = "lowers", flat: str = "leaves unchanged", tol: float = 0.0
+) -> str:
+    """The verb a sentence needs for a measured change, so prose cannot contradict its number.
+
+    Args:
+        delta: the measured change (after minus before).
+        up, down: the verbs for a rise and for a fall.
+        flat: the phrase for a change within ``tol`` (and for NaN).
+        tol: changes with ``|delta| <= tol`` count as no change.
+
+    Example:
+        >>> f"calibration {direction(0.20 - 0.12)} context activation"
+        'calibration raises context activation'
+        >>> direction(-1.5, up="helps", down="hurts", tol=0.5)
+        'hurts'
+    """
+    if isinstance(delta, float) and math.isnan(delta):
+        return flat
+    if delta > tol:
+        return up
+    if delta < -tol:
+        return down
+    return flat
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], digits: int = 1) -> str:
@@ -75,7 +101,7 @@ def _effect(delta: float, tol: float) -> str:
 
 
 def ablation_verdict(miou: Mapping[str, float], tol: float = 0.5) -> str:
-    """One sentence per component from an ablation's mIoU by row name (rows of ``widgets.ABLATION``).
+    """One sentence per component from an ablation's mIoU by row name (rows of ``explorer.ABLATION``).
 
     A change within ``tol`` points is reported as no effect; a loss is reported as such.
     """

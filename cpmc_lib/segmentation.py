@@ -41,7 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabHead
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import distributed, pseudo
 from .config import Config, CrfConfig, SegmentationConfig

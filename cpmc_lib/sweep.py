@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .io import atomic_write, load_json, save_json
 

@@ -80,7 +80,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .config import SynthConfig
 from .io import IGNORE_INDEX, atomic_write, load_json, save_json, save_mask_png

@@ -58,3 +58,12 @@ def test_headline_summarises_every_stage_of_a_metrics_file():
     # a run that stopped at the CAM stage has no pseudo or segmentation lines
     short = headline({"cams": metrics["cams"]})
     assert "pseudo" not in short and "full supervision" not in short
+
+
+def test_direction_follows_the_sign():
+    from cpmc_lib.report import direction
+
+    assert direction(0.08) == "raises" and direction(-0.08) == "lowers" and direction(0.0) == "leaves unchanged"
+    assert direction(0.3, up="helps", down="hurts", flat="does nothing", tol=0.5) == "does nothing"
+    assert direction(-0.6, up="helps", down="hurts", tol=0.5) == "hurts"
+    assert direction(float("nan")) == "leaves unchanged"

@@ -1,4 +1,10 @@
-"""An interactive explorer of the CAM methods and CPMC's calibration settings (ipywidgets).
+"""An interactive explorer of the CAM methods and CPMC's calibration settings.
+
+Two front ends share one cache: :meth:`Explorer.widget` is the live ipywidgets explorer for
+JupyterLab; :meth:`Explorer.html` precomputes a small grid of settings (images x map x threshold x
+FN/FP switches) into one self-contained HTML page fragment with inline JavaScript and base64 PNGs,
+so a reader of the published HTML book turns the knobs without a kernel (and without any file
+from the network).
 
 :class:`Explorer` runs the trained classifier once over a handful of training images and keeps its
 outputs (classifier projection, last-stage and hierarchical features). Every control change then
@@ -16,7 +22,11 @@ Example (in a notebook):
 
 from __future__ import annotations
 
+import base64
+import html as html_lib
 import io
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,9 +43,26 @@ from .plots import colorize, overlay_cam, plot_image_grid, to_hwc_uint8
 from .store import RunStore
 from .transforms import eval_transform
 
-__all__ = ["ABLATION", "METHODS", "SETTINGS", "Explorer"]
+__all__ = ["ABLATION", "METHODS", "SETTINGS", "SWITCHES", "Explorer", "png_base64"]
 
 METHODS = ("cam", "refined", "proto", "cpmc")
+
+# The FN / FP switches of the kernel-free explorer: name -> settings (they change the "cpmc" map only).
+SWITCHES = {
+    "FN + FP": {},
+    "FN only": {"use_fp": False},
+    "FP only": {"use_fn": False},
+    "neither": {"use_fn": False, "use_fp": False},
+}
+
+
+def png_base64(rgb: np.ndarray) -> str:
+    """An (H, W, 3) uint8 image as a ``data:image/png;base64,...`` URL."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 # Explorer setting -> config key (the controls of :meth:`Explorer.widget`, in this order).
 SETTINGS = {
@@ -146,33 +173,70 @@ class Explorer:
         up = F.interpolate(raw.float(), size=self.img.shape[-2:], mode="bilinear", align_corners=False)
         return normalize_cams(up, self.label)
 
-    def score(self, maps: torch.Tensor, threshold: float | None = None) -> dict[str, float]:
-        """mIoU, precision and recall of ``maps`` over the cached images.
+    def score(
+        self, maps: torch.Tensor, threshold: float | None = None, indices: Sequence[int] | None = None
+    ) -> dict[str, float]:
+        """mIoU, precision and recall of ``maps`` over the cached images (or those at ``indices``).
 
         Args:
+            maps: (N, K-1, H, W) normalised foreground maps (:meth:`maps`).
             threshold: background threshold; None sweeps it (``cams.thresholds_step``) and reports
-                the best, with its ``threshold``, as the chapters' tables do.
+                the best, with its ``threshold``, as the chapters' tables do (chosen against the
+                ground truth: an oracle threshold).
+            indices: a subset of the cached images (all when None).
         """
         thresholds = None if threshold is None else [threshold]
         ev = CamEvaluator(
             self.cfg.data.num_classes, thresholds=thresholds, step=self.cfg.cams.thresholds_step
         )
-        for cam, label, s in zip(maps, self.label, self.samples, strict=True):
-            keys = label.nonzero().flatten()
-            ev.update(cam[keys], (keys + 1).tolist(), s["mask"])
+        for i in range(len(maps)) if indices is None else indices:
+            keys = self.label[i].nonzero().flatten()
+            ev.update(maps[i, keys], (keys + 1).tolist(), self.samples[i]["mask"])
         r = ev.compute()
         return {k: r[k] for k in ("miou", "precision", "recall", "threshold")}
 
-    def ablation(self, variants: dict[str, tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    def image_scores(self, maps: torch.Tensor, threshold: float) -> list[dict[str, float]]:
+        """Per cached image at one threshold: ``miou`` (over background and the classes in its
+        ground truth or its mask), ``object_recall`` (% of object pixels given their class) and
+        ``background_fp`` (% of background pixels called object). Ignore pixels (255) are skipped."""
+        out = []
+        for i in range(len(maps)):
+            keys = self.label[i].nonzero().flatten()
+            pred = cam_to_mask(maps[i, keys].numpy(), (keys + 1).tolist(), threshold).numpy()
+            gt = np.asarray(self.samples[i]["mask"])
+            valid = gt != 255
+            p, g = pred[valid], gt[valid]
+            classes = np.union1d(np.unique(p), np.unique(g))
+            ious = [((p == c) & (g == c)).sum() / max(((p == c) | (g == c)).sum(), 1) for c in classes]
+            obj, bg = g > 0, g == 0
+            out.append({
+                "miou": 100.0 * float(np.mean(ious)),
+                "object_recall": 100.0 * float((p[obj] == g[obj]).mean()) if obj.any() else float("nan"),
+                "background_fp": 100.0 * float((p[bg] > 0).mean()) if bg.any() else float("nan"),
+            })  # fmt: skip
+        return out
+
+    def ablation(self, variants: dict[str, tuple[str, dict[str, Any]]], folds: int = 0) -> list[dict[str, Any]]:
         """Score named variants ``{row: (method, settings)}`` at their best thresholds, in order.
+
+        Args:
+            variants: row name -> (method, explorer settings).
+            folds: when > 1, also score each variant, at its best threshold, on ``folds`` disjoint
+                interleaved subsets of the cached images (``miou_folds``): the spread of a difference.
 
         Example:
             >>> ex.ablation({"classifier CAM": ("cam", {}), "+ FP only": ("cpmc", {"use_fn": False})})  # doctest: +SKIP
         """
-        return [
-            {"variant": name, "map": method, **self.score(self.maps(method, self.settings(**settings)))}
-            for name, (method, settings) in variants.items()
-        ]
+        rows = []
+        for name, (method, settings) in variants.items():
+            maps = self.maps(method, self.settings(**settings))
+            row = {"variant": name, "map": method, **self.score(maps)}
+            if folds > 1:
+                row["miou_folds"] = [
+                    self.score(maps, row["threshold"], range(f, len(maps), folds))["miou"] for f in range(folds)
+                ]
+            rows.append(row)
+        return rows
 
     def figure(self, index: int, method: str, threshold: float, cfg: Config | None = None) -> Figure:
         """The selected image: image, ground truth, the method's map and its mask at ``threshold``."""
@@ -257,3 +321,134 @@ class Explorer:
             row.append(overlay_cam(img, cam.max(0) if len(cam) else np.zeros(img.shape[:2])))
             titles.append(f"{method}: mIoU {s['miou']:.1f}")
         return plot_image_grid([row], [titles], size=2.4)
+
+    def grid(
+        self,
+        images: Sequence[int] = (0, 1, 2, 3),
+        thresholds: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
+        switches: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Precompute what the kernel-free explorer shows, for every combination of its settings.
+
+        Args:
+            images: cached image indices offered by the image control.
+            thresholds: background thresholds offered by the threshold slider.
+            switches: FN/FP settings offered for the "cpmc" map (default :data:`SWITCHES`).
+
+        Returns:
+            dict with ``images`` (name, image and ground-truth PNG URLs), ``methods``, ``thresholds``,
+            ``switches``, ``heat[method|switch][image]`` (overlay PNG URL), ``mask[method|switch][image][t]``
+            (mask PNG URL) and ``score[method|switch][t]`` (mIoU, precision, recall over all cached images).
+        """
+        switches = SWITCHES if switches is None else switches
+        variants = {f"{m}|": (m, {}) for m in METHODS if m != "cpmc"}
+        variants |= {f"cpmc|{name}": ("cpmc", sw) for name, sw in switches.items()}
+        data: dict[str, Any] = {
+            "images": [
+                {"name": self.names[i], "img": png_base64(to_hwc_uint8(self.samples[i]["img"])),
+                 "gt": png_base64(colorize(self.samples[i]["mask"]))}  # fmt: skip
+                for i in images
+            ],
+            "methods": list(METHODS),
+            "thresholds": [float(t) for t in thresholds],
+            "switches": list(switches),
+            "heat": {},
+            "mask": {},
+            "score": {},
+        }
+        for key, (method, settings) in variants.items():
+            maps = self.maps(method, self.settings(**settings))
+            data["score"][key] = [
+                {k: round(v, 1) for k, v in self.score(maps, t).items() if k != "threshold"} for t in thresholds
+            ]
+            data["heat"][key], data["mask"][key] = [], []
+            for i in images:
+                keys = self.label[i].nonzero().flatten()
+                cam = maps[i, keys].numpy()
+                img = to_hwc_uint8(self.samples[i]["img"])
+                heat = cam.max(0) if len(cam) else np.zeros(img.shape[:2], np.float32)
+                data["heat"][key].append(png_base64(overlay_cam(img, heat)))
+                data["mask"][key].append(
+                    [png_base64(colorize(np.asarray(cam_to_mask(cam, (keys + 1).tolist(), t)))) for t in thresholds]
+                )
+        return data
+
+    def html(self, data: dict[str, Any] | None = None, uid: str = "cpmc-explorer", class_names=None) -> str:
+        """The kernel-free explorer: one HTML fragment, inline JavaScript, no external file.
+
+        Args:
+            data: :meth:`grid`'s dict (computed with its defaults when None).
+            uid: element id prefix (unique per page).
+            class_names: K class names for the colour legend (the dataset's by default).
+
+        Returns:
+            HTML text for ``IPython.display.HTML``; the controls set the image, the map, the background
+            threshold and the FN / FP switches, and the drawing and the scores follow.
+        """
+        data = self.grid() if data is None else data
+        names = class_names or build_dataset(self.cfg, self.cfg.data.cam_split).class_names
+        pal = colorize(np.arange(len(names)))
+        legend = "".join(
+            f'<span style="display:inline-block;margin-right:.6em"><span style="display:inline-block;width:.9em;'
+            f'height:.9em;background:rgb{tuple(int(v) for v in pal[k])};border:1px solid #888;vertical-align:middle">'
+            f"</span> {html_lib.escape(str(n))}</span>"
+            for k, n in enumerate(names)
+        )
+        images = "".join(f'<option value="{i}">{html_lib.escape(d["name"])}</option>' for i, d in enumerate(data["images"]))
+        methods = "".join(
+            f'<label style="margin-right:.8em"><input type="radio" name="{uid}-method" value="{m}"'
+            f'{" checked" if m == "cpmc" else ""}> {m}</label>'
+            for m in data["methods"]
+        )
+        switches = "".join(f'<option value="{s}">{html_lib.escape(s)}</option>' for s in data["switches"])
+        nt = len(data["thresholds"])
+        t0 = min(range(nt), key=lambda i: abs(data["thresholds"][i] - 0.3))
+        panel = 'style="width:100%;max-width:220px;image-rendering:auto;display:block"'
+        cells = "".join(
+            f'<figure style="margin:0;flex:1 1 22%;min-width:120px"><img id="{uid}-{k}" {panel} alt="{k}">'
+            f'<figcaption id="{uid}-{k}-cap" style="font-size:.85em">{cap}</figcaption></figure>'
+            for k, cap in (("img", "image"), ("gt", "ground truth"), ("heat", "map"), ("mask", "mask"))
+        )
+        payload = json.dumps(data, separators=(",", ":"))
+        return f"""<div id="{uid}" class="cpmc-explorer" data-cpmc-explorer="1"
+ style="border:1px solid #ccc;border-radius:6px;padding:.8em;font-size:.95em">
+<div style="display:flex;flex-wrap:wrap;gap:.6em 1.6em;align-items:center">
+<label>image <select id="{uid}-image">{images}</select></label>
+<span>map {methods}</span>
+<label>background threshold <input id="{uid}-threshold" type="range" min="0" max="{nt - 1}" step="1" value="{t0}">
+<output id="{uid}-tval"></output></label>
+<label>local prototypes (cpmc) <select id="{uid}-switch">{switches}</select></label>
+</div>
+<div style="display:flex;flex-wrap:wrap;gap:.5em;margin-top:.6em">{cells}</div>
+<div style="margin-top:.4em;font-size:.85em">map colours: blue 0 to red 1 (jet). Classes: {legend}</div>
+<p id="{uid}-score" style="margin:.5em 0 0 0"></p>
+<script type="application/json" id="{uid}-data">{payload}</script>
+<script>
+(function () {{
+  var uid = "{uid}", root = document.getElementById(uid);
+  var D = JSON.parse(document.getElementById(uid + "-data").textContent);
+  function el(k) {{ return document.getElementById(uid + "-" + k); }}
+  function draw() {{
+    var i = +el("image").value, t = +el("threshold").value;
+    var m = root.querySelector('input[name="' + uid + '-method"]:checked').value;
+    var sw = el("switch").value, key = m + "|" + (m === "cpmc" ? sw : "");
+    el("switch").disabled = m !== "cpmc";
+    el("img").src = D.images[i].img; el("gt").src = D.images[i].gt;
+    el("heat").src = D.heat[key][i]; el("mask").src = D.mask[key][i][t];
+    var th = D.thresholds[t].toFixed(2);
+    el("tval").textContent = th;
+    el("heat-cap").textContent = m + (m === "cpmc" ? " (" + sw + ")" : "") + " map";
+    el("mask-cap").textContent = "mask at threshold " + th;
+    var s = D.score[key][t];
+    el("score").innerHTML = "<b>" + m + (m === "cpmc" ? " (" + sw + ")" : "") + "</b> at threshold " + th +
+      " over the " + {len(self.names)} + " cached images: mIoU <b>" + s.miou.toFixed(1) + "</b>, precision " +
+      s.precision.toFixed(1) + ", recall " + s.recall.toFixed(1);
+    root.setAttribute("data-state", key + "@" + th + "#" + i);
+  }}
+  root.addEventListener("input", draw);
+  root.addEventListener("change", draw);
+  draw();
+}})();
+</script>
+</div>"""
+
