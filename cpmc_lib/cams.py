@@ -48,7 +48,6 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from torch.utils.data import DataLoader
-from .progress import tqdm
 
 from . import classifier, distributed
 from .config import Config
@@ -57,6 +56,7 @@ from .diagnostics import PathologyMeter
 from .io import atomic_write, load_json, save_json
 from .metrics import CamEvaluator
 from .models import CamNet, load_classifier
+from .progress import tqdm
 from .runtime import pick_device
 from .store import RunStore
 from .transforms import eval_transform

@@ -115,6 +115,23 @@ class Explorer:
             self.out = self.model(self.img)  # the one forward pass
         self._widgets: dict[str, Any] = {}
 
+    def output(self, index: int) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        """The cached network output, label and image of one image, as a batch of one.
+
+        Returns:
+            ``(out, label, img)``: the forward pass's dict sliced to ``[index : index + 1]`` (lists of
+            stage tensors sliced each), (1, K-1) label and (1, 3, H, W) normalised image.
+        """
+        sl = slice(index, index + 1)
+        out = {k: (v[sl] if torch.is_tensor(v) else [t[sl] for t in v] if isinstance(v, (list, tuple)) else v)
+               for k, v in self.out.items()}  # fmt: skip
+        return out, self.label[sl], self.img[sl]
+
+    def mask(self, maps: torch.Tensor, index: int, threshold: float) -> np.ndarray:
+        """Image ``index``'s mask at a background threshold: (H, W) class ids (IRN's rule)."""
+        keys = self.label[index].nonzero().flatten()
+        return cam_to_mask(maps[index, keys].numpy(), (keys + 1).tolist(), threshold).numpy()
+
     def settings(self, **values: Any) -> Config:
         """The config with explorer settings applied (``iterations``, ``use_fn``, ``use_fp``,
         ``ref_bg_factor``, ``proto_bg_factor``, ``pairing``, ``detached``, ``fp_radius``)."""
@@ -201,8 +218,7 @@ class Explorer:
         ``background_fp`` (% of background pixels called object). Ignore pixels (255) are skipped."""
         out = []
         for i in range(len(maps)):
-            keys = self.label[i].nonzero().flatten()
-            pred = cam_to_mask(maps[i, keys].numpy(), (keys + 1).tolist(), threshold).numpy()
+            pred = self.mask(maps, i, threshold)
             gt = np.asarray(self.samples[i]["mask"])
             valid = gt != 255
             p, g = pred[valid], gt[valid]

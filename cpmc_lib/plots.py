@@ -414,7 +414,8 @@ def plot_at_a_glance(
     samples: Sequence[Mapping],
     steps: Mapping[str, torch.Tensor],
     index: int = 0,
-    threshold: float | None = None,
+    pred: np.ndarray | None = None,
+    pred_title: str = "CPMC mask",
     class_names: Sequence[str] | None = None,
     note: str = "",
 ) -> Figure:
@@ -425,7 +426,8 @@ def plot_at_a_glance(
         steps: :meth:`cpmc_lib.explorer.Explorer.steps`'s dict ((N, K, h, w) maps and region masks).
         index: the sample to draw, chosen by the caller's stated rule (e.g. :func:`median_index` of
             the per-image IoU gains), never by how good the figure looks.
-        threshold: when given, a last panel shows CPMC's mask at this background threshold.
+        pred: when given, a last panel shows this (H, W) mask (e.g. CPMC's, at its threshold).
+        pred_title: that panel's title.
         class_names: K names, for the mask legend.
         note: a line under the title (e.g. the rule and the image's measured gain).
     """
@@ -437,17 +439,10 @@ def plot_at_a_glance(
     titles = ["image", "1 classifier CAM", "2 refined by context", "3 prototype CAM",
               "4 FN (green) / FP (red)", "5 CPMC", "ground truth"]  # fmt: skip
     masks = [samples[index]["mask"]]
-    if threshold is not None:
-        from .metrics import cam_to_mask
-
-        fg = steps["cpmc"][index, 1:]
-        keys = [k for k in range(fg.shape[0]) if fg[k].any()]
-        cam = np.stack([upsample(fg[k], img.shape[:2]) for k in keys]) if keys else np.zeros((0, *img.shape[:2]))
-        cam = cam / np.maximum(cam.reshape(len(keys), -1).max(1), 1e-5)[:, None, None] if keys else cam
-        pred = np.asarray(cam_to_mask(cam.astype(np.float32), [k + 1 for k in keys], threshold))
+    if pred is not None:
         masks.append(pred)
         row.append(colorize(pred))
-        titles.append(f"CPMC mask @ {threshold:.2f}")
+        titles.append(pred_title)
     legend = (class_names, _present(masks)) if class_names else None
     title = f"CPMC at a glance: {samples[index]['name']}" + (f" ({note})" if note else "")
     return plot_image_grid([row], [titles], suptitle=title, colorbar="map value", legend=legend)

@@ -41,7 +41,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabHead
-from .progress import tqdm
 
 from . import distributed, pseudo
 from .config import Config, CrfConfig, SegmentationConfig
@@ -50,6 +49,7 @@ from .datasets import build_dataset, collate
 from .engine import fit, poly_lr
 from .io import IGNORE_INDEX, read_mask_png, save_json, save_torch
 from .metrics import ConfusionMeter
+from .progress import tqdm
 from .runtime import channels_last, loader_options, pick_device, seed_everything, to_device, worker_init_fn
 from .store import RunStore
 from .transforms import denormalize, eval_transform, train_transform

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from cpmc_lib.store import RunStore
 from cpmc_lib.explorer import METHODS, Explorer
+from cpmc_lib.store import RunStore
 
 
 @pytest.fixture(scope="module")

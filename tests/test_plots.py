@@ -54,7 +54,8 @@ def test_at_a_glance_draws_the_chosen_image_with_its_mask():
     maps = torch.rand(2, 3, 4, 4)
     fn, fp = torch.zeros(2, 3, 4, 4, dtype=torch.bool), torch.zeros(2, 3, 4, 4, dtype=torch.bool)
     steps = {"cam": maps, "refined": maps, "proto": maps, "cpmc": maps, "fn": fn, "fp": fp}
-    fig = plots.plot_at_a_glance(samples, steps, index=1, threshold=0.3, class_names=["bg", "a", "b"], note="x")
+    fig = plots.plot_at_a_glance(samples, steps, index=1, pred=np.ones((8, 8), np.int64), pred_title="CPMC mask @ 0.30",
+                                 class_names=["bg", "a", "b"], note="x")
     titles = [ax.get_title() for ax in fig.axes]
     assert "second" in fig.get_suptitle() and "CPMC mask @ 0.30" in titles
     # at most four panels a row: 8 panels in two rows, plus the colour bar
