@@ -21,7 +21,12 @@ def fmt(value: Any, digits: int = 1) -> str:
 
 
 def direction(
-    delta: float, up: str = "raises", down: str = "lowers", flat: str = "leaves unchanged", tol: float = 0.0
+    delta: float,
+    up: str = "raises",
+    down: str = "lowers",
+    flat: str = "leaves unchanged",
+    tol: float = 0.0,
+    digits: int | None = None,
 ) -> str:
     """The verb a sentence needs for a measured change, so prose cannot contradict its number.
 
@@ -30,6 +35,8 @@ def direction(
         up, down: the verbs for a rise and for a fall.
         flat: the phrase for a change within ``tol`` (and for NaN).
         tol: changes with ``|delta| <= tol`` count as no change.
+        digits: the decimals the numbers are printed with: a change below half a printed unit
+            counts as no change too, so "raises" never sits beside two equal printed numbers.
 
     Example:
         >>> f"calibration {direction(0.20 - 0.12)} context activation"
@@ -39,6 +46,8 @@ def direction(
     """
     if isinstance(delta, float) and math.isnan(delta):
         return flat
+    if digits is not None:
+        tol = max(tol, 0.5 * 10.0**-digits)
     if delta > tol:
         return up
     if delta < -tol:

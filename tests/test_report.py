@@ -67,3 +67,5 @@ def test_direction_follows_the_sign():
     assert direction(0.3, up="helps", down="hurts", flat="does nothing", tol=0.5) == "does nothing"
     assert direction(-0.6, up="helps", down="hurts", tol=0.5) == "hurts"
     assert direction(float("nan")) == "leaves unchanged"
+    assert direction(0.004, digits=2) == "leaves unchanged" and direction(0.02, digits=1) == "leaves unchanged"
+    assert direction(0.06, digits=1) == "raises"
