@@ -273,7 +273,7 @@ class Explorer:
                 ]
             ],
             [[self.names[index], "ground truth", method, f"mask @ {threshold:.2f}"]],
-            size=2.6,
+            colorbar="map value",
         )
 
     def widget(self):
@@ -336,7 +336,7 @@ class Explorer:
             s = self.score(maps, threshold)
             row.append(overlay_cam(img, cam.max(0) if len(cam) else np.zeros(img.shape[:2])))
             titles.append(f"{method}: mIoU {s['miou']:.1f}")
-        return plot_image_grid([row], [titles], size=2.4)
+        return plot_image_grid([row], [titles], colorbar="map value (max over the image's classes)")
 
     def grid(
         self,
