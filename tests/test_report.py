@@ -21,11 +21,15 @@ def test_method_table_includes_diagnostics():
         },
         "gradcam": {"miou": 35.0, "threshold": 0.25, "precision": 55.0, "recall": 45.0},
     }
-    table = method_table(res)
-    header, _, cam, grad = table.splitlines()
-    assert "body recall" in header and "context act." in header
-    assert cam.startswith("| cam | 40.0 | 0.30 | 60.0 | 50.0 | 30.0 | 80.0 |") and "0.46" in cam
-    assert grad.startswith("| gradcam | 35.0 | 0.25 |")
+    main, diag = method_table(res).split("\n\n*Where the maps fail")
+    header, _, cam, grad = main.splitlines()
+    assert header == "| method | mIoU | threshold | precision | recall |"
+    assert cam == "| cam | 40.0 | 0.30 | 60.0 | 50.0 |" and grad.startswith("| gradcam | 35.0 | 0.25 |")
+    dheader, _, dcam, dgrad = diag.split("\n\n")[1].splitlines()
+    assert "body recall" in dheader and "context act." in dheader
+    assert dcam.startswith("| cam | 30.0 | 80.0 |") and "0.46" in dcam and dgrad.startswith("| gradcam | – |")
+    # without diagnostics: one table
+    assert "\n\n" not in method_table(res, pathology=False)
 
 
 def test_ablation_verdict_reports_help_and_harm():
