@@ -61,7 +61,7 @@ def png_base64(rgb: np.ndarray) -> str:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", optimize=True)
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 # Explorer setting -> config key (the controls of :meth:`Explorer.widget`, in this order).
