@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ablation_verdict", "direction", "fmt", "headline", "markdown_table", "method_table"]
+__all__ = ["ablation_verdict", "compare", "direction", "fmt", "headline", "markdown_table", "method_table"]
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -53,6 +53,28 @@ def direction(
     if delta < -tol:
         return down
     return flat
+
+
+def compare(
+    before: float,
+    after: float,
+    digits: int = 1,
+    up: str = "raises",
+    down: str = "lowers",
+    flat: str = "leaves unchanged",
+) -> str:
+    """The verb for a change from ``before`` to ``after`` as the reader sees it, printed with ``digits`` decimals.
+
+    Two numbers that print the same are "unchanged"; otherwise the sign of the printed difference
+    decides, so the verb always agrees with the numbers beside it.
+
+    Example:
+        >>> compare(0.12, 0.20, digits=2)
+        'raises'
+        >>> compare(7.52, 7.48, digits=1)
+        'leaves unchanged'
+    """
+    return direction(round(after, digits) - round(before, digits), up, down, flat, digits=digits)
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], digits: int = 1) -> str:

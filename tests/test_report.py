@@ -73,3 +73,11 @@ def test_direction_follows_the_sign():
     assert direction(float("nan")) == "leaves unchanged"
     assert direction(0.004, digits=2) == "leaves unchanged" and direction(0.02, digits=1) == "leaves unchanged"
     assert direction(0.06, digits=1) == "raises"
+
+
+def test_compare_follows_the_printed_numbers():
+    from cpmc_lib.report import compare
+
+    assert compare(0.14, 0.16, digits=1) == "raises"  # prints 0.1 -> 0.2
+    assert compare(7.52, 7.48, digits=1) == "leaves unchanged"  # prints 7.5 -> 7.5
+    assert compare(80.3, 73.9, up="helps", down="hurts") == "hurts"
