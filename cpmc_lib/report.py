@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ablation_verdict", "compare", "direction", "fmt", "headline", "markdown_table", "method_table"]
+__all__ = ["ablation_verdict", "compare", "delta", "direction", "fmt", "headline", "markdown_table", "method_table"]
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -75,6 +75,16 @@ def compare(
         'leaves unchanged'
     """
     return direction(round(after, digits) - round(before, digits), up, down, flat, digits=digits)
+
+
+def delta(before: float, after: float, digits: int = 1) -> str:
+    """The signed difference of two numbers as printed with ``digits`` decimals (``8.84 -> 8.86`` is ``+0.1``).
+
+    Example:
+        >>> delta(8.84, 8.86)
+        '+0.1'
+    """
+    return f"{round(after, digits) - round(before, digits):+.{digits}f}"
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], digits: int = 1) -> str:
@@ -200,12 +210,12 @@ def headline(metrics: Mapping[str, Any]) -> str:
     cams = metrics.get("cams", {})
     if {"cam", "proto", "cpmc"} <= set(cams):
         cam, proto, cpmc = (cams[k]["miou"] for k in ("cam", "proto", "cpmc"))
-        lines.append(f"- CPMC scores {cpmc - cam:+.1f} mIoU over the classifier CAM and {cpmc - proto:+.1f} over "
+        lines.append(f"- CPMC scores {delta(cam, cpmc)} mIoU over the classifier CAM and {delta(proto, cpmc)} over "
                      "the prototype CAM it calibrates.")  # fmt: skip
     crf = [k for k in pseudo if k.endswith("_crf") and k.removesuffix("_crf") in pseudo]
     for k in crf:
-        delta = pseudo[k]["miou"] - pseudo[k.removesuffix("_crf")]["miou"]
-        lines.append(f"- The dense CRF changes {k.removesuffix('_crf')} pseudo-label mIoU by {delta:+.1f}.")
+        change = delta(pseudo[k.removesuffix("_crf")]["miou"], pseudo[k]["miou"])
+        lines.append(f"- The dense CRF changes {k.removesuffix('_crf')} pseudo-label mIoU by {change}.")
     if seg:
         lines.append(f"- Weak supervision reaches {100 * seg['ratio']:.1f} % of full supervision "
                      "(the best published WSSS methods reach about 90 % on PASCAL VOC).")  # fmt: skip
