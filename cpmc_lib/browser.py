@@ -144,7 +144,7 @@ def check_explorer(page_path: str | Path, chromium: str | None = None) -> dict[s
 
     Returns:
         dict with ``found`` (the kernel-free explorer is on the page), ``states`` (its drawing state
-        after each change: the map, threshold and image shown), ``srcs`` (the mask image after each
+        after each change: the map, threshold and image shown), ``srcs`` (the image, map and mask panels after each
         change), ``scores`` (the score line after each change), ``external`` and ``console``.
     """
     from playwright.sync_api import sync_playwright
@@ -164,7 +164,7 @@ def check_explorer(page_path: str | Path, chromium: str | None = None) -> dict[s
 
             def snap():
                 result["states"].append(root.first.get_attribute("data-state"))
-                result["srcs"].append(page.get_attribute(f"#{uid}-mask", "src"))
+                result["srcs"].append(tuple(page.get_attribute(f"#{uid}-{k}", "src") for k in ("img", "heat", "mask")))
                 result["scores"].append(page.inner_text(f"#{uid}-score"))
 
             snap()
