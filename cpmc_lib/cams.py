@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from . import distributed
 from .cam_methods import CAM_METHODS, CamMethod, joint_group, make_cam_method, make_joint_method
@@ -38,6 +37,7 @@ from .diagnostics import PathologyMeter
 from .io import atomic_write, load_json, save_json
 from .metrics import CamEvaluator
 from .models import load_classifier
+from .progress import tqdm
 from .runtime import pick_device
 from .store import RunStore, method_hash
 from .transforms import eval_transform

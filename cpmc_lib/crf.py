@@ -36,9 +36,9 @@ from typing import Any, TypeVar
 import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
-from tqdm.auto import tqdm
 
 from .config import CrfConfig
+from .progress import tqdm
 
 __all__ = ["crf_labels", "crf_map", "dense_crf", "kernel_params", "parallel_map"]
 

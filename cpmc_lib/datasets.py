@@ -575,7 +575,7 @@ def label_statistics(ds: SegmentationDataset, progress: bool = False) -> dict[st
         ``labels_per_image`` histogram (index = number of classes in the image), and
         ``cooccurrence`` (K-1, K-1): images holding both classes.
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     k = ds.num_classes
     pixels = np.zeros(k, dtype=np.int64)

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from . import distributed
 from .io import save_torch
+from .progress import tqdm
 from .runtime import RANK_SEED_STRIDE, seed_everything
 
 __all__ = ["fit", "load_checkpoint", "poly_lr"]

@@ -2,33 +2,75 @@
 
 Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot``, so nothing is
 registered globally: a notebook shows the returned figure once, and scripts can ``savefig`` it.
+
+Every figure is sized for the book's text column (:data:`COLUMN_IN` inches at the notebook's
+100 dpi, so it is shown at about its own size): at most four image panels a row, titles of
+:data:`TITLE_PT` points, a colour bar beside heat maps and a class legend under masks. Maps on the
+feature grid are upsampled once, bilinearly, like the CAMs the cams stage saves.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .io import IGNORE_INDEX, voc_palette
 
 __all__ = [
+    "COLUMN_IN",
+    "MAX_COLS",
+    "TITLE_PT",
     "colorize",
     "overlay_cam",
+    "class_legend",
+    "median_index",
     "plot_at_a_glance",
     "plot_bars",
     "plot_cam_methods",
     "plot_curves",
+    "plot_deltas",
     "plot_history",
     "plot_image_grid",
     "plot_matrix",
     "plot_regions",
     "plot_samples",
     "to_hwc_uint8",
+    "upsample",
 ]
+
+
+COLUMN_IN = 6.2  # the book's text column, in inches at the notebook's 100 dpi
+MAX_COLS = 4  # image panels per row
+TITLE_PT = 10  # panel titles
+TICK_PT = 9  # tick labels, legends
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width)) if len(text) > width else text
+
+
+def class_legend(fig: Figure, class_names: Sequence[str], classes: Sequence[int]) -> None:
+    """A legend of VOC-palette swatches for ``classes`` (ids into ``class_names``) under the figure."""
+    pal = voc_palette()
+    handles = [Patch(facecolor=pal[c] / 255, edgecolor="0.5", label=class_names[c]) for c in sorted(set(classes))]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=TICK_PT,
+                   title="mask colours", title_fontsize=TICK_PT, frameon=False)  # fmt: skip
+
+
+def _present(masks: Sequence[np.ndarray | torch.Tensor]) -> list[int]:
+    ids: set[int] = set()
+    for m in masks:
+        a = m.cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
+        ids |= {int(v) for v in np.unique(a) if v != IGNORE_INDEX}
+    return sorted(ids)
 
 
 def to_hwc_uint8(img: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -64,29 +106,63 @@ def plot_image_grid(
     rows: Sequence[Sequence[np.ndarray]],
     titles: Sequence[Sequence[str]] | None = None,
     row_labels: Sequence[str] | None = None,
-    size: float = 2.2,
+    size: float | None = None,
     suptitle: str | None = None,
+    colorbar: str | None = None,
+    legend: tuple[Sequence[str], Sequence[int]] | None = None,
+    max_cols: int = MAX_COLS,
 ) -> Figure:
-    """A grid of images: ``rows[r][c]`` is an (H, W, 3) or (H, W) array."""
+    """A grid of images: ``rows[r][c]`` is an (H, W, 3) or (H, W) array (None leaves a cell empty).
+
+    Args:
+        titles: a title per panel.
+        row_labels: a label left of each row.
+        size: panel size in inches (default: the column width shared by the panels of a row).
+        colorbar: label of a jet colour bar for the heat maps (0 to 1), drawn under the grid.
+        legend: ``(class_names, class_ids)``: a legend of the mask colours of those classes.
+        max_cols: rows with more panels continue on the next line (titles and labels follow).
+    """
+    if max(len(r) for r in rows) > max_cols:  # wrap long rows
+        wrapped, wtitles, wlabels = [], [], []
+        for r, row in enumerate(rows):
+            for start in range(0, len(row), max_cols):
+                wrapped.append(list(row[start : start + max_cols]))
+                wtitles.append(list(titles[r][start : start + max_cols]) if titles is not None else [])
+                wlabels.append(row_labels[r] if row_labels is not None and start == 0 else "")
+        rows, titles = wrapped, (wtitles if titles is not None else None)
+        row_labels = wlabels if row_labels is not None else None
     nrows, ncols = len(rows), max(len(r) for r in rows)
-    fig = Figure(figsize=(size * ncols, size * nrows + (0.4 if suptitle else 0)), layout="constrained")
+    label_in = 0.35 if row_labels is not None else 0.0
+    panel = (COLUMN_IN - label_in) / ncols if size is None else min(size, (COLUMN_IN - label_in) / ncols)
+    extra = (0.5 if suptitle else 0) + (0.55 if colorbar else 0) + (0.6 if legend else 0)
+    fig = Figure(figsize=(panel * ncols + label_in, (panel + 0.35) * nrows + extra), layout="constrained")
     axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
+    chars = max(12, int(panel * 72 / (0.55 * TITLE_PT)))  # characters that fit on one title line
     for r in range(nrows):
         for c in range(ncols):
             ax = axes[r, c]
             ax.set_axis_off()
-            if c < len(rows[r]) and rows[r][c] is not None:  # None leaves a cell empty
+            if c < len(rows[r]) and rows[r][c] is not None:
                 im = rows[r][c]
-                ax.imshow(im, cmap="gray" if np.asarray(im).ndim == 2 else None, interpolation="nearest")
+                ax.imshow(im, cmap="gray" if np.asarray(im).ndim == 2 else None, interpolation="bilinear")
                 if titles is not None and c < len(titles[r]):
-                    ax.set_title(titles[r][c], fontsize=8)
-        if row_labels is not None:
+                    ax.set_title(_wrap(titles[r][c], chars), fontsize=TITLE_PT)
+        if row_labels is not None and row_labels[r]:
             axes[r, 0].set_axis_on()
             axes[r, 0].set_xticks([])
             axes[r, 0].set_yticks([])
-            axes[r, 0].set_ylabel(row_labels[r], fontsize=8)
+            for spine in axes[r, 0].spines.values():
+                spine.set_visible(False)
+            axes[r, 0].set_ylabel(row_labels[r], fontsize=TITLE_PT)
+    if colorbar:
+        cb = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), ax=axes.ravel().tolist(),
+                          location="bottom", shrink=0.6, aspect=40, pad=0.02)  # fmt: skip
+        cb.set_label(colorbar, fontsize=TICK_PT)
+        cb.ax.tick_params(labelsize=TICK_PT)
+    if legend:
+        class_legend(fig, *legend)
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(_wrap(suptitle, int(COLUMN_IN * 72 / (0.55 * 11))), fontsize=11)
     return fig
 
 
@@ -108,17 +184,18 @@ def plot_samples(
         keys = (torch.as_tensor(s["label"]).nonzero().flatten() + 1).tolist()
         label = ", ".join(class_names[k] for k in keys)
         row = [to_hwc_uint8(s["img"]), colorize(s["mask"])]
-        title = [f"{s['name']}\nlabel: {label}", "mask (what it is judged on)"]
+        title = [f"{s['name']}: {label}", "mask (judged on)"]
         if has_diag:
             d = np.asarray(s["diag"])
             row.append(diag_colors[d] if diag_colors is not None else d)
             title.append("diagnostics")
         rows.append(row)
         titles.append(title)
-    fig = plot_image_grid(rows, titles, size=2.6)
+    fig = plot_image_grid(rows, titles, legend=(class_names, _present([s["mask"] for s in samples])))
     if diag_colors is not None:
         handles = [Patch(color=diag_colors[c] / 255, label=f"{c}: {n}") for c, n in diag_names.items()]
-        fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=7)
+        fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=TICK_PT,
+                   title="diagnostic colours", title_fontsize=TICK_PT, frameon=False)  # fmt: skip
     return fig
 
 
@@ -135,16 +212,17 @@ def _diag_colors(diag_names: Mapping[int, str]) -> np.ndarray:
 
 def plot_history(history: Sequence[Mapping[str, float]], keys: Sequence[str], title: str = "") -> Figure:
     """Per-epoch curves: one panel per key of the history records (e.g. ``loss``, ``val_mAP``)."""
-    fig = Figure(figsize=(3.4 * len(keys), 2.8), layout="constrained")
+    fig = Figure(figsize=(min(COLUMN_IN, 2.4 * len(keys)), 2.6), layout="constrained")
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
     for ax, key in zip(axes, keys, strict=True):
         ax.plot(epochs, [h.get(key, np.nan) for h in history], marker="o")
-        ax.set_xlabel("epoch")
-        ax.set_title(key)
+        ax.set_xlabel("epoch", fontsize=TICK_PT)
+        ax.set_title(key, fontsize=TITLE_PT)
+        ax.tick_params(labelsize=TICK_PT)
         ax.grid(alpha=0.3)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=11)
     return fig
 
 
@@ -156,20 +234,21 @@ def plot_curves(
     mark_best: bool = True,
 ) -> Figure:
     """Several ``[(x, y), ...]`` curves on one axis, e.g. mIoU against background threshold per method."""
-    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    fig = Figure(figsize=(COLUMN_IN * 0.85, 3.4), layout="constrained")
     ax = fig.subplots()
+    ax.tick_params(labelsize=TICK_PT)
     for name, pts in curves.items():
         xy = np.asarray(pts, dtype=float)
         (line,) = ax.plot(xy[:, 0], xy[:, 1], label=name)
         if mark_best and len(xy):
             b = np.nanargmax(xy[:, 1])
             ax.plot(xy[b, 0], xy[b, 1], "o", color=line.get_color())
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(xlabel, fontsize=TITLE_PT)
+    ax.set_ylabel(ylabel, fontsize=TITLE_PT)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=TICK_PT)
     if title:
-        ax.set_title(title)
+        ax.set_title(_wrap(title, 70), fontsize=TITLE_PT)
     return fig
 
 
@@ -180,17 +259,19 @@ def plot_bars(
     n = len(values)
     x = np.arange(len(labels))
     width = 0.8 / max(n, 1)
-    fig = Figure(figsize=(max(5.5, 0.45 * len(labels) * max(n, 1) + 1.5), 3.4), layout="constrained")
+    fig = Figure(figsize=(COLUMN_IN, 3.4), layout="constrained")
     ax = fig.subplots()
     for i, (name, v) in enumerate(values.items()):
         ax.bar(x + (i - (n - 1) / 2) * width, np.asarray(v, dtype=float), width, label=name)
-    ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel(ylabel)
+    ax.set_xticks(x, labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center",
+                  fontsize=TICK_PT)  # fmt: skip
+    ax.tick_params(axis="y", labelsize=TICK_PT)
+    ax.set_ylabel(ylabel, fontsize=TITLE_PT)
     ax.grid(alpha=0.3, axis="y")
     if n > 1:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=TICK_PT, ncols=min(n, 4), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     if title:
-        ax.set_title(title)
+        ax.set_title(_wrap(title, 70), fontsize=TITLE_PT, pad=22 if n > 1 else 6)
     return fig
 
 
@@ -199,11 +280,12 @@ def plot_matrix(
 ) -> Figure:
     """A labelled square matrix as a heat map with its values written in the cells."""
     m = np.asarray(matrix)
-    fig = Figure(figsize=(0.5 * len(labels) + 2.5, 0.5 * len(labels) + 2), layout="constrained")
+    side = min(COLUMN_IN, 0.45 * len(labels) + 2.2)
+    fig = Figure(figsize=(side, side * 0.85), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=TICK_PT)
+    ax.set_yticks(range(len(labels)), labels, fontsize=TICK_PT)
     for (i, j), v in np.ndenumerate(m):
         ax.text(
             j,
@@ -211,12 +293,12 @@ def plot_matrix(
             format(v, fmt),
             ha="center",
             va="center",
-            fontsize=6,
+            fontsize=7,
             color="white" if v > m.max() / 2 else "black",
         )
-    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=TICK_PT)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=TITLE_PT)
     return fig
 
 
@@ -226,42 +308,43 @@ def plot_cam_methods(
     class_names: Sequence[str],
     thresholds: Mapping[str, float] | None = None,
 ) -> Figure:
-    """Rows of images: the image with its mask, then each method's map (max over the image's classes).
+    """One column per image (at most four): the image, its mask, then each method's map (max over
+    the image's classes) and, with ``thresholds``, the mask it becomes.
 
     Args:
         samples: dataset items with ``img`` (3, H, W) uint8, ``mask`` (H, W), ``name``.
         maps: method -> per-sample saved maps ``{"keys": (k,), "cam": (k, H, W)}``
             (:func:`cpmc_lib.cams.load_cams`).
-        thresholds: method -> background threshold; when given, a second row per image shows the
-            method's predicted mask at that threshold.
+        class_names: K names, for the mask legend.
+        thresholds: method -> background threshold; when given, a row per method shows its mask.
     """
     from .metrics import cam_to_mask
 
-    rows, titles = [], []
-    for i, s in enumerate(samples):
-        img = to_hwc_uint8(s["img"])
-        row, title = [img, colorize(s["mask"])], [s["name"], "ground truth"]
-        pred_row, pred_title = [None, None], ["", ""]
-        for method, per_sample in maps.items():
-            cam = np.asarray(per_sample[i]["cam"], dtype=np.float32)
-            row.append(overlay_cam(img, cam.max(0) if len(cam) else np.zeros(img.shape[:2])))
-            title.append(method)
-            if thresholds is not None:
-                t = thresholds[method]
-                pred = cam_to_mask(cam, per_sample[i]["keys"], t)
-                pred_row.append(colorize(np.asarray(pred)))
-                pred_title.append(f"{method} @ {t:.2f}")
-        rows.append(row)
-        titles.append(title)
+    samples = list(samples)[:MAX_COLS]
+    imgs = [to_hwc_uint8(s["img"]) for s in samples]
+    rows, labels, titles = [imgs, [colorize(s["mask"]) for s in samples]], ["image", "ground truth"], []
+    titles = [[s["name"] for s in samples], [""] * len(samples)]
+    masks = [s["mask"] for s in samples]
+    for method, per_sample in maps.items():
+        cams = [np.asarray(per_sample[i]["cam"], dtype=np.float32) for i in range(len(samples))]
+        rows.append([overlay_cam(img, c.max(0) if len(c) else np.zeros(img.shape[:2])) for img, c in zip(imgs, cams, strict=True)])
+        labels.append(f"{method} map")
+        titles.append([""] * len(samples))
         if thresholds is not None:
-            rows.append(pred_row)
-            titles.append(pred_title)
-    return plot_image_grid(rows, titles, size=2.0)
+            t = thresholds[method]
+            preds = [np.asarray(cam_to_mask(c, per_sample[i]["keys"], t)) for i, c in enumerate(cams)]
+            masks += preds
+            rows.append([colorize(m) for m in preds])
+            labels.append(f"{method} @ {t:.2f}")
+            titles.append([""] * len(samples))
+    return plot_image_grid(rows, titles, row_labels=labels, colorbar="map value (max over the image's classes)",
+                           legend=(class_names, _present(masks)))  # fmt: skip
 
 
-def _upsample(x: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """A grid map (h, w) to image size, nearest neighbour (cells stay visible)."""
-    return torch.nn.functional.interpolate(x[None, None].float(), size=size, mode="nearest")[0, 0].numpy()
+def upsample(x: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """A map on the feature grid (h, w) to image size (H, W), bilinear (the cams stage's upsampling)."""
+    up = torch.nn.functional.interpolate(x[None, None].float(), size=size, mode="bilinear", align_corners=False)
+    return up[0, 0].numpy()
 
 
 def _mask_overlay(
@@ -272,54 +355,129 @@ def _mask_overlay(
     return out.round().astype(np.uint8)
 
 
+def _regions(img: np.ndarray, steps: Mapping[str, torch.Tensor], i: int, which=("fn", "fp")) -> np.ndarray:
+    """The FN (green) and FP (red) regions of image ``i`` over it (grid cells upsampled bilinearly, > 0.5)."""
+    out = img
+    for k, colour in (("fn", (0, 200, 0)), ("fp", (230, 0, 0))):
+        if k in which:
+            out = _mask_overlay(out, upsample(steps[k][i, 1:].any(0), img.shape[:2]) > 0.5, colour)
+    return out
+
+
 def plot_regions(
-    samples: Sequence[Mapping], steps: Mapping[str, torch.Tensor], indices: Sequence[int]
+    samples: Sequence[Mapping],
+    steps: Mapping[str, torch.Tensor],
+    indices: Sequence[int],
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
-    """CPMC's intermediate maps on a few images: prototype CAM, FN / FP regions, calibrated map.
+    """CPMC's intermediate maps, one column per image (at most four): the image, its mask, the
+    prototype CAM, the FN (green) and FP (red) regions and the calibrated map.
 
     Args:
         samples: dataset items (``img`` uint8 (3, H, W), ``mask``, ``name``).
-        steps: :meth:`cpmc_lib.widgets.Explorer.steps`'s dict ((N, K, h, w) maps and region masks).
-        indices: which samples to draw.
+        steps: :meth:`cpmc_lib.explorer.Explorer.steps`'s dict ((N, K, h, w) maps and region masks).
+        indices: which samples to draw (the first four).
+        class_names: K names, for the mask legend.
     """
-    rows, titles = [], []
-    for i in indices:
-        img = to_hwc_uint8(samples[i]["img"])
-        proto, cpmc = (_upsample(steps[k][i, 1:].amax(0), img.shape[:2]) for k in ("proto", "cpmc"))
-        fn, fp = (_upsample(steps[k][i, 1:].any(0), img.shape[:2]) > 0 for k in ("fn", "fp"))
-        rows.append([
-            img, colorize(samples[i]["mask"]), overlay_cam(img, proto),
-            _mask_overlay(img, fn, (0, 200, 0)), _mask_overlay(img, fp, (230, 0, 0)), overlay_cam(img, cpmc),
-        ])  # fmt: skip
-        titles.append([samples[i]["name"], "ground truth", "prototype CAM", "FN region (green)",
-                       "FP region (red)", "CPMC"])  # fmt: skip
-    return plot_image_grid(rows, titles, size=2.1)
+    indices = list(indices)[:MAX_COLS]
+    imgs = {i: to_hwc_uint8(samples[i]["img"]) for i in indices}
+    up = {k: {i: upsample(steps[k][i, 1:].amax(0), imgs[i].shape[:2]) for i in indices} for k in ("proto", "cpmc")}
+    rows = [
+        [imgs[i] for i in indices],
+        [colorize(samples[i]["mask"]) for i in indices],
+        [overlay_cam(imgs[i], up["proto"][i]) for i in indices],
+        [_regions(imgs[i], steps, i) for i in indices],
+        [overlay_cam(imgs[i], up["cpmc"][i]) for i in indices],
+    ]
+    titles = [[samples[i]["name"] for i in indices]] + [[""] * len(indices)] * 4
+    labels = ["image", "ground truth", "prototype CAM", "FN green / FP red", "CPMC"]
+    legend = (class_names, _present([samples[i]["mask"] for i in indices])) if class_names else None
+    return plot_image_grid(rows, titles, row_labels=labels, colorbar="map value", legend=legend)
+
+
+def median_index(gains: Sequence[float]) -> int:
+    """The index of the median of ``gains`` (the lower median for an even count; NaN last).
+
+    Example:
+        >>> median_index([5.0, -1.0, 2.0, 9.0])
+        2
+    """
+    g = np.asarray(gains, dtype=float)
+    order = np.argsort(np.where(np.isnan(g), np.inf, g), kind="stable")
+    n = int((~np.isnan(g)).sum())
+    if n == 0:
+        raise ValueError("median_index: no finite gain")
+    return int(order[(n - 1) // 2])
 
 
 def plot_at_a_glance(
-    samples: Sequence[Mapping], steps: Mapping[str, torch.Tensor], index: int | None = None
+    samples: Sequence[Mapping],
+    steps: Mapping[str, torch.Tensor],
+    index: int = 0,
+    pred: np.ndarray | None = None,
+    pred_title: str = "CPMC mask",
+    class_names: Sequence[str] | None = None,
+    note: str = "",
 ) -> Figure:
     """CPMC on one image, step by step: the figure that explains the method at a glance.
 
     Args:
         samples: dataset items (``img`` uint8 (3, H, W), ``mask``, ``name``).
-        steps: :meth:`cpmc_lib.widgets.Explorer.steps`'s dict ((N, K, h, w) maps and region masks).
-        index: the sample to draw; by default the one whose FN and FP regions are largest, so both
-            calibration steps have something to show.
+        steps: :meth:`cpmc_lib.explorer.Explorer.steps`'s dict ((N, K, h, w) maps and region masks).
+        index: the sample to draw, chosen by the caller's stated rule (e.g. :func:`median_index` of
+            the per-image IoU gains), never by how good the figure looks.
+        pred: when given, a last panel shows this (H, W) mask (e.g. CPMC's, at its threshold).
+        pred_title: that panel's title.
+        class_names: K names, for the mask legend.
+        note: a line under the title (e.g. the rule and the image's measured gain).
     """
-    if index is None:
-        region = steps["fn"][:, 1:].flatten(1).sum(1) + steps["fp"][:, 1:].flatten(1).sum(1)
-        index = int(region.argmax())
     img = to_hwc_uint8(samples[index]["img"])
-    up = {
-        k: _upsample(steps[k][index, 1:].amax(0), img.shape[:2]) for k in ("cam", "refined", "proto", "cpmc")
-    }
-    fn, fp = (_upsample(steps[k][index, 1:].any(0), img.shape[:2]) > 0 for k in ("fn", "fp"))
-    regions = _mask_overlay(_mask_overlay(img, fn, (0, 200, 0)), fp, (230, 0, 0))
+    key = {k: steps[k][index : index + 1, 1:] for k in ("cam", "refined", "proto", "cpmc")}
+    up = {k: upsample(v[0].amax(0), img.shape[:2]) for k, v in key.items()}
     row = [img, overlay_cam(img, up["cam"]), overlay_cam(img, up["refined"]), overlay_cam(img, up["proto"]),
-           regions, overlay_cam(img, up["cpmc"]), colorize(samples[index]["mask"])]  # fmt: skip
+           _regions(img, steps, index), overlay_cam(img, up["cpmc"]), colorize(samples[index]["mask"])]  # fmt: skip
     titles = ["image", "1 classifier CAM", "2 refined by context", "3 prototype CAM",
               "4 FN (green) / FP (red)", "5 CPMC", "ground truth"]  # fmt: skip
-    return plot_image_grid([row], [titles], size=2.0,
-                           suptitle=f"CPMC at a glance ({samples[index]['name']}): the prototype CAM (3) is calibrated "
-                           "by local prototypes from where it disagrees with the refined CAM (4)")  # fmt: skip
+    masks = [samples[index]["mask"]]
+    if pred is not None:
+        masks.append(pred)
+        row.append(colorize(pred))
+        titles.append(pred_title)
+    legend = (class_names, _present(masks)) if class_names else None
+    title = f"CPMC at a glance: {samples[index]['name']}" + (f" ({note})" if note else "")
+    return plot_image_grid([row], [titles], suptitle=title, colorbar="map value", legend=legend)
+
+
+def plot_deltas(
+    rows: Sequence[Mapping], reference: str, title: str = "", key: str = "miou", folds: str = "miou_folds"
+) -> Figure:
+    """Each variant's difference to a reference row, with its spread over image subsets.
+
+    Args:
+        rows: :meth:`cpmc_lib.explorer.Explorer.ablation` rows (``variant``, ``miou``, ``miou_folds``).
+        reference: the variant every other row is compared with.
+        title: the axis title.
+
+    Returns:
+        A horizontal bar chart of ``miou - miou[reference]`` per variant, with error bars of one
+        standard deviation of the per-subset differences (when ``miou_folds`` is present).
+    """
+    by = {r["variant"]: r for r in rows}
+    ref = by[reference]
+    others = [r for r in rows if r["variant"] != reference]
+    delta = np.array([r[key] - ref[key] for r in others])
+    spread = None
+    if all(folds in r for r in rows):
+        spread = np.array([np.std(np.subtract(r[folds], ref[folds]), ddof=1) for r in others])
+    fig = Figure(figsize=(COLUMN_IN, 0.38 * len(others) + 1.2), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(others))[::-1]
+    ax.barh(y, delta, xerr=spread, color=["tab:green" if d > 0 else "tab:red" for d in delta], capsize=3)
+    ax.axvline(0, color="0.3", lw=0.8)
+    ax.set_yticks(y, [r["variant"] for r in others], fontsize=TICK_PT)
+    ax.tick_params(axis="x", labelsize=TICK_PT)
+    ax.set_xlabel(f"mIoU difference to {reference} (points)", fontsize=TITLE_PT)
+    ax.grid(alpha=0.3, axis="x")
+    if title:
+        ax.set_title(_wrap(title, 70), fontsize=TITLE_PT)
+    return fig

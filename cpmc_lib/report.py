@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ablation_verdict", "fmt", "headline", "markdown_table", "method_table"]
+__all__ = ["ablation_verdict", "compare", "delta", "direction", "fmt", "headline", "markdown_table", "method_table"]
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -20,6 +20,73 @@ def fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def direction(
+    delta: float,
+    up: str = "raises",
+    down: str = "lowers",
+    flat: str = "leaves unchanged",
+    tol: float = 0.0,
+    digits: int | None = None,
+) -> str:
+    """The verb a sentence needs for a measured change, so prose cannot contradict its number.
+
+    Args:
+        delta: the measured change (after minus before).
+        up, down: the verbs for a rise and for a fall.
+        flat: the phrase for a change within ``tol`` (and for NaN).
+        tol: changes with ``|delta| <= tol`` count as no change.
+        digits: the decimals the numbers are printed with: a change below half a printed unit
+            counts as no change too, so "raises" never sits beside two equal printed numbers.
+
+    Example:
+        >>> f"calibration {direction(0.20 - 0.12)} context activation"
+        'calibration raises context activation'
+        >>> direction(-1.5, up="helps", down="hurts", tol=0.5)
+        'hurts'
+    """
+    if isinstance(delta, float) and math.isnan(delta):
+        return flat
+    if digits is not None:
+        tol = max(tol, 0.5 * 10.0**-digits)
+    if delta > tol:
+        return up
+    if delta < -tol:
+        return down
+    return flat
+
+
+def compare(
+    before: float,
+    after: float,
+    digits: int = 1,
+    up: str = "raises",
+    down: str = "lowers",
+    flat: str = "leaves unchanged",
+) -> str:
+    """The verb for a change from ``before`` to ``after`` as the reader sees it, printed with ``digits`` decimals.
+
+    Two numbers that print the same are "unchanged"; otherwise the sign of the printed difference
+    decides, so the verb always agrees with the numbers beside it.
+
+    Example:
+        >>> compare(0.12, 0.20, digits=2)
+        'raises'
+        >>> compare(7.52, 7.48, digits=1)
+        'leaves unchanged'
+    """
+    return direction(round(after, digits) - round(before, digits), up, down, flat, digits=digits)
+
+
+def delta(before: float, after: float, digits: int = 1) -> str:
+    """The signed difference of two numbers as printed with ``digits`` decimals (``8.84 -> 8.86`` is ``+0.1``).
+
+    Example:
+        >>> delta(8.84, 8.86)
+        '+0.1'
+    """
+    return f"{round(after, digits) - round(before, digits):+.{digits}f}"
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], digits: int = 1) -> str:
     """Rows of dicts as a Markdown table with the given columns (missing values as an en dash)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -29,7 +96,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], di
 
 
 def method_table(results: Mapping[str, Mapping[str, Any]], pathology: bool = True) -> str:
-    """CAM results per method: mIoU, best threshold, precision, recall (and the diagnostics).
+    """CAM results per method: mIoU, best threshold, precision, recall, then (a second table) the diagnostics.
 
     Args:
         results: method -> the dict :func:`cpmc_lib.cams.run` returns.
@@ -63,7 +130,13 @@ def method_table(results: Mapping[str, Mapping[str, Any]], pathology: bool = Tru
         for k in row:
             if k not in columns:
                 columns.append(k)
-    return markdown_table(rows, columns, digits=1)
+    main = [c for c in columns if c in ("method", "mIoU", "threshold", "precision", "recall")]
+    diag = ["method", *[c for c in columns if c not in main]]
+    if len(diag) == 1:
+        return markdown_table(rows, columns, digits=1)
+    # Two narrow tables rather than one that overflows the book's column.
+    return (markdown_table(rows, main, digits=1) + "\n\n*Where the maps fail, by the diagnostic masks (recall in %, "
+            "mean activation in [0, 1]):*\n\n" + markdown_table(rows, diag, digits=1))  # fmt: skip
 
 
 def _effect(delta: float, tol: float) -> str:
@@ -75,7 +148,7 @@ def _effect(delta: float, tol: float) -> str:
 
 
 def ablation_verdict(miou: Mapping[str, float], tol: float = 0.5) -> str:
-    """One sentence per component from an ablation's mIoU by row name (rows of ``widgets.ABLATION``).
+    """One sentence per component from an ablation's mIoU by row name (rows of ``explorer.ABLATION``).
 
     A change within ``tol`` points is reported as no effect; a loss is reported as such.
     """
@@ -137,12 +210,12 @@ def headline(metrics: Mapping[str, Any]) -> str:
     cams = metrics.get("cams", {})
     if {"cam", "proto", "cpmc"} <= set(cams):
         cam, proto, cpmc = (cams[k]["miou"] for k in ("cam", "proto", "cpmc"))
-        lines.append(f"- CPMC scores {cpmc - cam:+.1f} mIoU over the classifier CAM and {cpmc - proto:+.1f} over "
+        lines.append(f"- CPMC scores {delta(cam, cpmc)} mIoU over the classifier CAM and {delta(proto, cpmc)} over "
                      "the prototype CAM it calibrates.")  # fmt: skip
     crf = [k for k in pseudo if k.endswith("_crf") and k.removesuffix("_crf") in pseudo]
     for k in crf:
-        delta = pseudo[k]["miou"] - pseudo[k.removesuffix("_crf")]["miou"]
-        lines.append(f"- The dense CRF changes {k.removesuffix('_crf')} pseudo-label mIoU by {delta:+.1f}.")
+        change = delta(pseudo[k.removesuffix("_crf")]["miou"], pseudo[k]["miou"])
+        lines.append(f"- The dense CRF changes {k.removesuffix('_crf')} pseudo-label mIoU by {change}.")
     if seg:
         lines.append(f"- Weak supervision reaches {100 * seg['ratio']:.1f} % of full supervision "
                      "(the best published WSSS methods reach about 90 % on PASCAL VOC).")  # fmt: skip

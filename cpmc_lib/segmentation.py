@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
-from tqdm.auto import tqdm
 
 from . import distributed
 from .config import Config, CrfConfig, SegmentationConfig
@@ -49,6 +48,7 @@ from .engine import fit, poly_lr
 from .io import IGNORE_INDEX, read_mask_png, save_json, save_torch
 from .metrics import ConfusionMeter
 from .models import SegNet, build_segnet, load_state_checked
+from .progress import tqdm
 from .runtime import channels_last, loader_options, pick_device, seed_everything, to_device, worker_init_fn
 from .store import RunStore
 from .transforms import denormalize, eval_transform, train_transform

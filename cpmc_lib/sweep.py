@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tqdm.auto import tqdm
 
 from .io import atomic_write, load_json, save_json
+from .progress import tqdm
 
 __all__ = ["Point", "Sweep", "flatten", "load_results", "load_sweep", "run_sweep"]
 

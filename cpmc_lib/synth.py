@@ -86,10 +86,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from .config import SynthConfig
 from .io import IGNORE_INDEX, atomic_write, load_json, save_json, save_mask_png
+from .progress import tqdm
 
 __all__ = [
     "ATYPICAL",

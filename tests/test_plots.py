@@ -42,19 +42,47 @@ def test_figures_have_expected_panels():
     assert len(fig.axes[0].patches) == 4
 
 
-def test_at_a_glance_picks_the_image_with_calibration_regions():
+def test_at_a_glance_draws_the_chosen_image_with_its_mask():
     samples = [
         {
             "name": n,
             "img": torch.zeros(3, 8, 8, dtype=torch.uint8),
             "mask": torch.zeros(8, 8, dtype=torch.int64),
         }
-        for n in ("quiet", "busy")
+        for n in ("first", "second")
     ]
     maps = torch.rand(2, 3, 4, 4)
     fn, fp = torch.zeros(2, 3, 4, 4, dtype=torch.bool), torch.zeros(2, 3, 4, 4, dtype=torch.bool)
-    fn[1, 1, :2], fp[1, 0] = True, True  # image 1 has an FN region; its background channel does not count
     steps = {"cam": maps, "refined": maps, "proto": maps, "cpmc": maps, "fn": fn, "fp": fp}
-    fig = plots.plot_at_a_glance(samples, steps)
-    assert len(fig.axes) == 7 and "busy" in fig.get_suptitle()
-    assert "quiet" in plots.plot_at_a_glance(samples, steps, index=0).get_suptitle()
+    fig = plots.plot_at_a_glance(samples, steps, index=1, pred=np.ones((8, 8), np.int64), pred_title="CPMC mask @ 0.30",
+                                 class_names=["bg", "a", "b"], note="x")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "second" in fig.get_suptitle() and "CPMC mask @ 0.30" in titles
+    # at most four panels a row: 8 panels in two rows, plus the colour bar
+    assert sum(1 for ax in fig.axes if ax.images) == 8 and len(fig.legends) == 1
+
+
+def test_median_index_is_the_median_gain():
+    assert plots.median_index([5.0, -1.0, 2.0, 9.0, 0.0]) == 2
+    assert plots.median_index([float("nan"), 3.0, 1.0]) == 2
+
+
+def test_image_grids_wrap_to_four_panels_and_keep_titles_readable():
+    img = np.zeros((8, 8, 3), np.uint8)
+    fig = plots.plot_image_grid([[img] * 6], [[f"t{i}" for i in range(6)]], colorbar="value")
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 6
+    assert len({round(ax.get_position().y0, 3) for ax in panels}) == 2  # two rows
+    assert fig.get_figwidth() <= plots.COLUMN_IN + 1e-6
+    assert all(ax.title.get_fontsize() >= 9 for ax in panels)
+
+
+def test_deltas_are_drawn_against_the_reference_with_spread():
+    rows = [
+        {"variant": "ref", "miou": 50.0, "miou_folds": [49.0, 51.0, 50.0]},
+        {"variant": "better", "miou": 53.0, "miou_folds": [52.0, 54.0, 53.0]},
+        {"variant": "worse", "miou": 48.0, "miou_folds": [47.0, 50.0, 47.0]},
+    ]
+    fig = plots.plot_deltas(rows, "ref")
+    widths = sorted(round(p.get_width(), 6) for p in fig.axes[0].patches)
+    assert widths == [-2.0, 3.0]

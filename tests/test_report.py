@@ -21,11 +21,15 @@ def test_method_table_includes_diagnostics():
         },
         "gradcam": {"miou": 35.0, "threshold": 0.25, "precision": 55.0, "recall": 45.0},
     }
-    table = method_table(res)
-    header, _, cam, grad = table.splitlines()
-    assert "body recall" in header and "context act." in header
-    assert cam.startswith("| cam | 40.0 | 0.30 | 60.0 | 50.0 | 30.0 | 80.0 |") and "0.46" in cam
-    assert grad.startswith("| gradcam | 35.0 | 0.25 |")
+    main, diag = method_table(res).split("\n\n*Where the maps fail")
+    header, _, cam, grad = main.splitlines()
+    assert header == "| method | mIoU | threshold | precision | recall |"
+    assert cam == "| cam | 40.0 | 0.30 | 60.0 | 50.0 |" and grad.startswith("| gradcam | 35.0 | 0.25 |")
+    dheader, _, dcam, dgrad = diag.split("\n\n")[1].splitlines()
+    assert "body recall" in dheader and "context act." in dheader
+    assert dcam.startswith("| cam | 30.0 | 80.0 |") and "0.46" in dcam and dgrad.startswith("| gradcam | – |")
+    # without diagnostics: one table
+    assert "\n\n" not in method_table(res, pathology=False)
 
 
 def test_ablation_verdict_reports_help_and_harm():
@@ -58,3 +62,22 @@ def test_headline_summarises_every_stage_of_a_metrics_file():
     # a run that stopped at the CAM stage has no pseudo or segmentation lines
     short = headline({"cams": metrics["cams"]})
     assert "pseudo" not in short and "full supervision" not in short
+
+
+def test_direction_follows_the_sign():
+    from cpmc_lib.report import direction
+
+    assert direction(0.08) == "raises" and direction(-0.08) == "lowers" and direction(0.0) == "leaves unchanged"
+    assert direction(0.3, up="helps", down="hurts", flat="does nothing", tol=0.5) == "does nothing"
+    assert direction(-0.6, up="helps", down="hurts", tol=0.5) == "hurts"
+    assert direction(float("nan")) == "leaves unchanged"
+    assert direction(0.004, digits=2) == "leaves unchanged" and direction(0.02, digits=1) == "leaves unchanged"
+    assert direction(0.06, digits=1) == "raises"
+
+
+def test_compare_follows_the_printed_numbers():
+    from cpmc_lib.report import compare
+
+    assert compare(0.14, 0.16, digits=1) == "raises"  # prints 0.1 -> 0.2
+    assert compare(7.52, 7.48, digits=1) == "leaves unchanged"  # prints 7.5 -> 7.5
+    assert compare(80.3, 73.9, up="helps", down="hurts") == "hurts"

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-__all__ = ["INSTALL_HINT", "PageReport", "check_book", "find_chromium", "require_chromium"]
+__all__ = [
+    "INSTALL_HINT",
+    "PageReport",
+    "check_book",
+    "check_explorer",
+    "find_chromium",
+    "require_chromium",
+    "watch_offline",
+]
 
 _CANDIDATES = (
     "/usr/lib/chromium/chromium-headless-shell",
@@ -25,7 +33,8 @@ _CANDIDATES = (
 INSTALL_HINT = "as root: apt-get install chromium-headless-shell (make test does this)"
 # Flags that keep Chromium off the network and quiet in a sandbox-less container.
 _ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+         "--disable-sync", "--no-first-run", "--disable-quic",
+         "--host-resolver-rules=MAP * ~NOTFOUND"]  # fmt: skip  # no name resolves: offline
 
 
 def find_chromium() -> str | None:
@@ -62,6 +71,8 @@ class PageReport:
     dead_links: list[str] = field(default_factory=list)
     math: int = 0
     screenshot: str = ""
+    external: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
 
 
 def check_book(
@@ -85,8 +96,11 @@ def check_book(
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        seen = watch_offline(page)
         for rel in pages:
             rep = PageReport(rel)
+            seen["external"].clear()
+            seen["console"].clear()
             path = html_dir / rel
             page.goto(path.as_uri(), wait_until="load")
             page.wait_for_timeout(300)  # let MathJax typeset (and a redirect such as index.html land)
@@ -112,6 +126,81 @@ def check_book(
             shot = shots / (rel.replace("/", "_").removesuffix(".html") + ".png")
             page.screenshot(path=str(shot), full_page=True, timeout=120_000)  # long pages, busy CPUs
             rep.screenshot = str(shot)
+            rep.external = [*seen["external"], *external_sources(page)]
+            rep.console_errors = list(seen["console"])
             reports.append(rep)
         browser.close()
     return reports
+
+
+def watch_offline(page) -> dict[str, list[str]]:
+    """Keep a Playwright page off the network and record what it tried.
+
+    Every request that is not ``file:``/``data:``/``blob:``/``about:`` is aborted and listed in
+    ``["external"]``; console errors and uncaught exceptions go to ``["console"]``.
+    """
+    seen: dict[str, list[str]] = {"external": [], "console": []}
+
+    def route(r):
+        url = r.request.url
+        if url.split(":", 1)[0] in ("file", "data", "blob", "about"):
+            r.continue_()
+        else:
+            seen["external"].append(url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("console", lambda msg: seen["console"].append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: seen["console"].append(str(exc)))
+    return seen
+
+
+def external_sources(page) -> list[str]:
+    """``src``/``href`` of the page's scripts, stylesheets and images that point outside the book (http, https, //)."""
+    return page.eval_on_selector_all(
+        "script[src], link[rel=stylesheet][href], link[rel=preload][href], img[src], iframe[src]",
+        """els => els.map(e => e.getAttribute('src') || e.getAttribute('href'))
+                    .filter(u => /^(https?:)?\\/\\//i.test(u))""",
+    )
+
+
+def check_explorer(page_path: str | Path, chromium: str | None = None) -> dict[str, object]:
+    """Open the explorer chapter offline and turn its controls, as a reader without a kernel would.
+
+    Returns:
+        dict with ``found`` (the kernel-free explorer is on the page), ``states`` (its drawing state
+        after each change: the map, threshold and image shown), ``srcs`` (the image, map and mask panels after each
+        change), ``scores`` (the score line after each change), ``external`` and ``console``.
+    """
+    from playwright.sync_api import sync_playwright
+
+    exe = chromium or find_chromium()
+    if exe is None:
+        raise FileNotFoundError("no headless Chromium: apt-get install chromium-headless-shell")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        seen = watch_offline(page)
+        page.goto(Path(page_path).resolve().as_uri(), wait_until="load")
+        root = page.locator("[data-cpmc-explorer]")
+        result: dict[str, object] = {"found": root.count() > 0, "states": [], "srcs": [], "scores": []}
+        if result["found"]:
+            uid = root.first.get_attribute("id")
+
+            def snap():
+                result["states"].append(root.first.get_attribute("data-state"))
+                result["srcs"].append(tuple(page.get_attribute(f"#{uid}-{k}", "src") for k in ("img", "heat", "mask")))
+                result["scores"].append(page.inner_text(f"#{uid}-score"))
+
+            snap()
+            page.fill(f"#{uid}-threshold", "0")  # the threshold slider to its lowest value
+            page.dispatch_event(f"#{uid}-threshold", "input")
+            snap()
+            page.check(f"input[name='{uid}-method'][value='cam']")  # another map
+            snap()
+            page.select_option(f"#{uid}-image", index=1)  # another image
+            snap()
+        result["external"] = [*seen["external"], *external_sources(page)]
+        result["console"] = list(seen["console"])
+        browser.close()
+    return result

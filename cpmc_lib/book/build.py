@@ -24,6 +24,8 @@ of the build and named in the output, so the book always builds from what exists
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -40,6 +42,7 @@ __all__ = [
     "build_book",
     "execute_alone",
     "execute_notebook",
+    "hide_injected_parameters",
     "rerun_command",
     "toc_files",
 ]
@@ -124,19 +127,64 @@ def execute_notebook(src: Path, dst: Path, parameters: dict, cwd: Path = ROOT, r
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    from ..progress import PLAIN_ENV
+
     t0 = time.perf_counter()
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
-        pm.execute_notebook(
-            str(src), str(dst), parameters=parameters, cwd=str(cwd), kernel_name="python3", progress_bar=False
-        )
+        with _environ(**{PLAIN_ENV: "1"}):  # plain-text progress: no widget outputs in the saved notebook
+            pm.execute_notebook(
+                str(src), str(dst), parameters=parameters, cwd=str(cwd), kernel_name="python3", progress_bar=False
+            )
     except PapermillExecutionError as e:
         shown = src.relative_to(cwd) if src.is_relative_to(cwd) else src
         raise BookBuildError(
             f"{shown} failed in {_failed_cell(src, e)}: {e.ename}: {e.evalue}. "
             f"Its output up to the error: {dst}." + (f" Rerun it alone: {rerun}" if rerun else "")
         ) from None
+    hide_injected_parameters(dst)
     return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    """Set environment variables for the kernels started inside the block, then restore them."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def hide_injected_parameters(path: Path) -> None:
+    """Hide papermill's injected "Parameters" cell of an executed notebook; show its values in one line.
+
+    The injected cell repeats the chapter's own parameters cell with the build's values. It gets
+    jupyter-book's ``remove-cell`` tag, and a Markdown cell after it states the values the chapter
+    ran with (``config_path = "configs/quick.yaml"; overrides = []``). Rewrites ``path`` atomically.
+    """
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(nb["cells"]):
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+            src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            values = [line.strip() for line in src.splitlines() if line.strip() and not line.startswith("#")]
+            text = "; ".join(f"`{v}`" for v in values)
+            note = {"cell_type": "markdown", "metadata": {"tags": ["run-parameters"]},
+                    "source": f"*This page ran with* {text}."}  # fmt: skip
+            if "id" in cell:
+                note["id"] = f"{cell['id']}-values"
+            nb["cells"].insert(i + 1, note)
+            break
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False))
+    os.replace(tmp, path)
 
 
 def _run_jupyter_book(book_dir: Path) -> None:

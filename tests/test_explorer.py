@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from cpmc_lib.explorer import METHODS, Explorer
 from cpmc_lib.store import RunStore
-from cpmc_lib.widgets import METHODS, Explorer
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,35 @@ def test_static_summary_has_every_method(explorer):
 
 
 def test_ablation_rows_use_best_thresholds(explorer):
-    from cpmc_lib.widgets import ABLATION
+    from cpmc_lib.explorer import ABLATION
 
     rows = explorer.ablation({k: ABLATION[k] for k in ("classifier CAM", "+ FP local prototypes")})
     assert [r["variant"] for r in rows] == ["classifier CAM", "+ FP local prototypes"]
     direct = explorer.score(explorer.maps("cam"))
     assert rows[0]["miou"] == direct["miou"] and 0 < rows[0]["threshold"] < 1
+
+
+def test_kernel_free_explorer_precomputes_every_setting(explorer):
+    data = explorer.grid(images=(0, 1), thresholds=(0.2, 0.5))
+    keys = {"cam|", "refined|", "proto|", "cpmc|FN + FP", "cpmc|FN only", "cpmc|FP only", "cpmc|neither"}
+    assert set(data["score"]) == keys == set(data["mask"])
+    assert all(len(data["mask"][k]) == 2 and len(data["mask"][k][0]) == 2 for k in keys)
+    assert data["mask"]["cam|"][0][0].startswith("data:image/png;base64,")
+    # the same numbers as the live explorer at that threshold
+    direct = explorer.score(explorer.maps("cam"), 0.5)
+    assert data["score"]["cam|"][1]["miou"] == round(direct["miou"], 1)
+    # switching the local prototypes off gives the prototype CAM (scores agree)
+    assert data["score"]["cpmc|neither"] == data["score"]["proto|"]
+    page = explorer.html(data, uid="t1")
+    assert 'id="t1-threshold"' in page and "<script" in page
+    assert "src=\"http" not in page and "require" not in page  # nothing to fetch
+
+
+def test_ablation_folds_split_the_cached_images(explorer):
+    rows = explorer.ablation({"classifier CAM": ("cam", {})}, folds=3)
+    assert len(rows[0]["miou_folds"]) == 3 and all(0 <= m <= 100 for m in rows[0]["miou_folds"])
+
+
+def test_image_scores_per_image(explorer):
+    scores = explorer.image_scores(explorer.maps("cpmc"), 0.3)
+    assert len(scores) == 6 and all(0 <= s["miou"] <= 100 for s in scores)
