@@ -32,7 +32,8 @@ from cpmc_lib.config import load_config
 from cpmc_lib.cpmc import cpmc_maps, foreground_maps
 from cpmc_lib.datasets import build_dataset
 from cpmc_lib.diagnostics import PathologyMeter
-from cpmc_lib.metrics import CamEvaluator
+from cpmc_lib.metrics import CamEvaluator, ConfusionMeter, cam_to_mask
+from cpmc_lib.pseudo import image_threshold
 from cpmc_lib.models import load_classifier
 from cpmc_lib.refinement import classifier_cam, context_features, pixel_affinity, refine_with_context
 from cpmc_lib.store import RunStore
@@ -215,8 +216,11 @@ def _fuse(m: torch.Tensor, b: int, label: torch.Tensor, cache: dict) -> torch.Te
     return normalize_cams(m, label)
 
 
-def evaluate(cache: dict, cfg, which: str, num_classes: int, step: float, chunk: int = 100) -> dict:
-    """mIoU at the best threshold plus pathology diagnostics there."""
+def evaluate(
+    cache: dict, cfg, which: str, num_classes: int, step: float, chunk: int = 100, fixed: float = 0.45
+) -> dict:
+    """mIoU at the best threshold (an oracle view) plus pathology diagnostics there, and mIoU at the
+    ground-truth-free decisions: Otsu per image (with its pathology) and the fixed ``fixed``."""
     n = len(cache["label"])
     ev = CamEvaluator(num_classes, step=step)
     parts, infos = [], []
@@ -230,11 +234,19 @@ def evaluate(cache: dict, cfg, which: str, num_classes: int, step: float, chunk:
             ev.update(m[i, keys], keys + 1, cache["mask"][j].long())
     res = ev.compute()
     meter = PathologyMeter(res["threshold"])
+    # The ground-truth-free decisions: per image (Otsu) and the config's frozen value.
+    free = {r: (ConfusionMeter(num_classes), PathologyMeter(0.5)) for r in ("otsu", "fixed")}
     for sl, m in parts:
         for i, j in enumerate(range(sl.start, sl.stop)):
             keys = cache["label"][j].nonzero().flatten()
-            meter.update(m[i, keys].float(), keys + 1, cache["mask"][j].long(), cache["diag"][j].long())
+            cam, gt, diag = m[i, keys].float(), cache["mask"][j].long(), cache["diag"][j].long()
+            meter.update(cam, keys + 1, gt, diag)
+            for rule, (conf, patho) in free.items():
+                thr = image_threshold(cam.numpy(), rule, fixed)
+                conf.update(cam_to_mask(cam, keys + 1, thr), gt)
+                patho.update(cam, keys + 1, gt, diag, threshold=thr)
     p = meter.compute()
+    po = free["otsu"][1].compute()
     # Region cells per image and view (the image and its flip).
     fn = sum(i.get("fn", 0) for i in infos) / len(infos)
     fp = sum(i.get("fp", 0) for i in infos) / len(infos)
@@ -243,6 +255,8 @@ def evaluate(cache: dict, cfg, which: str, num_classes: int, step: float, chunk:
         "body": p["recall_body"], "atyp": p["recall_atypical"], "part": p["recall_part"],
         "ctx": p["act_context"], "fp_ctx": p["fp_context"], "dist": p["fp_distractor"],
         "fn_cells": fn, "fp_cells": fp,
+        "miou_otsu": free["otsu"][0].compute()["miou"], "miou_fixed": free["fixed"][0].compute()["miou"],
+        "body_otsu": po["recall_body"], "fp_ctx_otsu": po["fp_context"], "dist_otsu": po["fp_distractor"],
     }  # fmt: skip
 
 
@@ -322,18 +336,22 @@ def main() -> None:
             torch.save(cache, args.cache)
     print(f"cache ready: {len(cache['label'])} images, {time.perf_counter() - start:.0f}s", flush=True)
     grid = json.loads(args.grid) if args.grid.strip().startswith("[") else GRIDS[args.grid]
-    head = f"{'map':8} {'setting':44} {'mIoU':>5} {'thr':>4} {'prec':>5} {'rec':>5} {'body':>5} {'atyp':>5} {'ctxA':>5} {'fpCtx':>5} {'FN':>5} {'FP':>5} {'s':>4}"
+    head = (
+        f"{'map':8} {'setting':40} {'mIoU':>5} {'thr':>4} {'body':>5} {'atyp':>5} {'fpCtx':>5} {'fpDis':>5}"
+        f" | {'otsu':>5} {'fixed':>5} {'bodyO':>5} {'ctxO':>5} {'disO':>5} | {'FN':>5} {'FP':>5} {'s':>4}"
+    )
     print(head, flush=True)
     rows = []
     for which, name, o in grid:
         t = time.perf_counter()
         c = cfg.replace(**o) if o else cfg
-        r = evaluate(cache, c, which, cfg.data.num_classes, cfg.cams.thresholds_step)
+        r = evaluate(cache, c, which, cfg.data.num_classes, cfg.cams.thresholds_step, fixed=c.pseudo.bg_threshold)
         r.update(map=which, setting=name, overrides=o, seconds=round(time.perf_counter() - t, 1))
         rows.append(r)
         print(
-            f"{which:8} {name[:44]:44} {r['miou']:5.1f} {r['thr']:4.2f} {r['prec']:5.1f} {r['rec']:5.1f} {r['body']:5.1f}"
-            f" {r['atyp']:5.1f} {r['ctx']:5.2f} {r['fp_ctx']:5.1f} {r['fn_cells']:5.1f} {r['fp_cells']:5.1f} {r['seconds']:4.0f}",
+            f"{which:8} {name[:40]:40} {r['miou']:5.1f} {r['thr']:4.2f} {r['body']:5.1f} {r['atyp']:5.1f}"
+            f" {r['fp_ctx']:5.1f} {r['dist']:5.1f} | {r['miou_otsu']:5.1f} {r['miou_fixed']:5.1f} {r['body_otsu']:5.1f}"
+            f" {r['fp_ctx_otsu']:5.1f} {r['dist_otsu']:5.1f} | {r['fn_cells']:5.1f} {r['fp_cells']:5.1f} {r['seconds']:4.0f}",
             flush=True,
         )
     if args.out:

@@ -18,7 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -189,7 +189,16 @@ class CalibrationConfig:
     # calibrated map's own region of the class stay FN (a missed part is attached to its object);
     # "drop" discards the detached ones, "fp" makes them FP regions (noise away from any object).
     detached: str = "fp"  # keep | drop | fp
-    fp_radius: int = 0  # FP local prototypes raise the background within this many cells; -1 = everywhere
+    fp_radius: int = 0  # FP local prototypes act within this many cells of their region; -1 = everywhere
+    # FN clusters (clusters > 1) kept only where nearer the class's seed prototype than the
+    # background's (calibration.pure_prototypes).
+    fn_purity: bool = False
+    # What FP local prototypes do: raise the background channel, lower their own class where they
+    # match better than it (calibration.fp_suppression), or both.
+    fp_action: Literal["background", "suppress", "both"] = "background"
+    # attached: class regions of the calibrated map touching no refined-CAM region of the class are
+    # set to 0 (calibration.attachment_gate: distractors, detached context).
+    gate: Literal["none", "attached"] = "none"
     train_consistency_weight: float = 0.0  # > 0: classifier training adds the CPMC consistency loss
 
 
@@ -198,7 +207,12 @@ class PseudoConfig:
     """Pseudo labels from CAMs."""
 
     method: str = "cpmc"
-    bg_threshold: float = 0.0  # 0 = the CAM's best threshold on the cam split
+    # The background decision, read from no ground truth (pseudo.image_threshold): fixed =
+    # bg_threshold; otsu = per image, Otsu's cut of the image's own top-class map; oracle = the
+    # CAM's best threshold against the cam split's ground truth (comparison only, not a method).
+    threshold_rule: Literal["fixed", "otsu", "oracle"] = "otsu"
+    # threshold_rule=fixed: chosen once on synth seed 0 and frozen (benchmarks/tune_cpmc.py --grid pseudo).
+    bg_threshold: float = 0.45
     # IRN's confident regions: foreground where the top class map > conf_fg, background where it
     # is <= conf_bg, ignore (255) in between. 0 = use bg_threshold (no ignore zone). IRN: 0.30 / 0.05.
     conf_fg: float = 0.0
@@ -411,6 +425,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:  # a choice: one of the listed values
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
     if origin is tuple:
         (elem, *_rest) = typing.get_args(tp)
         if isinstance(value, str):

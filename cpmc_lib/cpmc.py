@@ -43,10 +43,13 @@ import torch.nn.functional as F
 
 from .calibration import (
     attached_to,
+    attachment_gate,
     calibrated_cam,
     false_negative_regions,
     false_positive_regions,
+    fp_suppression,
     local_prototypes,
+    pure_prototypes,
     region_labels,
 )
 from .cams import JointCam, OutputCam
@@ -206,13 +209,16 @@ def cpmc_maps(
         if c.use_fp and c.fp_radius >= 0:
             r = c.fp_radius
             scope = F.max_pool2d(fp.float(), 2 * r + 1, stride=1, padding=r).bool()
-    calibrated = calibrated_cam(
-        feat,
-        glob,
-        local_prototypes(feat, fn, c.clusters, c.min_size) if c.use_fn else None,
-        local_prototypes(feat, fp, c.clusters, c.min_size) if c.use_fp else None,
-        scope,
-    )
+    fn_local = local_prototypes(feat, fn, c.clusters, c.min_size) if c.use_fn else None
+    if fn_local is not None and c.fn_purity:  # FN clusters nearer the background seed are dropped
+        fn_local = pure_prototypes(fn_local, glob)
+    fp_local = local_prototypes(feat, fp, c.clusters, c.min_size) if c.use_fp else None
+    raise_bg = fp_local if c.fp_action in ("background", "both") else None
+    calibrated = calibrated_cam(feat, glob, fn_local, raise_bg, scope)
+    if fp_local is not None and c.fp_action in ("suppress", "both"):  # FP prototypes lower their class
+        calibrated = max_normalize(fp_suppression(calibrated, prototype_set_cam(feat, *fp_local), scope))
+    if c.gate == "attached":  # class regions touching no classifier evidence of the class are noise
+        calibrated = max_normalize(attachment_gate(calibrated, label, ref_lab, c.proto_bg_factor))
     if c.fuse_refined:
         fused = calibrated + c.fuse_refined * max_normalize(refined)
         calibrated = max_normalize(fused) * label_mask(label)[..., None, None]
