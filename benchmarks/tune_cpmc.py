@@ -46,7 +46,7 @@ from cpmc_lib.transforms import eval_transform
 def _grid_refine() -> list[tuple[str, str, dict]]:
     rows = [("cam", "classifier CAM", {})]
     for src in ("stages", "feat", "hie", "image+stages"):
-        for power in (1.0, 4.0, 8.0, 16.0):
+        for power in (1.0, 4.0, 8.0, 16.0, 32.0, 64.0):
             for it in (1, 2):
                 o = {"refinement.source": src, "refinement.power": power, "refinement.iterations": it}
                 rows.append(("refined", f"{src} b{power:g} T{it}", o))
@@ -57,7 +57,7 @@ def _grid_proto() -> list[tuple[str, str, dict]]:
     rows = []
     for t in (0, 2):  # seeds from the raw (T=0) or the refined CAM
         r = {"refinement.iterations": t}
-        for f in (0.2, 0.3, 0.5, 0.8, 1.0):
+        for f in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0):
             rows.append(("proto", f"T{t} argmax bg{f}", {**r, "prototypes.bg_factor": f}))
         for ft in (0.5, 0.7, 0.9):
             for bt in (0.1, 0.3):
@@ -110,7 +110,7 @@ def _grid_cpmc() -> list[tuple[str, str, dict]]:
                 {"calibration.ref_rule": "quantile", "calibration.ref_bg_quantile": q},
             )
         )
-    for f in (0.5, 0.8, 1.2):
+    for f in (0.5, 0.8, 1.0, 1.2):
         rows.append(("cpmc", f"proto bg{f}", {"calibration.proto_bg_factor": f}))
     rows.append(("cpmc", "pairing proto", {"calibration.pairing": "proto"}))
     for d in ("keep", "drop", "fp"):
@@ -126,6 +126,28 @@ def _grid_cpmc() -> list[tuple[str, str, dict]]:
     return rows
 
 
+def _grid_fpfn() -> list[tuple[str, str, dict]]:
+    """Issue 16: FP prototypes that suppress, FN prototypes that stay pure, several per class."""
+    gate = {"calibration.gate": "attached"}
+    rows = [("proto", "base", {}), ("cpmc", "base", {}), ("cpmc", "gate attached", gate)]
+    for action in ("suppress", "both"):
+        for r in (0, 1, -1):
+            o = {"calibration.fp_action": action, "calibration.fp_radius": r}
+            rows.append(("cpmc", f"fp {action} r{r}", o))
+    for m in (2, 3):
+        for pure in (False, True):
+            o = {"calibration.clusters": m, "calibration.fn_purity": pure}
+            rows.append(("cpmc", f"local clusters {m}{' pure' if pure else ''}", o))
+    rows.append(("cpmc", "global clusters 2", {"prototypes.clusters": 2, "prototypes.min_size": 4}))
+    rows.append(("proto", "global clusters 2", {"prototypes.clusters": 2, "prototypes.min_size": 4}))
+    both = {"calibration.fp_action": "both"}
+    rows.append(("cpmc", "gate + fp both", {**gate, **both}))
+    pure3 = {"calibration.clusters": 3, "calibration.fn_purity": True}
+    rows.append(("cpmc", "gate + pure 3", {**gate, **pure3}))
+    rows.append(("cpmc", "gate + pure 3 + fp both", {**gate, **pure3, **both}))
+    return rows
+
+
 # The literal reading of the abstract: the prototype CAM's errors against the refined CAM.
 FIRST_READING = {"calibration.pairing": "proto", "calibration.detached": "keep", "calibration.use_fp": False}
 
@@ -134,6 +156,7 @@ GRIDS: dict[str, list[tuple[str, str, dict]]] = {
     "proto": _grid_proto(),
     "proto_options": _grid_options("proto"),
     "cpmc": _grid_cpmc(),
+    "fpfn": _grid_fpfn(),
     "final": [
         ("cam", "classifier CAM", {}),
         ("refined", "default", {}),

@@ -116,9 +116,9 @@ class PretrainConfig:
     classification head each (see :mod:`cpmc_lib.pretrain`).
     """
 
-    # On by default: measured on synth seed 0 it raised classifier-CAM mIoU 51.7 -> 58.8 and
-    # prototype-CAM mIoU 55.5 -> 62.9 (see cpmc_lib/pretrain.py). The classifier starts from this
-    # stage's weights when classifier.weights is "".
+    # On by default: on synth seed 0 it raises the classifier-CAM and prototype-CAM mIoU (measure:
+    # benchmarks/measure_pretrain.py). The classifier starts from this stage's weights when
+    # classifier.weights is "".
     enabled: bool = True
     images: int = 4000  # source training images (drawn on the fly, deterministic by seed)
     val_images: int = 256  # held-out source images for the reported accuracy
@@ -144,9 +144,8 @@ class RefinementConfig:
     """Context refinement of the classifier CAM by pixel-feature affinity."""
 
     iterations: int = 2
-    power: float = (
-        32.0  # affinity exponent beta (tuned on synth seed 0: 1 -> 26.4, 8 -> 46.9, 32 -> 52.8 mIoU)
-    )
+    # Affinity exponent beta, tuned on synth seed 0 (benchmarks/tune_cpmc.py --grid refine).
+    power: float = 32.0
     source: str = "stages"  # context features: stages | feat | hie | image+feat | image+stages | projection
 
 

@@ -18,14 +18,14 @@ background channel of the prototype maps has to enter the foreground maps:
 (``ReLU(P_c - P_bg)``) or ``"gate"`` (``P_c`` where it beats ``P_bg``, else 0). Without it the FP
 prototypes, which only raise the background channel, could not change the score.
 
-Defaults (``benchmarks/tune_cpmc.py`` on synthetic seed 0, the pretrained classifier of the
-default config, val mAP 99 %): affinity over the concatenated stages with ``power=32``, SFC arg-max
-seeds from the refined CAM with the background x 0.05 (the best plain prototype CAM of the seed
-grid, 67.5 mIoU against 66.2 at SFC's 0.3), ``bg_mode`` "subtract", and the connectivity-split
-calibration of :mod:`cpmc_lib.calibration` (``pairing="classifier"``, ``detached="fp"``,
-``fp_radius=0``): 71.9 mIoU. Its parts on that seed: FN local prototypes alone 71.2 (body recall
-70 -> 82 %), FP alone 67.9, the FN region without the split 69.3, FP prototypes acting everywhere
-68.8, and the first reading (``pairing="proto"``) 67.1, no better than the prototype CAM.
+Defaults, tuned on synthetic seed 0 only with ``benchmarks/tune_cpmc.py`` on the pretrained
+classifier of the default config: affinity over the concatenated stages with ``power=32`` (``--grid
+refine``), SFC arg-max seeds from the refined CAM with the background x 0.05 (the best plain
+prototype CAM of ``--grid proto``, so the calibration is measured against the strongest baseline),
+``bg_mode`` "subtract", and the connectivity-split calibration of :mod:`cpmc_lib.calibration`
+(``pairing="classifier"``, ``detached="fp"``, ``fp_radius=0``; ``--grid cpmc`` and ``--grid fpfn``).
+``--grid final`` prints the defaults' row and the ablations of its parts (FN only, FP only, no
+split, FP everywhere, the first reading ``pairing="proto"``); nothing here quotes their numbers.
 
 Training (:func:`cpmc_loss`): the classification loss plus SIPE's general-specific consistency
 ``mean |R - P*|`` between the refined classifier CAM and the calibrated prototype CAM (both
