@@ -46,7 +46,7 @@ from . import distributed
 from .config import Config, CrfConfig
 from .crf import crf_map, dense_crf
 from .datasets import build_dataset
-from .io import IGNORE_INDEX, save_mask_png
+from .io import IGNORE_INDEX, read_mask_png, save_mask_png
 from .metrics import ConfusionMeter, cam_to_mask
 from .runtime import pick_device
 from .store import RunStore
@@ -442,16 +442,20 @@ def rule_scores(cfg: Config, store: RunStore, method: str) -> dict[str, Any]:
             return saved["scores"]
     ds = build_dataset(cfg, cfg.data.cam_split)
     meter, patho, planes = ConfusionMeter(cfg.data.num_classes), None, []
-    for i, name in enumerate(ds.names):
+    for name in ds.names:  # masks read directly: the images are not needed
         saved = np.load(folder / f"{name}.npy", allow_pickle=True).item()
         cam, keys = saved["cam"].astype(np.float32), saved["keys"]
         thr = image_threshold(cam, p.threshold_rule) if threshold is None else threshold
         planes.append(thr)
-        sample = ds[i]
-        meter.update(cam_to_mask(cam, keys, thr), sample["mask"])
-        if "diag" in sample:
+        mask_path, diag_path = ds.mask_path(name), ds.diag_path(name)
+        if mask_path is None:
+            continue
+        gt = ds.read_mask(mask_path).astype(np.int64)
+        meter.update(cam_to_mask(cam, keys, thr), gt)
+        if diag_path is not None:
+            diag = read_mask_png(diag_path).astype(np.int64)
             patho = patho or PathologyMeter(thr)
-            patho.update(cam, keys, sample["mask"], sample["diag"], threshold=thr)
+            patho.update(cam, keys, gt, diag, threshold=thr)
     scores = meter.compute()
     out: dict[str, Any] = {
         "rule": p.threshold_rule,
