@@ -196,8 +196,10 @@ class CalibrationConfig:
     # match better than it (calibration.fp_suppression), or both.
     fp_action: Literal["background", "suppress", "both"] = "background"
     # attached: class regions of the calibrated map touching no refined-CAM region of the class are
-    # set to 0 (calibration.attachment_gate: distractors, detached context).
-    gate: Literal["none", "attached"] = "none"
+    # set to 0 (calibration.attachment_gate: distractors, detached context); attached_cam: the same
+    # anchored on the raw classifier CAM (arg-max, background x ref_bg_factor), which the affinity
+    # has not spread onto look-alike regions.
+    gate: Literal["none", "attached", "attached_cam"] = "none"
     train_consistency_weight: float = 0.0  # > 0: classifier training adds the CPMC consistency loss
 
 

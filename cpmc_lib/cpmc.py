@@ -217,8 +217,10 @@ def cpmc_maps(
     calibrated = calibrated_cam(feat, glob, fn_local, raise_bg, scope)
     if fp_local is not None and c.fp_action in ("suppress", "both"):  # FP prototypes lower their class
         calibrated = max_normalize(fp_suppression(calibrated, prototype_set_cam(feat, *fp_local), scope))
-    if c.gate == "attached":  # class regions touching no classifier evidence of the class are noise
-        calibrated = max_normalize(attachment_gate(calibrated, label, ref_lab, c.proto_bg_factor))
+    if c.gate != "none":  # class regions touching no classifier evidence of the class are noise
+        with torch.no_grad():  # anchor: the refined CAM's labels, or the raw CAM's (no affinity spread)
+            anchor = ref_lab if c.gate == "attached" else region_labels(cam, label, c.ref_bg_factor)
+        calibrated = max_normalize(attachment_gate(calibrated, label, anchor, c.proto_bg_factor))
     if c.fuse_refined:
         fused = calibrated + c.fuse_refined * max_normalize(refined)
         calibrated = max_normalize(fused) * label_mask(label)[..., None, None]
