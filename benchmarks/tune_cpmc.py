@@ -12,9 +12,18 @@ Usage::
     python benchmarks/tune_cpmc.py --run default --grid main            # tuning seed (data/synth)
     python benchmarks/tune_cpmc.py --run heldout_s1 --data data/synth_s1 --set synth.seed=1 --grid final
 
-``--limit N`` scores the first N images of the cam split (0 = all). Columns: map, setting, mIoU,
-best threshold, precision, recall, body / atypical-body recall, mean activation on present-class
-context, and FN / FP region cells per image.
+``--limit N`` scores the first N images of the cam split (0 = all); ``--model`` scores other
+weights (e.g. a checkpoint's model state). Columns: map, setting, mIoU at the best threshold (the
+oracle view of IRN's protocol) and that threshold, body / atypical-body recall, % of present-class
+context and of distractor pixels labelled object there; then the ground-truth-free decisions of
+the pseudo labels: mIoU with Otsu's per-image threshold and with the frozen ``pseudo.bg_threshold``,
+and body recall / context / distractor labelled object under Otsu; FN / FP region cells per image.
+
+Grids: ``refine``, ``proto``, ``proto_options``, ``cpmc`` (the tuning order of the defaults; each
+grid holds the default value of every field it varies), ``fpfn`` (issue 16: attachment gates, FP
+prototypes that lower their class, pure FN clusters, several prototypes per class) and ``final``
+(the defaults' row and the ablations of its parts). The frozen ``pseudo.bg_threshold`` is the
+``thr`` column of the ``final`` grid's default CPMC row on the tuning seed.
 """
 
 from __future__ import annotations
@@ -33,8 +42,8 @@ from cpmc_lib.cpmc import cpmc_maps, foreground_maps
 from cpmc_lib.datasets import build_dataset
 from cpmc_lib.diagnostics import PathologyMeter
 from cpmc_lib.metrics import CamEvaluator, ConfusionMeter, cam_to_mask
-from cpmc_lib.pseudo import image_threshold
 from cpmc_lib.models import load_classifier
+from cpmc_lib.pseudo import image_threshold
 from cpmc_lib.refinement import classifier_cam, context_features, pixel_affinity, refine_with_context
 from cpmc_lib.store import RunStore
 from cpmc_lib.transforms import eval_transform
@@ -128,8 +137,9 @@ def _grid_cpmc() -> list[tuple[str, str, dict]]:
 
 def _grid_fpfn() -> list[tuple[str, str, dict]]:
     """Issue 16: FP prototypes that suppress, FN prototypes that stay pure, several per class."""
-    gate = {"calibration.gate": "attached"}
-    rows = [("proto", "base", {}), ("cpmc", "base", {}), ("cpmc", "gate attached", gate)]
+    gate = {"calibration.gate": "attached_cam"}
+    rows = [("proto", "base", {}), ("cpmc", "base", {}), ("cpmc", "gate attached", {"calibration.gate": "attached"})]
+    rows.append(("cpmc", "gate attached_cam", gate))
     for action in ("suppress", "both"):
         for r in (0, 1, -1):
             o = {"calibration.fp_action": action, "calibration.fp_radius": r}
@@ -141,10 +151,10 @@ def _grid_fpfn() -> list[tuple[str, str, dict]]:
     rows.append(("cpmc", "global clusters 2", {"prototypes.clusters": 2, "prototypes.min_size": 4}))
     rows.append(("proto", "global clusters 2", {"prototypes.clusters": 2, "prototypes.min_size": 4}))
     both = {"calibration.fp_action": "both"}
-    rows.append(("cpmc", "gate + fp both", {**gate, **both}))
+    rows.append(("cpmc", "gate cam + fp both", {**gate, **both}))
     pure3 = {"calibration.clusters": 3, "calibration.fn_purity": True}
-    rows.append(("cpmc", "gate + pure 3", {**gate, **pure3}))
-    rows.append(("cpmc", "gate + pure 3 + fp both", {**gate, **pure3, **both}))
+    rows.append(("cpmc", "gate cam + pure 3", {**gate, **pure3}))
+    rows.append(("cpmc", "gate cam + pure 3 + fp both", {**gate, **pure3, **both}))
     return rows
 
 
@@ -168,6 +178,7 @@ GRIDS: dict[str, list[tuple[str, str, dict]]] = {
         ("cpmc", "no split", {"calibration.detached": "keep", "calibration.use_fp": False}),
         ("cpmc", "FP everywhere", {"calibration.fp_radius": -1}),
         ("cpmc", "first reading", FIRST_READING),
+        ("cpmc", "gate attached_cam", {"calibration.gate": "attached_cam"}),
     ],
 }
 
