@@ -156,6 +156,7 @@ def calibrated_cam(
     fn: tuple[torch.Tensor, torch.Tensor] | None = None,
     fp: tuple[torch.Tensor, torch.Tensor] | None = None,
     fp_scope: torch.Tensor | None = None,
+    fn_scope: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Final CPMC map: per class the max activation over its global and FN local prototypes,
     for background over its global and all FP local prototypes; max-normalised.
@@ -167,13 +168,16 @@ def calibrated_cam(
         fp: FP local prototypes ``(B, K, M'', C)``, ``(B, K, M'')``; all joined to background.
         fp_scope: optional (B, K, h, w) bool: where the FP prototypes taken from class ``k``'s
             region may raise the background (e.g. that region dilated); None = everywhere.
+        fn_scope: optional (B, K, h, w) bool: where class ``k``'s FN prototypes may raise it (e.g.
+            its object and FN region dilated, so that body look-alikes elsewhere stay out); None = everywhere.
 
     Returns:
         (B, K, h, w) max-normalised calibrated CAM; absent classes stay 0.
     """
     cam = prototype_set_cam(feat, *proto)
     if fn is not None:
-        cam = torch.maximum(cam, prototype_set_cam(feat, *fn))  # FN sets of background are empty
+        act = prototype_set_cam(feat, *fn)  # FN sets of background are empty
+        cam = torch.maximum(cam, act if fn_scope is None else act * fn_scope)
     if fp is not None:
         # Every FP prototype describes background, whichever class it was taken from.
         bg = prototype_set_cam(feat, *fp)  # (B, K, h, w): per source class

@@ -192,6 +192,9 @@ class CalibrationConfig:
     # FN clusters (clusters > 1) kept only where nearer the class's seed prototype than the
     # background's (calibration.pure_prototypes).
     fn_purity: bool = False
+    # FN local prototypes raise their class within this many cells of the FN region and the
+    # classifier's region of the class (-1 = everywhere): body look-alikes elsewhere stay out.
+    fn_radius: int = -1
     # What FP local prototypes do: raise the background channel, lower their own class where they
     # match better than it (calibration.fp_suppression), or both.
     fp_action: Literal["background", "suppress", "both"] = "background"

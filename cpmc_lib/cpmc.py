@@ -214,7 +214,13 @@ def cpmc_maps(
         fn_local = pure_prototypes(fn_local, glob)
     fp_local = local_prototypes(feat, fp, c.clusters, c.min_size) if c.use_fp else None
     raise_bg = fp_local if c.fp_action in ("background", "both") else None
-    calibrated = calibrated_cam(feat, glob, fn_local, raise_bg, scope)
+    fn_scope = None
+    if fn_local is not None and c.fn_radius >= 0:  # FN prototypes act near the object they complete
+        with torch.no_grad():
+            r = c.fn_radius
+            near = fn | (one_hot_labels(b, k) & label_mask(label).bool()[..., None, None])
+            fn_scope = F.max_pool2d(near.float(), 2 * r + 1, stride=1, padding=r).bool()
+    calibrated = calibrated_cam(feat, glob, fn_local, raise_bg, scope, fn_scope)
     if fp_local is not None and c.fp_action in ("suppress", "both"):  # FP prototypes lower their class
         calibrated = max_normalize(fp_suppression(calibrated, prototype_set_cam(feat, *fp_local), scope))
     if c.gate != "none":  # class regions touching no classifier evidence of the class are noise

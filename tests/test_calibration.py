@@ -169,3 +169,20 @@ def test_attachment_gate_removes_detached_distractor():
     # With classifier evidence on the distractor too, it stays.
     ref2 = torch.tensor([[[1, 0, 0, 0, 1]]])
     assert torch.equal(attachment_gate(cam, torch.ones(1, 1), ref2), cam)
+
+
+def test_fn_scope_keeps_fn_prototypes_near_their_object():
+    # Pixels: part, body (missed), bg, bg, distractor body far away.
+    feat = _feat([PART, BODY, BG, BG, BODY])
+    seeds = torch.zeros(1, 2, 1, 5, dtype=torch.bool)
+    seeds[0, 0, 0, [2, 3]] = True
+    seeds[0, 1, 0, 0] = True
+    glob = cluster_prototypes(feat, seeds)
+    fn = torch.zeros(1, 2, 1, 5, dtype=torch.bool)
+    fn[0, 1, 0, 1] = True
+    everywhere = calibrated_cam(feat, glob, fn=local_prototypes(feat, fn))
+    assert everywhere[0, 1, 0, 4] > 0.99  # the distractor lights up
+    scope = torch.zeros_like(fn)
+    scope[0, 1, 0, :3] = True  # object and FN region, dilated by one cell
+    near = calibrated_cam(feat, glob, fn=local_prototypes(feat, fn), fn_scope=scope)
+    assert near[0, 1, 0, 1] > 0.99 and near[0, 1, 0, 4] < 0.01  # body kept, distractor not raised
