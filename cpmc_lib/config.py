@@ -215,7 +215,8 @@ class PseudoConfig:
     # bg_threshold; otsu = per image, Otsu's cut of the image's own top-class map; oracle = the
     # CAM's best threshold against the cam split's ground truth (comparison only, not a method).
     threshold_rule: Literal["fixed", "otsu", "oracle"] = "otsu"
-    # threshold_rule=fixed: chosen once on synth seed 0 and frozen (benchmarks/tune_cpmc.py --grid pseudo).
+    # threshold_rule=fixed: frozen once on synth seed 0, the CPMC row's best threshold of
+    # `benchmarks/tune_cpmc.py --grid final`.
     bg_threshold: float = 0.45
     # IRN's confident regions: foreground where the top class map > conf_fg, background where it
     # is <= conf_bg, ignore (255) in between. 0 = use bg_threshold (no ignore zone). IRN: 0.30 / 0.05.
