@@ -155,6 +155,12 @@ def _grid_fpfn() -> list[tuple[str, str, dict]]:
     pure3 = {"calibration.clusters": 3, "calibration.fn_purity": True}
     rows.append(("cpmc", "gate cam + pure 3", {**gate, **pure3}))
     rows.append(("cpmc", "gate cam + pure 3 + fp both", {**gate, **pure3, **both}))
+    for r in (0, 1, 2):  # FN prototypes acting near their object only
+        rows.append(("cpmc", f"fn radius {r}", {"calibration.fn_radius": r}))
+        rows.append(("cpmc", f"fn radius {r} + gate cam", {"calibration.fn_radius": r, **gate}))
+    near = {"calibration.fn_radius": 0, **gate, "calibration.fp_radius": 1}
+    rows.append(("cpmc", "fn r0 + gate cam + fp r1", near))
+    rows.append(("cpmc", "fn r0 + gate cam + fp both r1", {**near, **both}))
     return rows
 
 
