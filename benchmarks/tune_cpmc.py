@@ -12,9 +12,18 @@ Usage::
     python benchmarks/tune_cpmc.py --run default --grid main            # tuning seed (data/synth)
     python benchmarks/tune_cpmc.py --run heldout_s1 --data data/synth_s1 --set synth.seed=1 --grid final
 
-``--limit N`` scores the first N images of the cam split (0 = all). Columns: map, setting, mIoU,
-best threshold, precision, recall, body / atypical-body recall, mean activation on present-class
-context, and FN / FP region cells per image.
+``--limit N`` scores the first N images of the cam split (0 = all); ``--model`` scores other
+weights (e.g. a checkpoint's model state). Columns: map, setting, mIoU at the best threshold (the
+oracle view of IRN's protocol) and that threshold, body / atypical-body recall, % of present-class
+context and of distractor pixels labelled object there; then the ground-truth-free decisions of
+the pseudo labels: mIoU with Otsu's per-image threshold and with the frozen ``pseudo.bg_threshold``,
+and body recall / context / distractor labelled object under Otsu; FN / FP region cells per image.
+
+Grids: ``refine``, ``proto``, ``proto_options``, ``cpmc`` (the tuning order of the defaults; each
+grid holds the default value of every field it varies), ``fpfn`` (issue 16: attachment gates, FP
+prototypes that lower their class, pure FN clusters, several prototypes per class) and ``final``
+(the defaults' row and the ablations of its parts). The frozen ``pseudo.bg_threshold`` is the
+``thr`` column of the ``final`` grid's default CPMC row on the tuning seed.
 """
 
 from __future__ import annotations
@@ -32,8 +41,9 @@ from cpmc_lib.config import load_config
 from cpmc_lib.cpmc import cpmc_maps, foreground_maps
 from cpmc_lib.datasets import build_dataset
 from cpmc_lib.diagnostics import PathologyMeter
-from cpmc_lib.metrics import CamEvaluator
+from cpmc_lib.metrics import CamEvaluator, ConfusionMeter, cam_to_mask
 from cpmc_lib.models import load_classifier
+from cpmc_lib.pseudo import image_threshold
 from cpmc_lib.refinement import classifier_cam, context_features, pixel_affinity, refine_with_context
 from cpmc_lib.store import RunStore
 from cpmc_lib.transforms import eval_transform
@@ -45,7 +55,7 @@ from cpmc_lib.transforms import eval_transform
 def _grid_refine() -> list[tuple[str, str, dict]]:
     rows = [("cam", "classifier CAM", {})]
     for src in ("stages", "feat", "hie", "image+stages"):
-        for power in (1.0, 4.0, 8.0, 16.0):
+        for power in (1.0, 4.0, 8.0, 16.0, 32.0, 64.0):
             for it in (1, 2):
                 o = {"refinement.source": src, "refinement.power": power, "refinement.iterations": it}
                 rows.append(("refined", f"{src} b{power:g} T{it}", o))
@@ -56,7 +66,7 @@ def _grid_proto() -> list[tuple[str, str, dict]]:
     rows = []
     for t in (0, 2):  # seeds from the raw (T=0) or the refined CAM
         r = {"refinement.iterations": t}
-        for f in (0.2, 0.3, 0.5, 0.8, 1.0):
+        for f in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0):
             rows.append(("proto", f"T{t} argmax bg{f}", {**r, "prototypes.bg_factor": f}))
         for ft in (0.5, 0.7, 0.9):
             for bt in (0.1, 0.3):
@@ -109,7 +119,7 @@ def _grid_cpmc() -> list[tuple[str, str, dict]]:
                 {"calibration.ref_rule": "quantile", "calibration.ref_bg_quantile": q},
             )
         )
-    for f in (0.5, 0.8, 1.2):
+    for f in (0.5, 0.8, 1.0, 1.2):
         rows.append(("cpmc", f"proto bg{f}", {"calibration.proto_bg_factor": f}))
     rows.append(("cpmc", "pairing proto", {"calibration.pairing": "proto"}))
     for d in ("keep", "drop", "fp"):
@@ -125,6 +135,35 @@ def _grid_cpmc() -> list[tuple[str, str, dict]]:
     return rows
 
 
+def _grid_fpfn() -> list[tuple[str, str, dict]]:
+    """Issue 16: FP prototypes that suppress, FN prototypes that stay pure, several per class."""
+    gate = {"calibration.gate": "attached_cam"}
+    rows = [("proto", "base", {}), ("cpmc", "base", {}), ("cpmc", "gate attached", {"calibration.gate": "attached"})]
+    rows.append(("cpmc", "gate attached_cam", gate))
+    for action in ("suppress", "both"):
+        for r in (0, 1, -1):
+            o = {"calibration.fp_action": action, "calibration.fp_radius": r}
+            rows.append(("cpmc", f"fp {action} r{r}", o))
+    for m in (2, 3):
+        for pure in (False, True):
+            o = {"calibration.clusters": m, "calibration.fn_purity": pure}
+            rows.append(("cpmc", f"local clusters {m}{' pure' if pure else ''}", o))
+    rows.append(("cpmc", "global clusters 2", {"prototypes.clusters": 2, "prototypes.min_size": 4}))
+    rows.append(("proto", "global clusters 2", {"prototypes.clusters": 2, "prototypes.min_size": 4}))
+    both = {"calibration.fp_action": "both"}
+    rows.append(("cpmc", "gate cam + fp both", {**gate, **both}))
+    pure3 = {"calibration.clusters": 3, "calibration.fn_purity": True}
+    rows.append(("cpmc", "gate cam + pure 3", {**gate, **pure3}))
+    rows.append(("cpmc", "gate cam + pure 3 + fp both", {**gate, **pure3, **both}))
+    for r in (0, 1, 2):  # FN prototypes acting near their object only
+        rows.append(("cpmc", f"fn radius {r}", {"calibration.fn_radius": r}))
+        rows.append(("cpmc", f"fn radius {r} + gate cam", {"calibration.fn_radius": r, **gate}))
+    near = {"calibration.fn_radius": 0, **gate, "calibration.fp_radius": 1}
+    rows.append(("cpmc", "fn r0 + gate cam + fp r1", near))
+    rows.append(("cpmc", "fn r0 + gate cam + fp both r1", {**near, **both}))
+    return rows
+
+
 # The literal reading of the abstract: the prototype CAM's errors against the refined CAM.
 FIRST_READING = {"calibration.pairing": "proto", "calibration.detached": "keep", "calibration.use_fp": False}
 
@@ -133,6 +172,7 @@ GRIDS: dict[str, list[tuple[str, str, dict]]] = {
     "proto": _grid_proto(),
     "proto_options": _grid_options("proto"),
     "cpmc": _grid_cpmc(),
+    "fpfn": _grid_fpfn(),
     "final": [
         ("cam", "classifier CAM", {}),
         ("refined", "default", {}),
@@ -144,6 +184,7 @@ GRIDS: dict[str, list[tuple[str, str, dict]]] = {
         ("cpmc", "no split", {"calibration.detached": "keep", "calibration.use_fp": False}),
         ("cpmc", "FP everywhere", {"calibration.fp_radius": -1}),
         ("cpmc", "first reading", FIRST_READING),
+        ("cpmc", "gate attached_cam", {"calibration.gate": "attached_cam"}),
     ],
 }
 
@@ -215,8 +256,11 @@ def _fuse(m: torch.Tensor, b: int, label: torch.Tensor, cache: dict) -> torch.Te
     return normalize_cams(m, label)
 
 
-def evaluate(cache: dict, cfg, which: str, num_classes: int, step: float, chunk: int = 100) -> dict:
-    """mIoU at the best threshold plus pathology diagnostics there."""
+def evaluate(
+    cache: dict, cfg, which: str, num_classes: int, step: float, chunk: int = 100, fixed: float = 0.45
+) -> dict:
+    """mIoU at the best threshold (an oracle view) plus pathology diagnostics there, and mIoU at the
+    ground-truth-free decisions: Otsu per image (with its pathology) and the fixed ``fixed``."""
     n = len(cache["label"])
     ev = CamEvaluator(num_classes, step=step)
     parts, infos = [], []
@@ -230,11 +274,19 @@ def evaluate(cache: dict, cfg, which: str, num_classes: int, step: float, chunk:
             ev.update(m[i, keys], keys + 1, cache["mask"][j].long())
     res = ev.compute()
     meter = PathologyMeter(res["threshold"])
+    # The ground-truth-free decisions: per image (Otsu) and the config's frozen value.
+    free = {r: (ConfusionMeter(num_classes), PathologyMeter(0.5)) for r in ("otsu", "fixed")}
     for sl, m in parts:
         for i, j in enumerate(range(sl.start, sl.stop)):
             keys = cache["label"][j].nonzero().flatten()
-            meter.update(m[i, keys].float(), keys + 1, cache["mask"][j].long(), cache["diag"][j].long())
+            cam, gt, diag = m[i, keys].float(), cache["mask"][j].long(), cache["diag"][j].long()
+            meter.update(cam, keys + 1, gt, diag)
+            for rule, (conf, patho) in free.items():
+                thr = image_threshold(cam.numpy(), rule, fixed)
+                conf.update(cam_to_mask(cam, keys + 1, thr), gt)
+                patho.update(cam, keys + 1, gt, diag, threshold=thr)
     p = meter.compute()
+    po = free["otsu"][1].compute()
     # Region cells per image and view (the image and its flip).
     fn = sum(i.get("fn", 0) for i in infos) / len(infos)
     fp = sum(i.get("fp", 0) for i in infos) / len(infos)
@@ -243,6 +295,8 @@ def evaluate(cache: dict, cfg, which: str, num_classes: int, step: float, chunk:
         "body": p["recall_body"], "atyp": p["recall_atypical"], "part": p["recall_part"],
         "ctx": p["act_context"], "fp_ctx": p["fp_context"], "dist": p["fp_distractor"],
         "fn_cells": fn, "fp_cells": fp,
+        "miou_otsu": free["otsu"][0].compute()["miou"], "miou_fixed": free["fixed"][0].compute()["miou"],
+        "body_otsu": po["recall_body"], "fp_ctx_otsu": po["fp_context"], "dist_otsu": po["fp_distractor"],
     }  # fmt: skip
 
 
@@ -322,18 +376,22 @@ def main() -> None:
             torch.save(cache, args.cache)
     print(f"cache ready: {len(cache['label'])} images, {time.perf_counter() - start:.0f}s", flush=True)
     grid = json.loads(args.grid) if args.grid.strip().startswith("[") else GRIDS[args.grid]
-    head = f"{'map':8} {'setting':44} {'mIoU':>5} {'thr':>4} {'prec':>5} {'rec':>5} {'body':>5} {'atyp':>5} {'ctxA':>5} {'fpCtx':>5} {'FN':>5} {'FP':>5} {'s':>4}"
+    head = (
+        f"{'map':8} {'setting':40} {'mIoU':>5} {'thr':>4} {'body':>5} {'atyp':>5} {'fpCtx':>5} {'fpDis':>5}"
+        f" | {'otsu':>5} {'fixed':>5} {'bodyO':>5} {'ctxO':>5} {'disO':>5} | {'FN':>5} {'FP':>5} {'s':>4}"
+    )
     print(head, flush=True)
     rows = []
     for which, name, o in grid:
         t = time.perf_counter()
         c = cfg.replace(**o) if o else cfg
-        r = evaluate(cache, c, which, cfg.data.num_classes, cfg.cams.thresholds_step)
+        r = evaluate(cache, c, which, cfg.data.num_classes, cfg.cams.thresholds_step, fixed=c.pseudo.bg_threshold)
         r.update(map=which, setting=name, overrides=o, seconds=round(time.perf_counter() - t, 1))
         rows.append(r)
         print(
-            f"{which:8} {name[:44]:44} {r['miou']:5.1f} {r['thr']:4.2f} {r['prec']:5.1f} {r['rec']:5.1f} {r['body']:5.1f}"
-            f" {r['atyp']:5.1f} {r['ctx']:5.2f} {r['fp_ctx']:5.1f} {r['fn_cells']:5.1f} {r['fp_cells']:5.1f} {r['seconds']:4.0f}",
+            f"{which:8} {name[:40]:40} {r['miou']:5.1f} {r['thr']:4.2f} {r['body']:5.1f} {r['atyp']:5.1f}"
+            f" {r['fp_ctx']:5.1f} {r['dist']:5.1f} | {r['miou_otsu']:5.1f} {r['miou_fixed']:5.1f} {r['body_otsu']:5.1f}"
+            f" {r['fp_ctx_otsu']:5.1f} {r['dist_otsu']:5.1f} | {r['fn_cells']:5.1f} {r['fp_cells']:5.1f} {r['seconds']:4.0f}",
             flush=True,
         )
     if args.out:

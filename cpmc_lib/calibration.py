@@ -46,11 +46,14 @@ from .refinement import max_normalize
 
 __all__ = [
     "attached_to",
+    "attachment_gate",
     "calibrated_cam",
     "calibration_regions",
     "false_negative_regions",
     "false_positive_regions",
+    "fp_suppression",
     "local_prototypes",
+    "pure_prototypes",
     "reference_labels",
     "region_labels",
 ]
@@ -156,6 +159,7 @@ def calibrated_cam(
     fn: tuple[torch.Tensor, torch.Tensor] | None = None,
     fp: tuple[torch.Tensor, torch.Tensor] | None = None,
     fp_scope: torch.Tensor | None = None,
+    fn_scope: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Final CPMC map: per class the max activation over its global and FN local prototypes,
     for background over its global and all FP local prototypes; max-normalised.
@@ -167,13 +171,16 @@ def calibrated_cam(
         fp: FP local prototypes ``(B, K, M'', C)``, ``(B, K, M'')``; all joined to background.
         fp_scope: optional (B, K, h, w) bool: where the FP prototypes taken from class ``k``'s
             region may raise the background (e.g. that region dilated); None = everywhere.
+        fn_scope: optional (B, K, h, w) bool: where class ``k``'s FN prototypes may raise it (e.g.
+            its object and FN region dilated, so that body look-alikes elsewhere stay out); None = everywhere.
 
     Returns:
         (B, K, h, w) max-normalised calibrated CAM; absent classes stay 0.
     """
     cam = prototype_set_cam(feat, *proto)
     if fn is not None:
-        cam = torch.maximum(cam, prototype_set_cam(feat, *fn))  # FN sets of background are empty
+        act = prototype_set_cam(feat, *fn)  # FN sets of background are empty
+        cam = torch.maximum(cam, act if fn_scope is None else act * fn_scope)
     if fp is not None:
         # Every FP prototype describes background, whichever class it was taken from.
         bg = prototype_set_cam(feat, *fp)  # (B, K, h, w): per source class
@@ -265,3 +272,98 @@ def calibration_regions(
         if cal.use_fp and r >= 0:
             scope = F.max_pool2d(fp.float(), 2 * r + 1, stride=1, padding=r).bool()
     return fn, fp, scope
+
+
+def pure_prototypes(
+    local: tuple[torch.Tensor, torch.Tensor], glob: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FN local prototypes that stay pure: keep a cluster only if it is nearer its class than background.
+
+    A false-negative region attached to an object can hold the object's missed body and the
+    context around it; split into k-means clusters (:func:`local_prototypes` with M > 1), each
+    cluster's prototype ``q`` is kept when ``max_m cos(q, p_c^m) > max_m cos(q, p_bg^m)`` over the
+    global (seed) prototypes of its class ``c`` and of the background (POT-style several prototypes
+    per class, filtered by the seeds' own evidence, not by any mask).
+
+    Args:
+        local: FN local prototypes ``(B, K, M, C)`` and ``(B, K, M)`` valid.
+        glob: global prototype sets ``(B, K, G, C)`` and ``(B, K, G)`` valid, background at 0.
+
+    Returns:
+        ``(proto, valid)``: the same prototypes, ``valid`` cleared for the impure ones (and for
+        every cluster of an image without a background prototype: nothing to compare with).
+
+    Example:
+        >>> glob = (torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]]), torch.ones(1, 2, 1, dtype=torch.bool))
+        >>> local = (torch.tensor([[[[0.0, 0.0], [0.0, 0.0]], [[0.2, 1.0], [1.0, 0.1]]]]), torch.ones(1, 2, 2, dtype=torch.bool))
+        >>> pure_prototypes(local, glob)[1][0, 1].tolist()
+        [True, False]
+    """
+    proto, valid = local
+    gp, gv = glob
+    q = F.normalize(proto, dim=-1)  # (B, K, M, C)
+    g = F.normalize(gp, dim=-1)  # (B, K, G, C)
+    to_own = torch.einsum("bkmc,bkgc->bkmg", q, g).masked_fill(~gv[:, :, None], -2.0).amax(-1)
+    to_bg = torch.einsum("bkmc,bgc->bkmg", q, g[:, 0]).masked_fill(~gv[:, :1, None], -2.0).amax(-1)
+    keep = (to_own > to_bg) & gv[:, 0].any(-1)[:, None, None]
+    return proto, valid & keep
+
+
+def fp_suppression(cam: torch.Tensor, fp_act: torch.Tensor, scope: torch.Tensor | None = None) -> torch.Tensor:
+    """FP local prototypes that lower their class: ``P_c`` is kept only where it beats ``D_c``.
+
+    ``D_c`` is the activation of the FP local prototypes taken from class ``c``'s false-positive
+    region (noise the class's prototype fired on). Where ``D_c >= P_c`` inside ``scope`` the pixel
+    looks more like that noise than like the class, and class ``c`` is set to 0 there; the
+    background channel and the other classes are unchanged.
+
+    Args:
+        cam: (B, K, h, w) calibrated prototype CAM, background at 0.
+        fp_act: (B, K, h, w) per-class FP prototype activation (:func:`prototype_set_cam` of the FP sets).
+        scope: optional (B, K, h, w) bool: where class ``c`` may be lowered; None = everywhere.
+
+    Returns:
+        (B, K, h, w), ``cam`` with suppressed class values.
+
+    Example:
+        >>> cam = torch.tensor([[[[0.2, 0.2]], [[0.9, 0.5]]]]); act = torch.tensor([[[[0.0, 0.0]], [[0.6, 0.8]]]])
+        >>> fp_suppression(cam, act)[0, 1].tolist()
+        [[0.8999999761581421, 0.0]]
+    """
+    lower = fp_act >= cam
+    if scope is not None:
+        lower = lower & scope
+    lower[:, 0] = False
+    return cam.masked_fill(lower, 0.0)
+
+
+def attachment_gate(cam: torch.Tensor, label: torch.Tensor, ref: torch.Tensor, bg_factor: float = 1.0) -> torch.Tensor:
+    """Keep each class of the calibrated map only where its region is attached to classifier evidence.
+
+    Let ``L`` be the calibrated map's labels (:func:`region_labels`) and ``ref`` the refined
+    classifier CAM's. A component of ``{L = c}`` that touches ``{ref = c}`` (8-connected,
+    :func:`attached_to`) is the object and what the prototypes completed around it; one that
+    touches nothing the classifier assigned to ``c`` - a distractor sharing the body features, a
+    patch of context elsewhere - is noise, and class ``c`` is set to 0 on it.
+
+    Args:
+        cam: (B, K, h, w) calibrated map, background at 0.
+        label: (B, K-1) multi-hot labels.
+        ref: (B, h, w) labels of the refined classifier CAM.
+        bg_factor: background scale of the calibrated map's arg-max.
+
+    Returns:
+        (B, K, h, w) gated map (background channel unchanged).
+
+    Example:
+        >>> cam = torch.tensor([[[[0.1, 0.1, 0.1, 0.1]], [[0.9, 0.8, 0.0, 0.7]]]])
+        >>> ref = torch.tensor([[[1, 0, 0, 0]]])
+        >>> attachment_gate(cam, torch.ones(1, 1), ref)[0, 1].tolist()
+        [[0.8999999761581421, 0.800000011920929, 0.0, 0.0]]
+    """
+    k = cam.shape[1]
+    region = one_hot_labels(region_labels(cam, label, bg_factor), k)
+    region[:, 0] = False
+    anchor = one_hot_labels(ref, k) & region
+    detached = region & ~attached_to(region, anchor)
+    return cam.masked_fill(detached, 0.0)

@@ -120,9 +120,9 @@ class PretrainConfig:
     classification head each (see :mod:`cpmc_lib.pretrain`).
     """
 
-    # On by default: measured on synth seed 0 it raised classifier-CAM mIoU 51.7 -> 58.8 and
-    # prototype-CAM mIoU 55.5 -> 62.9 (see cpmc_lib/pretrain.py). The classifier starts from this
-    # stage's weights when classifier.weights is "".
+    # On by default: on synth seed 0 it raises the classifier-CAM and prototype-CAM mIoU (measure:
+    # benchmarks/measure_pretrain.py). The classifier starts from this stage's weights when
+    # classifier.weights is "".
     enabled: bool = True
     images: int = 4000  # source training images (drawn on the fly, deterministic by seed)
     val_images: int = 256  # held-out source images for the reported accuracy
@@ -148,9 +148,8 @@ class RefinementConfig:
     """Context refinement of the classifier CAM by pixel-feature affinity."""
 
     iterations: int = 2
-    power: float = (
-        32.0  # affinity exponent beta (tuned on synth seed 0: 1 -> 26.4, 8 -> 46.9, 32 -> 52.8 mIoU)
-    )
+    # Affinity exponent beta, tuned on synth seed 0 (benchmarks/tune_cpmc.py --grid refine).
+    power: float = 32.0
     # context features
     source: Literal["stages", "feat", "hie", "image+feat", "image+stages", "projection"] = "stages"
 
@@ -200,6 +199,20 @@ class CalibrationConfig:
     # i.e. fixed fractions of the grid (fp_radius / grid_ref of its side, min_size / grid_ref^2 of its
     # area). 16: the synthetic default's 16x16 grid, where they are the cells as written; 0 = cells.
     grid_ref: int = 16
+    # FN clusters (clusters > 1) kept only where nearer the class's seed prototype than the
+    # background's (calibration.pure_prototypes).
+    fn_purity: bool = False
+    # FN local prototypes raise their class within this many cells of the FN region and the
+    # classifier's region of the class (-1 = everywhere): body look-alikes elsewhere stay out.
+    fn_radius: int = -1
+    # What FP local prototypes do: raise the background channel, lower their own class where they
+    # match better than it (calibration.fp_suppression), or both.
+    fp_action: Literal["background", "suppress", "both"] = "background"
+    # attached: class regions of the calibrated map touching no refined-CAM region of the class are
+    # set to 0 (calibration.attachment_gate: distractors, detached context); attached_cam: the same
+    # anchored on the raw classifier CAM (arg-max, background x ref_bg_factor), which the affinity
+    # has not spread onto look-alike regions.
+    gate: Literal["none", "attached", "attached_cam"] = "none"
     train_consistency_weight: float = 0.0  # > 0: classifier training adds the CPMC consistency loss
 
 
@@ -208,7 +221,13 @@ class PseudoConfig:
     """Pseudo labels from CAMs."""
 
     method: CamMethodName = "cpmc"
-    bg_threshold: float = 0.0  # 0 = the CAM's best threshold on the cam split
+    # The background decision, read from no ground truth (pseudo.image_threshold): fixed =
+    # bg_threshold; otsu = per image, Otsu's cut of the image's own top-class map; oracle = the
+    # CAM's best threshold against the cam split's ground truth (comparison only, not a method).
+    threshold_rule: Literal["fixed", "otsu", "oracle"] = "otsu"
+    # threshold_rule=fixed: frozen once on synth seed 0, the CPMC row's best threshold of
+    # `benchmarks/tune_cpmc.py --grid final`.
+    bg_threshold: float = 0.45
     # IRN's confident regions: foreground where the top class map > conf_fg, background where it
     # is <= conf_bg, ignore (255) in between. 0 = use bg_threshold (no ignore zone). IRN: 0.30 / 0.05.
     conf_fg: float = 0.0

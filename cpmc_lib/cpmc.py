@@ -15,14 +15,14 @@ function (:mod:`cpmc_lib.cam_methods`); their foreground maps come from :func:`f
 with ``prototypes.bg_mode`` = ``"drop"`` (ignore the background channel), ``"subtract"``
 (``ReLU(P_c - P_bg)``) or ``"gate"`` (``P_c`` where it beats ``P_bg``, else 0).
 
-Defaults (``benchmarks/tune_cpmc.py`` on synthetic seed 0, the pretrained classifier of the
-default config, val mAP 99 %): affinity over the concatenated stages with ``power=32``, SFC arg-max
-seeds from the refined CAM with the background x 0.05 (the best plain prototype CAM of the seed
-grid, 67.5 mIoU against 66.2 at SFC's 0.3), ``bg_mode`` "subtract", and the connectivity-split
-calibration of :mod:`cpmc_lib.calibration` (``pairing="classifier"``, ``detached="fp"``,
-``fp_radius=0``): 71.9 mIoU. Its parts on that seed: FN local prototypes alone 71.2 (body recall
-70 -> 82 %), FP alone 67.9, the FN region without the split 69.3, FP prototypes acting everywhere
-68.8, and the first reading (``pairing="proto"``) 67.1, no better than the prototype CAM.
+Defaults, tuned on synthetic seed 0 only with ``benchmarks/tune_cpmc.py`` on the pretrained
+classifier of the default config: affinity over the concatenated stages with ``power=32`` (``--grid
+refine``), SFC arg-max seeds from the refined CAM with the background x 0.05 (the best plain
+prototype CAM of ``--grid proto``, so the calibration is measured against the strongest baseline),
+``bg_mode`` "subtract", and the connectivity-split calibration of :mod:`cpmc_lib.calibration`
+(``pairing="classifier"``, ``detached="fp"``, ``fp_radius=0``; ``--grid cpmc`` and ``--grid fpfn``).
+``--grid final`` prints the defaults' row and the ablations of its parts (FN only, FP only, no
+split, FP everywhere, the first reading ``pairing="proto"``); nothing here quotes their numbers.
 
 Training (:func:`cpmc_loss`): the classification loss plus SIPE's general-specific consistency
 ``mean |R - P*|`` between the refined classifier CAM and the calibrated prototype CAM (both
@@ -39,9 +39,24 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .calibration import calibrated_cam, calibration_regions, local_prototypes
+from .calibration import (
+    attachment_gate,
+    calibrated_cam,
+    calibration_regions,
+    fp_suppression,
+    local_prototypes,
+    pure_prototypes,
+    reference_labels,
+    region_labels,
+)
 from .config import CalibrationConfig, Config, PrototypeConfig, RefinementConfig
-from .prototypes import cluster_prototypes, prototype_seeds, prototype_set_cam, structure_aware_seeds
+from .prototypes import (
+    cluster_prototypes,
+    one_hot_labels,
+    prototype_seeds,
+    prototype_set_cam,
+    structure_aware_seeds,
+)
 from .refinement import (
     ContextProjection,
     classifier_cam,
@@ -154,13 +169,29 @@ def cpmc_maps(
     c = calibration
     fp_radius, min_size = grid_cells(c, cam.shape[-2:])  # fractions of the grid -> cells of this one
     fn, fp, scope = calibration_regions(refined, proto, label, c, fp_radius)
-    calibrated = calibrated_cam(
-        feat,
-        glob,
-        local_prototypes(feat, fn, c.clusters, min_size) if c.use_fn else None,
-        local_prototypes(feat, fp, c.clusters, min_size) if c.use_fp else None,
-        scope,
-    )
+    fn_local = local_prototypes(feat, fn, c.clusters, min_size) if c.use_fn else None
+    if fn_local is not None and c.fn_purity:  # FN clusters nearer the background seed are dropped
+        fn_local = pure_prototypes(fn_local, glob)
+    fp_local = local_prototypes(feat, fp, c.clusters, min_size) if c.use_fp else None
+    raise_bg = fp_local if c.fp_action in ("background", "both") else None
+    fn_scope = None
+    if fn_local is not None and c.fn_radius >= 0:  # FN prototypes act near the object they complete
+        with torch.no_grad():
+            k, r = cam.shape[1], c.fn_radius
+            own = reference_labels(refined, label, c) if c.pairing == "classifier" else region_labels(
+                proto, label, c.proto_bg_factor
+            )  # the map whose misses the FN regions are
+            near = fn | (one_hot_labels(own, k) & label_mask(label).bool()[..., None, None])
+            fn_scope = F.max_pool2d(near.float(), 2 * r + 1, stride=1, padding=r).bool()
+    calibrated = calibrated_cam(feat, glob, fn_local, raise_bg, scope, fn_scope)
+    if fp_local is not None and c.fp_action in ("suppress", "both"):  # FP prototypes lower their class
+        calibrated = max_normalize(fp_suppression(calibrated, prototype_set_cam(feat, *fp_local), scope))
+    if c.gate != "none":  # class regions touching no classifier evidence of the class are noise
+        with torch.no_grad():  # anchor: the refined CAM's labels, or the raw CAM's (no affinity spread)
+            anchor = reference_labels(refined, label, c) if c.gate == "attached" else region_labels(
+                cam, label, c.ref_bg_factor
+            )
+        calibrated = max_normalize(attachment_gate(calibrated, label, anchor, c.proto_bg_factor))
     if c.fuse_refined:
         fused = calibrated + c.fuse_refined * max_normalize(refined)
         calibrated = max_normalize(fused) * label_mask(label)[..., None, None]

@@ -73,7 +73,9 @@ class PathologyMeter:
         # pixels predicted as their gt class, pixels predicted as some foreground class.
         self._sums = {name: np.zeros(256) for name in ("n", "own", "top", "right", "fg")}
 
-    def update(self, cam: ArrayLike, keys: ArrayLike, gt: ArrayLike, diag: ArrayLike) -> None:
+    def update(
+        self, cam: ArrayLike, keys: ArrayLike, gt: ArrayLike, diag: ArrayLike, threshold: float | None = None
+    ) -> None:
         """Add one image.
 
         Args:
@@ -81,6 +83,7 @@ class PathologyMeter:
             keys: ``(k,)`` their class ids in ``1..K-1``.
             gt: ``(H, W)`` ground-truth mask (255 = ignore).
             diag: ``(H, W)`` diagnostic codes of :mod:`cpmc_lib.synth` (255 border, skipped).
+            threshold: this image's threshold (a per-image rule); None = the meter's.
         """
         cam, keys = _numpy(cam, np.float32), _numpy(keys, np.int64).reshape(-1)
         gt, diag = _numpy(gt, np.int64), _numpy(diag, np.int64)
@@ -88,7 +91,7 @@ class PathologyMeter:
             raise ValueError(f"shapes differ: cam {cam.shape}, gt {gt.shape}, diag {diag.shape}")
         if diag.size and (diag.min() < 0 or diag.max() > 255):
             raise ValueError(f"diagnostic codes must lie in 0..255, got {np.unique(diag)[:10].tolist()}")
-        pred = cam_to_mask(cam, keys, self.threshold).numpy()
+        pred = cam_to_mask(cam, keys, self.threshold if threshold is None else threshold).numpy()
         top = cam.max(0) if cam.shape[0] else np.zeros(gt.shape, np.float32)
         per_pixel = {
             "n": np.ones(gt.shape),

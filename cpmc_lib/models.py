@@ -12,7 +12,7 @@ Two configurations (``cfg.classifier``):
   BasicBlock per stage and widths 64/128, trained from scratch. CAMs lie at stride 8 (16x16 for
   128 px images). Its theoretical receptive field is 51 px (stem 11, layer1 +16, layer2 +24),
   below the size of an object (30-70 px): a probe whose last stage was dilated (receptive field
-  ~107 px) gave diffuse CAMs (mIoU 15 against 32). Two blocks per stage would reach 99 px and
+  ~107 px) gave diffuse CAMs and a much lower mIoU. Two blocks per stage would reach 99 px and
   double the training time. The head sees stride 8 directly, so no stage is dilated.
 - **VOC / COCO** (SIPE/IRN): ``resnet50`` stages 1-4, ``output_stride=16``, side projections to
   128/128/256/256 channels (768-d hierarchical feature), BN statistics frozen. Deviation: timm

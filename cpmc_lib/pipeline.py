@@ -9,9 +9,13 @@ stage, each reusing what the run store already holds for its config, and writes
 ``runs/<run>/metrics.json``::
 
     {"dataset": {...card...}, "config_hash": "...",
-     "cams": {"cam": {"miou", "threshold", "precision", "recall", "pathology"}, "refined": ...,
+     "cams": {"cam": {"miou", "threshold", "precision", "recall", "pathology", "gt_free"}, "refined": ...,
               "proto": ..., "cpmc": ..., "gradcam": ..., "gradcampp": ..., "layercam": ...},
-     "pseudo": {"cpmc": {"miou": ..}, "cpmc_crf": {"miou": ..}},
+     "pseudo": {"threshold", "threshold_rule", "cpmc": {"miou": ..}, "cpmc_crf": {"miou": ..}},
+
+``cams.<m>.miou`` is each map at its best threshold against the ground truth (IRN's evaluation
+protocol, an oracle view); ``cams.<m>.gt_free`` scores the same maps at the decision the pseudo
+labels take, ``pseudo.threshold_rule``, which reads no ground truth.
      "seg": {"wsss": {"miou": ..}, "full": {"miou": ..}, "ratio": ..},
      "seconds": {"<stage>": ..}, "peak_rss_mb": ..}
 
@@ -166,6 +170,8 @@ def run(
         "classifier": {k: clf.get(k) for k in ("val_mAP", "val_F1", "epochs")},
         "cams": {m: {k: r[k] for k in _CAM_KEYS if k in r} for m, r in cam_results.items()},
     }
+    for m in cam_results:  # each map also at the ground-truth-free decision the pseudo labels use
+        metrics["cams"][m]["gt_free"] = timed(f"gt_free_{m}", lambda m=m: pseudo.rule_scores(cfg, store, m))
     stage_seconds = {"classifier": clf.get("seconds")}
     if cfg.pretrain.enabled and (store.path("pretrain") / "manifest.json").is_file():
         stage_seconds = {"pretrain": store.result("pretrain").get("seconds"), **stage_seconds}
@@ -175,6 +181,10 @@ def run(
         pl = timed("pseudo", lambda: ensure(cfg, "pseudo", store, progress=progress))
         method = pl["method"]
         metrics["pseudo"] = {
+            # threshold: the plane (None: per image); threshold_rule: fixed, or the per-image rule's name
+            "threshold": pl["threshold"],
+            "threshold_rule": pl["threshold_rule"],
+            "threshold_mean": pl.get("threshold_mean"),
             method: {"miou": pl["miou"], "precision": pl["precision"], "recall": pl["recall"]},
             f"{method}_crf": {
                 "miou": pl["miou_crf"],
@@ -213,9 +223,11 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     out = ["CAMs (cam split, best background threshold)"]
     out += [markdown_table(cam_rows, ["method", "miou", "threshold", "precision", "recall"]), ""]
     if "pseudo" in metrics:
-        rows = [{"labels": k, **v} for k, v in metrics["pseudo"].items()]
+        pl = metrics["pseudo"]
+        rows = [{"labels": k, **v} for k, v in pl.items() if isinstance(v, dict)]
+        thr = "per image" if pl.get("threshold") is None else pl["threshold"]
         out += [
-            "Pseudo labels (cam split)",
+            f"Pseudo labels (cam split; background rule {pl.get('threshold_rule')}, threshold {thr})",
             markdown_table(rows, ["labels", "miou", "precision", "recall"]),
             "",
         ]

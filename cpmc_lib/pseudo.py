@@ -8,7 +8,13 @@ is prepended and the argmax taken,
 - background where it does not exceed ``bg`` (``conf_bg``, or ``bg_threshold``),
 - ignore (255) in between, a zone that exists only when ``conf_bg < conf_fg``.
 
-``bg_threshold: 0`` takes the CAM method's best threshold from its ``metrics.json``.
+The background plane comes from ``pseudo.threshold_rule``, a rule that reads no ground truth
+(:func:`image_threshold`): ``"fixed"`` - the constant ``pseudo.bg_threshold`` (chosen once on the
+tuning seed and frozen in the config, like IRN's conf_fg 0.30 / conf_bg 0.05); ``"otsu"`` - per
+image, Otsu's threshold of the image's own top-class map (:func:`otsu_threshold`: the cut that
+best separates its values into two groups; it adapts where a frozen value would not transfer);
+``"oracle"`` - the CAM method's best threshold against the ground truth of these very images
+(IRN's *evaluation* protocol; an oracle view, kept only to compare with).
 
 With the dense CRF the same rule is applied to the argmax of the CRF posterior of
 :func:`cam_probs` (the normalised ``[plane, cam]`` scores as unary probabilities; one CRF per
@@ -40,23 +46,121 @@ from . import distributed
 from .config import Config, CrfConfig
 from .crf import crf_map, dense_crf
 from .datasets import build_dataset
-from .io import IGNORE_INDEX, save_mask_png
+from .io import IGNORE_INDEX, read_mask_png, save_mask_png
 from .metrics import ConfusionMeter, cam_to_mask
 from .runtime import pick_device
 from .store import RunStore, StageMissingError, missing_stage_message
 
 __all__ = [
+    "THRESHOLD_RULES",
     "cam_probs",
     "combine_confident",
     "compare",
     "examples",
+    "image_threshold",
     "make_labels",
+    "otsu_threshold",
+    "rule_scores",
+    "rule_threshold",
     "crf_pseudo_label",
     "labels_dir",
     "pseudo_label",
     "run",
     "score_planes",
 ]
+
+
+THRESHOLD_RULES = ("fixed", "otsu", "oracle")
+# Rules that decide per image from its own maps (no single threshold to record).
+PER_IMAGE_RULES = ("otsu",)
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 64) -> float:
+    """Otsu's threshold of values in ``[0, 1]``: the cut maximising the between-group variance.
+
+    Args:
+        values: any shape, e.g. an image's ``(H, W)`` top-class map.
+        bins: histogram bins over ``[0, 1]``.
+
+    Returns:
+        The upper edge of the best lower group, in ``(0, 1]``; 1.0 when the values do not split
+        (all equal), so that a flat map is all background.
+
+    Example:
+        >>> round(otsu_threshold(np.array([0.1, 0.12, 0.11, 0.8, 0.82])), 3)
+        0.125
+    """
+    v = np.clip(np.asarray(values, dtype=np.float64).ravel(), 0, 1)
+    hist = np.bincount(np.minimum((v * bins).astype(np.int64), bins - 1), minlength=bins).astype(np.float64)
+    centres = (np.arange(bins) + 0.5) / bins
+    w0 = np.cumsum(hist)[:-1]  # pixels in bins 0..t (cut after bin t)
+    w1 = v.size - w0
+    s0 = np.cumsum(hist * centres)[:-1]
+    m0 = s0 / np.maximum(w0, 1)
+    m1 = (hist @ centres - s0) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    if v.size == 0 or not (between > 0).any():
+        return 1.0
+    return float((int(np.argmax(between)) + 1) / bins)
+
+
+def image_threshold(cam: np.ndarray, rule: str, value: float = 0.0) -> float:
+    """The background plane of one image under a rule that reads no ground truth.
+
+    Args:
+        cam: ``(k, H, W)`` max-normalised maps of the image's present classes.
+        rule: ``"fixed"`` (``value``) or ``"otsu"`` (:func:`otsu_threshold` of ``max_c cam_c``).
+            ``"oracle"`` is resolved once per data set by :func:`rule_threshold`, not here.
+        value: the fixed threshold.
+
+    Returns:
+        The plane value; 1.0 (all background) for an image without maps (``k = 0``) under "otsu".
+
+    Example:
+        >>> cam = np.array([[[0.1, 0.12, 0.11, 0.8, 0.82]]])
+        >>> image_threshold(cam, "fixed", 0.3), image_threshold(cam, "otsu")
+        (0.3, 0.125)
+    """
+    if rule == "fixed":
+        return float(value)
+    if rule == "otsu":
+        cam = np.asarray(cam, dtype=np.float32)
+        return otsu_threshold(cam.max(0)) if cam.shape[0] else 1.0
+    raise ValueError(
+        f"image_threshold: rule {rule!r} is not a per-image rule; rules: {', '.join(THRESHOLD_RULES)}"
+    )
+
+
+def rule_threshold(cfg: Config, cam_metrics: dict[str, Any] | None = None) -> float | None:
+    """The single threshold of ``cfg.pseudo.threshold_rule``, or None for a per-image rule.
+
+    ``"fixed"``: ``pseudo.bg_threshold``; ``"oracle"``: the CAM method's best threshold against
+    the ground truth (``cam_metrics["threshold"]``; comparison only).
+
+    Raises:
+        ValueError: an unknown rule, a fixed threshold outside ``(0, 1)``, or a per-image rule
+            combined with ``pseudo.conf_fg`` / ``conf_bg`` (their planes are fixed values).
+    """
+    p = cfg.pseudo
+    if p.threshold_rule not in THRESHOLD_RULES:
+        raise ValueError(f"pseudo.threshold_rule {p.threshold_rule!r}; rules: {', '.join(THRESHOLD_RULES)}")
+    if p.threshold_rule == "fixed":
+        if not 0 < p.bg_threshold < 1:
+            raise ValueError(
+                f"pseudo.bg_threshold must lie in (0, 1) with threshold_rule fixed, got {p.bg_threshold}"
+                " (the ground-truth-picked threshold is threshold_rule: oracle)"
+            )
+        return float(p.bg_threshold)
+    if p.threshold_rule == "oracle":
+        if cam_metrics is None:
+            raise ValueError("pseudo.threshold_rule oracle needs the CAM method's metrics")
+        return float(cam_metrics["threshold"])
+    if p.conf_fg or p.conf_bg:
+        raise ValueError(
+            f"pseudo.threshold_rule {p.threshold_rule!r} decides per image; set pseudo.conf_fg and"
+            " pseudo.conf_bg to 0, or use threshold_rule: fixed for IRN's confident planes"
+        )
+    return None
 
 
 def score_planes(bg_threshold: float, conf_fg: float = 0.0, conf_bg: float = 0.0) -> tuple[float, float]:
@@ -209,7 +313,7 @@ def run(
 def _make_labels(cfg: Config, store: RunStore, out: Path, progress: bool) -> dict[str, Any]:
     start = time.perf_counter()
     folder, cam_metrics = _cam_folder(cfg, store, cfg.pseudo.method)
-    threshold = cfg.pseudo.bg_threshold or float(cam_metrics["threshold"])
+    threshold = rule_threshold(cfg, cam_metrics)
     result = make_labels(cfg, folder, threshold, out=out, progress=progress)
     result.update(seconds=round(time.perf_counter() - start, 1), labels=str(out))
     return result
@@ -218,7 +322,7 @@ def _make_labels(cfg: Config, store: RunStore, out: Path, progress: bool) -> dic
 def make_labels(
     cfg: Config,
     folder: Path,
-    threshold: float,
+    threshold: float | None,
     out: Path | None = None,
     limit: int = 0,
     progress: bool = True,
@@ -227,17 +331,22 @@ def make_labels(
 
     Args:
         folder: a CAM method's folder of ``<name>.npy`` maps.
-        threshold: background plane (``pseudo.conf_fg`` / ``conf_bg`` set the ignore zone).
+        threshold: background plane (``pseudo.conf_fg`` / ``conf_bg`` set the ignore zone); None:
+            per image by ``pseudo.threshold_rule`` (:func:`image_threshold`).
         out: where to save the label PNGs (the CRF labels when ``pseudo.crf``); None saves nothing.
         limit: score only the first ``limit`` images (0 = all), e.g. to compare methods quickly.
 
     Returns:
         dict with ``miou``, ``precision``, ``recall``, ``ignore_frac`` and the same with ``_crf``,
-        plus ``method``, ``threshold``, ``planes``, ``crf``, ``images``.
+        plus ``method``, ``threshold`` (None for a per-image rule), ``threshold_rule``,
+        ``threshold_mean`` (mean plane over the images), ``planes`` (None per image), ``crf``,
+        ``images``.
     """
     p = cfg.pseudo
-    fg, bg = score_planes(threshold, p.conf_fg, p.conf_bg)
-    planes = (fg,) if fg == bg else (fg, bg)
+    # A threshold passed in is the oracle's value under that rule, else a fixed plane.
+    rule = p.threshold_rule if threshold is None or p.threshold_rule == "oracle" else "fixed"
+    fixed = None if threshold is None else score_planes(threshold, p.conf_fg, p.conf_bg)
+    n_planes = 1 if fixed is None or fixed[0] == fixed[1] else 2
     ds = build_dataset(cfg, cfg.data.cam_split)
     every = ds.names[:limit] if limit else ds.names
     names = distributed.shard(every)  # under torchrun: this rank's images; scores are summed below
@@ -254,19 +363,23 @@ def make_labels(
                 )
             if not np.isfinite(cam).all():
                 raise ValueError(f"{folder / name}.npy: maps hold NaN or infinite values; recompute the CAMs")
-            label = pseudo_label(cam, keys, threshold, p.conf_fg, p.conf_bg)
+            thr = image_threshold(cam, rule) if threshold is None else threshold
+            planes_used.append(thr)
+            fg, bg = fixed or (thr, thr)
+            label = pseudo_label(cam, keys, thr, p.conf_fg, p.conf_bg)
             ids = np.concatenate([[0], keys]).astype(np.int64)
-            for plane in planes:
+            for plane in (fg,) if n_planes == 1 else (fg, bg):
                 yield img, cam_probs(cam, plane), (name, ids, label)
 
     K = cfg.data.num_classes
+    planes_used: list[float] = []
     meters = {"": ConfusionMeter(K), "_crf": ConfusionMeter(K)}
     ignored = {"": 0, "_crf": 0}
     pixels = 0
     bar = progress and distributed.is_main()
-    posts = crf_map(crf_inputs(), cfg.crf, len(names) * len(planes), bar, desc=f"pseudo {folder.name}")
+    posts = crf_map(crf_inputs(), cfg.crf, len(names) * n_planes, bar, desc=f"pseudo {folder.name}")
     for post_hi, (name, ids, label) in posts:
-        post_lo = next(posts)[0] if len(planes) == 2 else post_hi
+        post_lo = next(posts)[0] if n_planes == 2 else post_hi
         label_crf = combine_confident(ids[post_hi.argmax(0)], ids[post_lo.argmax(0)])
         if out is not None:
             save_mask_png(out / f"{name}.png", label_crf if p.crf else label)
@@ -281,9 +394,18 @@ def make_labels(
                 meters[suffix].update(torch.where(keep, lab, 0), torch.where(keep, gt, IGNORE_INDEX))
     for meter in meters.values():
         meter.confusion = distributed.all_reduce_tensor(meter.confusion)
-    counts = distributed.all_reduce_sum({"pixels": pixels, **{f"ignored{k}": v for k, v in ignored.items()}})
+    counts = distributed.all_reduce_sum(
+        {"pixels": pixels, "plane_sum": sum(planes_used), "plane_n": len(planes_used),
+         **{f"ignored{k}": v for k, v in ignored.items()}}
+    )  # fmt: skip
     pixels, ignored = counts["pixels"], {k: counts[f"ignored{k}"] for k in ignored}
-    result: dict[str, Any] = {"method": folder.name, "threshold": threshold, "planes": [fg, bg]}
+    result: dict[str, Any] = {
+        "method": folder.name,
+        "threshold": threshold,
+        "threshold_rule": rule,
+        "threshold_mean": counts["plane_sum"] / max(counts["plane_n"], 1),
+        "planes": None if fixed is None else list(fixed),
+    }
     for suffix, meter in meters.items():
         scores = meter.compute()
         result.update(
@@ -298,10 +420,63 @@ def make_labels(
     return result
 
 
+def rule_scores(cfg: Config, store: RunStore, method: str) -> dict[str, Any]:
+    """A CAM method's maps scored at the ground-truth-free decision of ``pseudo.threshold_rule``.
+
+    The cams stage scores every map at its best threshold (IRN's protocol, an oracle view); this is
+    what the same maps give when the background is decided as the pseudo labels decide it. Cached
+    beside the maps (``rule_scores.json``) for the method's settings and the rule.
+
+    Returns:
+        dict with ``rule``, ``threshold`` (None per image), ``threshold_mean``, ``miou``,
+        ``precision``, ``recall`` and, on data with diagnostic masks, ``pathology``
+        (:class:`~cpmc_lib.diagnostics.PathologyMeter` at each image's threshold).
+    """
+    from .diagnostics import PathologyMeter
+    from .io import load_json, save_json
+
+    folder, metrics = _cam_folder(cfg, store, method, progress=False)
+    p = cfg.pseudo
+    threshold = rule_threshold(cfg, metrics)
+    key = {"method_hash": metrics.get("method_hash"), "rule": p.threshold_rule, "value": threshold}
+    cache = folder / "rule_scores.json"
+    if cache.is_file():
+        saved = load_json(cache)
+        if saved.get("key") == key:
+            return saved["scores"]
+    ds = build_dataset(cfg, cfg.data.cam_split)
+    meter, patho, planes = ConfusionMeter(cfg.data.num_classes), None, []
+    for name in ds.names:  # masks read directly: the images are not needed
+        saved = np.load(folder / f"{name}.npy", allow_pickle=True).item()
+        cam, keys = saved["cam"].astype(np.float32), saved["keys"]
+        thr = image_threshold(cam, p.threshold_rule) if threshold is None else threshold
+        planes.append(thr)
+        mask_path, diag_path = ds.mask_path(name), ds.diag_path(name)
+        if mask_path is None:
+            continue
+        gt = ds.read_mask(mask_path).astype(np.int64)
+        meter.update(cam_to_mask(cam, keys, thr), gt)
+        if diag_path is not None:
+            diag = read_mask_png(diag_path).astype(np.int64)
+            patho = patho or PathologyMeter(thr)
+            patho.update(cam, keys, gt, diag, threshold=thr)
+    scores = meter.compute()
+    out: dict[str, Any] = {
+        "rule": p.threshold_rule,
+        "threshold": threshold,
+        "threshold_mean": float(np.mean(planes)) if planes else None,
+        **{k: scores[k] for k in ("miou", "precision", "recall")},
+    }
+    if patho is not None:
+        out["pathology"] = patho.compute()
+    save_json(cache, {"key": key, "scores": out})
+    return out
+
+
 def compare(
     cfg: Config, store: RunStore, methods: tuple[str, ...], limit: int = 0, progress: bool = True
 ) -> dict[str, dict[str, Any]]:
-    """Pseudo-label scores of several CAM methods (each at its best threshold), nothing saved.
+    """Pseudo-label scores of several CAM methods (each under ``pseudo.threshold_rule``), nothing saved.
 
     Reads each method's maps from the run store (:func:`cpmc_lib.pipeline.ensure` makes them).
     ``limit`` scores the first images only.
@@ -309,19 +484,19 @@ def compare(
     out = {}
     for m in methods:
         folder, metrics = _cam_folder(cfg, store, m)
-        out[m] = make_labels(cfg, folder, cfg.pseudo.bg_threshold or float(metrics["threshold"]), limit=limit,
-                             progress=progress)  # fmt: skip
+        out[m] = make_labels(cfg, folder, rule_threshold(cfg, metrics), limit=limit, progress=progress)
     return out
 
 
 def examples(
-    cfg: Config, store: RunStore, samples: list[dict[str, Any]], threshold: float
+    cfg: Config, store: RunStore, samples: list[dict[str, Any]], threshold: float | None
 ) -> list[list[np.ndarray]]:
     """Rows of [image, ground truth, pseudo label, pseudo label + CRF] of ``cfg.pseudo.method``.
 
     Args:
         samples: cam-split dataset items without transform (``img`` uint8 (3, H, W), ``mask``, ``name``).
-        threshold: the background plane used for the labels.
+        threshold: the background plane used for the labels; None: per image by
+            ``pseudo.threshold_rule`` (the stage result's ``threshold`` is None then).
     """
     from .cams import load_cams
     from .plots import colorize, to_hwc_uint8
@@ -332,7 +507,8 @@ def examples(
         saved = load_cams(store.root, p.method, s["name"])
         cam, keys = saved["cam"].astype(np.float32), saved["keys"]
         img = to_hwc_uint8(s["img"])
-        plain = pseudo_label(cam, keys, threshold, p.conf_fg, p.conf_bg)
-        crf = crf_pseudo_label(img, cam, keys, cfg.crf, threshold, p.conf_fg, p.conf_bg)
+        thr = image_threshold(cam, p.threshold_rule) if threshold is None else threshold
+        plain = pseudo_label(cam, keys, thr, p.conf_fg, p.conf_bg)
+        crf = crf_pseudo_label(img, cam, keys, cfg.crf, thr, p.conf_fg, p.conf_bg)
         rows.append([img, colorize(s["mask"]), colorize(plain), colorize(crf)])
     return rows

@@ -198,6 +198,8 @@ def headline(metrics: Mapping[str, Any]) -> str:
     ]
     pseudo = metrics.get("pseudo", {})
     for key, r in pseudo.items():
+        if not isinstance(r, dict):  # threshold, threshold_rule: how the background was decided
+            continue
         what = f"{key.removesuffix('_crf')} pseudo labels" + (" + dense CRF" if key.endswith("_crf") else "")
         rows.append({"stage": "pseudo labels (train split)", "what": what, "mIoU (%)": r["miou"]})
     seg = metrics.get("seg", {})

@@ -7,16 +7,20 @@ from torch.testing import assert_close
 
 from cpmc_lib.calibration import (
     attached_to,
+    attachment_gate,
     calibrated_cam,
     false_negative_regions,
     false_positive_regions,
+    fp_suppression,
     local_prototypes,
+    pure_prototypes,
     region_labels,
 )
 from cpmc_lib.prototypes import cluster_prototypes, one_hot_labels, prototype_cam
 
 # One row of 6 pixels with 3-d features: background, object part, object body, context patch.
 BG, PART, BODY, CTX = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.6, 0.8, 0.0]
+CTX2 = [0.9, 0.0, 0.3]  # context that looks more like background than like the object
 
 
 def _feat(pixels):
@@ -119,3 +123,66 @@ def test_detached_prototype_activation_is_noise_suppressed_only_where_it_was_fou
     # Without the scope the background prototype from the distractor also erases the true body.
     everywhere = calibrated_cam(feat, glob, local_prototypes(feat, fn), local_prototypes(feat, fp))
     assert (torch.relu(everywhere[:, 1:] - everywhere[:, :1])[0, 0, 0, 2:4] == 0).all()
+
+
+def test_pure_prototypes_drop_context_clusters():
+    # An FN region holding missed body and context: two clusters; the context one lies nearer the
+    # background's seed prototype than the class's, and is dropped.
+    feat = _feat([BG, PART, BODY, BODY, CTX2, CTX2])
+    seeds = torch.zeros(1, 2, 1, 6, dtype=torch.bool)
+    seeds[0, 0, 0, 0] = True
+    seeds[0, 1, 0, [1, 2]] = True
+    glob = cluster_prototypes(feat, seeds)
+    fn = torch.zeros(1, 2, 1, 6, dtype=torch.bool)
+    fn[0, 1, 0, 3:] = True
+    local = local_prototypes(feat, fn, max_clusters=2)
+    assert local[1][0, 1].tolist() == [True, True]
+    proto, valid = pure_prototypes(local, glob)
+    assert torch.equal(proto, local[0])
+    kept = proto[0, 1][valid[0, 1]]
+    assert len(kept) == 1 and kept[0].argmax() == 2  # the body cluster
+    assert not valid[0, 0].any()
+    # Without a background seed there is nothing to compare with: nothing is kept.
+    no_bg = (glob[0], glob[1].clone())
+    no_bg[1][0, 0] = False
+    assert not pure_prototypes(local, no_bg)[1].any()
+
+
+def test_fp_suppression_lowers_only_its_class_where_it_matches():
+    cam = torch.tensor([[[[0.3, 0.3, 0.3]], [[0.9, 0.6, 0.4]], [[0.1, 0.8, 0.2]]]])
+    act = torch.tensor([[[[1.0, 1.0, 1.0]], [[0.5, 0.7, 0.9]], [[0.0, 0.0, 0.0]]]])
+    out = fp_suppression(cam, act)
+    assert out[0, 1, 0].tolist() == [cam[0, 1, 0, 0].item(), 0.0, 0.0]
+    assert torch.equal(out[0, 0], cam[0, 0]) and torch.equal(out[0, 2], cam[0, 2])
+    scope = torch.zeros(1, 3, 1, 3, dtype=torch.bool)
+    scope[0, 1, 0, 2] = True  # only the last pixel is in the FP region's reach
+    assert fp_suppression(cam, act, scope)[0, 1, 0].tolist() == [cam[0, 1, 0, 0].item(), cam[0, 1, 0, 1].item(), 0.0]
+
+
+def test_attachment_gate_removes_detached_distractor():
+    # Pixels: object (classifier and prototypes), completed body, bg, distractor, distractor.
+    cam = torch.tensor([[[[0.1, 0.2, 0.9, 0.2, 0.2]], [[0.9, 0.8, 0.1, 0.7, 0.6]]]])
+    ref = torch.tensor([[[1, 0, 0, 0, 0]]])
+    out = attachment_gate(cam, torch.ones(1, 1), ref)
+    assert_close(out[0, 1, 0], torch.tensor([0.9, 0.8, 0.1, 0.0, 0.0]))
+    assert torch.equal(out[0, 0], cam[0, 0])
+    # With classifier evidence on the distractor too, it stays.
+    ref2 = torch.tensor([[[1, 0, 0, 0, 1]]])
+    assert torch.equal(attachment_gate(cam, torch.ones(1, 1), ref2), cam)
+
+
+def test_fn_scope_keeps_fn_prototypes_near_their_object():
+    # Pixels: part, body (missed), bg, bg, distractor body far away.
+    feat = _feat([PART, BODY, BG, BG, BODY])
+    seeds = torch.zeros(1, 2, 1, 5, dtype=torch.bool)
+    seeds[0, 0, 0, [2, 3]] = True
+    seeds[0, 1, 0, 0] = True
+    glob = cluster_prototypes(feat, seeds)
+    fn = torch.zeros(1, 2, 1, 5, dtype=torch.bool)
+    fn[0, 1, 0, 1] = True
+    everywhere = calibrated_cam(feat, glob, fn=local_prototypes(feat, fn))
+    assert everywhere[0, 1, 0, 4] > 0.99  # the distractor lights up
+    scope = torch.zeros_like(fn)
+    scope[0, 1, 0, :3] = True  # object and FN region, dilated by one cell
+    near = calibrated_cam(feat, glob, fn=local_prototypes(feat, fn), fn_scope=scope)
+    assert near[0, 1, 0, 1] > 0.99 and near[0, 1, 0, 4] < 0.01  # body kept, distractor not raised

@@ -123,3 +123,12 @@ def test_data_root_env_override(monkeypatch):
     assert str(cfg.data_root()) == cfg.data.root
     monkeypatch.setenv("CPMC_DATA", "/elsewhere/VOC2012")
     assert str(cfg.data_root()) == "/elsewhere/VOC2012"
+
+
+def test_choice_fields_list_their_values():
+    from cpmc_lib.config import ConfigError, load_config
+
+    cfg = load_config("configs/default.yaml", ["calibration.gate=attached", "pseudo.threshold_rule=fixed"])
+    assert cfg.calibration.gate == "attached" and cfg.pseudo.threshold_rule == "fixed"
+    with pytest.raises(ConfigError, match="pseudo.threshold_rule: 'best' is not one of fixed, otsu, oracle"):
+        load_config("configs/default.yaml", ["pseudo.threshold_rule=best"])

@@ -49,6 +49,10 @@ def test_consistency_loss_by_hand():
             "calibration.pairing": "classifier",
         },
         {"prototypes.clusters": 2, "calibration.fuse_refined": 0.5, "prototypes.feature": "feat"},
+        {"calibration.clusters": 2, "calibration.fn_purity": True, "calibration.fp_action": "both",
+         "calibration.gate": "attached"},
+        {"calibration.fp_action": "suppress", "calibration.fp_radius": -1, "calibration.fn_radius": 1},
+        {"calibration.gate": "attached_cam", "calibration.fn_radius": 0},
     ],
 )
 def test_cpmc_maps_shapes_and_absent_classes(tiny, overrides):

@@ -24,6 +24,11 @@ def test_pipeline_writes_complete_metrics(tiny):
     for r in metrics["cams"].values():
         assert 0 <= r["miou"] <= 100 and 0 < r["threshold"] < 1
     assert {"cpmc", "cpmc_crf"} <= set(metrics["pseudo"])
+    # The pseudo labels' background decision reads no ground truth; every map is scored there too.
+    assert metrics["pseudo"]["threshold_rule"] == cfg.pseudo.threshold_rule != "oracle"
+    assert (metrics["pseudo"]["threshold"] is None) == (cfg.pseudo.threshold_rule == "otsu")
+    for r in metrics["cams"].values():
+        assert r["gt_free"]["rule"] == cfg.pseudo.threshold_rule and 0 <= r["gt_free"]["miou"] <= 100
     for part in ("wsss", "full"):
         assert 0 <= metrics["seg"][part]["miou"] <= 100
     assert metrics["dataset"]["num_classes"] == 5

@@ -78,9 +78,11 @@ def _direct_scores(cfg, store, crf: bool):
 @pytest.mark.parametrize("save_crf", [True, False])
 def test_stage_png_round_trip_and_miou(tiny_cam_run, save_crf):
     cfg, store = tiny_cam_run
-    cfg = cfg.replace(**{"pseudo.crf": save_crf, "pseudo.conf_fg": 0.4, "pseudo.conf_bg": 0.1})
+    over = {"pseudo.crf": save_crf, "pseudo.conf_fg": 0.4, "pseudo.conf_bg": 0.1, "pseudo.threshold_rule": "oracle"}
+    cfg = cfg.replace(**over)
     result = pseudo.run(cfg, store, method="cam", progress=False)
     assert result["method"] == "cam" and result["threshold"] == 0.25 and result["planes"] == [0.4, 0.1]
+    assert result["threshold_rule"] == "oracle"
     assert result["images"] == 8 and 0 < result["ignore_frac"] < 0.5
     plain, miou_plain = _direct_scores(cfg, store, crf=False)
     with_crf, miou_crf = _direct_scores(cfg, store, crf=True)
@@ -98,3 +100,66 @@ def test_crf_helps_blurred_cams(tiny_cam_run):
     result = pseudo.run(cfg, store, method="cam", progress=False)
     assert result["ignore_frac"] == 0 and result["crf"] is True
     assert result["miou_crf"] > result["miou"]
+
+
+def test_otsu_threshold_by_hand():
+    # Two tight groups: the cut lies between them, at a bin edge above the lower group.
+    low, high = np.full(30, 0.1), np.full(10, 0.8)
+    t = pseudo.otsu_threshold(np.concatenate([low, high]))
+    assert 0.1 < t <= 0.8
+    assert pseudo.otsu_threshold(np.full(7, 0.4)) == 1.0  # nothing to split: all background
+    assert pseudo.otsu_threshold(np.array([])) == 1.0
+
+
+def test_image_threshold_adapts_per_image():
+    # The same object on a weak and on a strong background: a fixed plane fits one of them,
+    # Otsu's cut follows each image's own values.
+    weak = np.array([[[0.05, 0.1, 0.9, 0.95]]], np.float32)
+    strong = np.array([[[0.5, 0.55, 0.9, 0.95]]], np.float32)
+    assert pseudo.image_threshold(weak, "fixed", 0.3) == 0.3 == pseudo.image_threshold(strong, "fixed", 0.3)
+    for cam in (weak, strong):
+        thr = pseudo.image_threshold(cam, "otsu")
+        assert pseudo.pseudo_label(cam, [2], thr).tolist() == [[0, 0, 2, 2]]
+    assert pseudo.pseudo_label(strong, [2], 0.3).tolist() == [[2, 2, 2, 2]]  # the fixed plane fails here
+    assert pseudo.image_threshold(np.zeros((0, 1, 4), np.float32), "otsu") == 1.0  # no class: background
+    with pytest.raises(ValueError, match="per-image"):
+        pseudo.image_threshold(weak, "oracle")
+
+
+def test_rule_threshold_reads_no_ground_truth_unless_oracle(tiny_cam_run):
+    cfg, _ = tiny_cam_run
+    assert pseudo.rule_threshold(cfg.replace(**{"pseudo.threshold_rule": "otsu"})) is None
+    fixed = cfg.replace(**{"pseudo.threshold_rule": "fixed", "pseudo.bg_threshold": 0.35})
+    assert pseudo.rule_threshold(fixed, {"threshold": 0.9}) == 0.35  # the metrics are not read
+    assert pseudo.rule_threshold(cfg.replace(**{"pseudo.threshold_rule": "oracle"}), {"threshold": 0.9}) == 0.9
+    with pytest.raises(ValueError, match="pseudo.bg_threshold"):
+        pseudo.rule_threshold(fixed.replace(**{"pseudo.bg_threshold": 0.0}))
+    with pytest.raises(ValueError, match="pseudo.conf_fg"):
+        pseudo.rule_threshold(cfg.replace(**{"pseudo.threshold_rule": "otsu", "pseudo.conf_fg": 0.3}))
+
+
+@pytest.mark.parametrize("rule", ["otsu", "fixed"])
+def test_stage_with_gt_free_rule(tiny_cam_run, rule):
+    cfg, store = tiny_cam_run
+    cfg = cfg.replace(**{"pseudo.threshold_rule": rule, "pseudo.bg_threshold": 0.3, "pseudo.crf": False})
+    result = pseudo.run(cfg, store, method="cam", progress=False)
+    assert result["threshold_rule"] == rule
+    assert result["threshold"] == (None if rule == "otsu" else 0.3)
+    ds = build_dataset(cfg, cfg.data.cam_split)
+    preds, gts, planes = [], [], []
+    for i, name in enumerate(ds.names):  # the same labels computed here, image by image
+        saved = np.load(store.path("cams") / "cam" / f"{name}.npy", allow_pickle=True).item()
+        cam = saved["cam"].astype(np.float32)
+        thr = pseudo.image_threshold(cam, rule, 0.3)
+        planes.append(thr)
+        lab = pseudo.pseudo_label(cam, saved["keys"], thr)
+        np.testing.assert_array_equal(read_mask_png(pseudo.labels_dir(store) / f"{name}.png"), lab)
+        preds.append(lab)
+        gts.append(ds[i]["mask"].numpy())
+    assert result["miou"] == pytest.approx(miou(preds, gts, cfg.data.num_classes)["miou"])
+    assert result["threshold_mean"] == pytest.approx(np.mean(planes))
+    if rule == "otsu":
+        assert len(set(planes)) > 1  # it adapts per image
+    scores = pseudo.rule_scores(cfg, store, "cam")  # the CAM scored at the same decision
+    assert scores["rule"] == rule and scores["miou"] == pytest.approx(result["miou"])
+    assert pseudo.rule_scores(cfg, store, "cam") == scores  # cached beside the maps
