@@ -435,7 +435,7 @@ def rule_scores(cfg: Config, store: RunStore, method: str) -> dict[str, Any]:
     from .diagnostics import PathologyMeter
     from .io import load_json, save_json
 
-    folder, metrics = _cam_folder(cfg, store, method, progress=False)
+    folder, metrics = _cam_folder(cfg, store, method)
     p = cfg.pseudo
     threshold = rule_threshold(cfg, metrics)
     key = {"method_hash": metrics.get("method_hash"), "rule": p.threshold_rule, "value": threshold}

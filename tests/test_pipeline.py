@@ -108,14 +108,14 @@ def tiny_summary(metrics: dict) -> dict:
         "cams": {
             m: {"miou": r["miou"], "threshold": r["threshold"]} for m, r in sorted(metrics["cams"].items())
         },
-        "pseudo": {k: v["miou"] for k, v in sorted(metrics["pseudo"].items())},
+        "pseudo": {k: v["miou"] for k, v in sorted(metrics["pseudo"].items()) if isinstance(v, dict)},
         "seg": {"wsss": metrics["seg"]["wsss"]["miou"], "full": metrics["seg"]["full"]["miou"]},
     }
 
 
 @pytest.mark.slow
 def test_tiny_pipeline_metrics_are_identical_to_the_recorded_ones(tiny):
-    """The tiny run's scores equal those recorded before the stages were split (commit abdb885).
+    """The tiny run's scores equal the recorded ones (CAMs and segmentation unchanged since abdb885; pseudo labels re-recorded for the GT-free rule).
 
     Bit-for-bit on the CPU build they were recorded with (torch 2.x, this venv). Re-record after an
     intended change of the numbers with ``CPMC_RECORD_TINY=1 pytest tests/test_pipeline.py -k identical``.
