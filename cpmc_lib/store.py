@@ -54,6 +54,7 @@ __all__ = [
     "stage_hash",
 ]
 
+_PSEUDO_DEPS = ("data", "synth", "classifier", "cams", "refinement", "prototypes", "calibration", "pseudo", "crf")
 # Which stage configs a stage's outputs depend on (its own and everything upstream).
 STAGE_DEPS: dict[str, tuple[str, ...]] = {
     "synth": ("synth",),
@@ -62,29 +63,8 @@ STAGE_DEPS: dict[str, tuple[str, ...]] = {
     "pretrain": ("classifier", "pretrain"),
     # The cams stage folder holds one sub-folder per method; a method's own sections are in METHOD_DEPS.
     "cams": ("data", "synth", "classifier", "cams"),
-    "pseudo": (
-        "data",
-        "synth",
-        "classifier",
-        "cams",
-        "refinement",
-        "prototypes",
-        "calibration",
-        "pseudo",
-        "crf",
-    ),
-    "segmentation": (
-        "data",
-        "synth",
-        "classifier",
-        "cams",
-        "refinement",
-        "prototypes",
-        "calibration",
-        "pseudo",
-        "crf",
-        "segmentation",
-    ),
+    "pseudo": _PSEUDO_DEPS,
+    "segmentation": (*_PSEUDO_DEPS, "segmentation"),
     # The fully supervised ceiling: the same network trained on ground-truth masks.
     "segmentation_gt": ("data", "synth", "crf", "segmentation"),
 }

@@ -644,12 +644,9 @@ def _card(
     cfg: SynthConfig, designs: list[ClassDesign], counts: dict[str, np.ndarray], labels: dict[str, list[int]]
 ) -> dict[str, Any]:
     per_class = np.bincount([k for keys in labels.values() for k in keys], minlength=cfg.classes + 1)
+    started = {k: v for k, v in _started_card(cfg, designs).items() if k != "complete"}
     return {
-        "generator": _GENERATOR,
-        "version": GENERATOR_VERSION,
-        "params": dataclasses.asdict(cfg),
-        "num_classes": cfg.classes + 1,
-        "class_names": ["background"] + [d.name for d in designs],
+        **started,
         "classes": [_json_design(d) for d in designs],
         "diagnostic_codes": {str(code): text for code, text in DIAGNOSTIC_CODES.items()},
         "splits": {split: getattr(cfg, split) for split in SPLITS},
