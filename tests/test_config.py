@@ -130,5 +130,5 @@ def test_choice_fields_list_their_values():
 
     cfg = load_config("configs/default.yaml", ["calibration.gate=attached", "pseudo.threshold_rule=fixed"])
     assert cfg.calibration.gate == "attached" and cfg.pseudo.threshold_rule == "fixed"
-    with pytest.raises(ConfigError, match="pseudo.threshold_rule: 'best' is not one of fixed, otsu, oracle"):
+    with pytest.raises(ConfigError, match="pseudo.threshold_rule='best' is not one of 'fixed', 'otsu', 'oracle'"):
         load_config("configs/default.yaml", ["pseudo.threshold_rule=best"])
