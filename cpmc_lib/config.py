@@ -259,8 +259,9 @@ class CrfConfig:
 class SegmentationConfig:
     """DeepLab-style segmentation network trained on pseudo labels (or, for the ceiling, on ground truth).
 
-    Synthetic default: the classifier's small from-scratch ResNet (stem, layer1, layer2; stride 8)
-    under a DeepLabV3 head of width 64, sized to train in about 3 minutes on 2 CPU cores.
+    Synthetic default: the classifier's small ResNet (stem, layer1, layer2; stride 8), started
+    from the ImageNet stand-in like the classifier (``stand_in``), under a DeepLabV3 head of
+    width 64, sized to train in a few minutes on 2 CPU cores.
     VOC / COCO (configs/voc.yaml): DeepLabV2 on an ImageNet ResNet-101 as deeplab-pytorch trains it
     for WSSS: backbone resnet101, layers=[], channels=[], head=v2, atrous_rates=[6,12,18,24],
     pretrained=true (or weights=<file>), freeze_bn=true, crop_size=321, batch_size=10, lr=2.5e-4,
@@ -279,6 +280,10 @@ class SegmentationConfig:
     # "v2" DeepLabV2's ASPP, the sum of one dilated 3x3 classifier per atrous rate (deeplab-pytorch).
     head: str = "v3"
     weights: str = ""  # local ImageNet backbone weights (timm names), for offline machines
+    # With neither pretrained nor weights: start the backbone from the ImageNet stand-in (the
+    # "pretrain" stage, pretrain.enabled), as DeepLab starts from ImageNet; it must have the
+    # classifier's backbone, layers and channels. false: from scratch.
+    stand_in: bool = True
     freeze_bn: bool = False  # keep the backbone's BatchNorm statistics (deeplab-pytorch's DeepLabV2)
     epochs: int = 5
     batch_size: int = 16
@@ -331,6 +336,11 @@ class Config:
         """True when the classifier starts from the synthetic ImageNet stand-in (no other weights given)."""
         c = self.classifier
         return self.pretrain.enabled and not c.weights and not c.pretrained
+
+    def segmentation_uses_pretrain_stage(self) -> bool:
+        """True when the segmentation backbone starts from the ImageNet stand-in (no other weights given)."""
+        s = self.segmentation
+        return self.pretrain.enabled and s.stand_in and not s.weights and not s.pretrained
 
     def data_root(self) -> Path:
         """The dataset root: ``CPMC_DATA`` if set, else ``data.root``."""

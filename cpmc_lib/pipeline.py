@@ -80,6 +80,8 @@ def ensure(
         raise ValueError(f"stage={stage!r} is not one of {', '.join(STAGES)}")
     store = store or RunStore.for_config(cfg)
     if stage == "segmentation_gt":
+        if cfg.segmentation_uses_pretrain_stage():
+            pretrain.run(cfg, store, progress=progress)
         return segmentation.run(cfg, store, labels="gt", progress=progress)
     # The ImageNet stand-in: only a classifier still to train reads it.
     if stage == "pretrain" or (cfg.uses_pretrain_stage() and not store.has("classifier", cfg)):
@@ -97,6 +99,8 @@ def ensure(
     result = pseudo.run(cfg, store, progress=progress)
     if stage == "pseudo":
         return result
+    if cfg.segmentation_uses_pretrain_stage():  # reused when the classifier's pretraining made it
+        pretrain.run(cfg, store, progress=progress)
     return segmentation.run(cfg, store, labels="pseudo", progress=progress)
 
 

@@ -6,7 +6,10 @@ Training the *same* network with the *same* schedule on the ground-truth masks o
 gives the fully supervised ceiling that the WSSS result is compared with.
 
 The network is :class:`cpmc_lib.models.SegNet` (torchvision's DeepLabV3 head over the last stage
-of a timm backbone, built by :func:`cpmc_lib.models.build_segnet`). With pseudo labels the stage
+of a timm backbone, built by :func:`cpmc_lib.models.build_segnet`). Its backbone starts from
+ImageNet weights where a config gives them (``pretrained``, ``weights``) and otherwise, on the
+synthetic default, from the same ImageNet stand-in as the classifier (the "pretrain" stage,
+``segmentation.stand_in``): both networks, weak and full, start alike. With pseudo labels the stage
 reads them from the run store's finished "pseudo" stage and stops with an error naming the
 command that makes them when they are missing (:func:`cpmc_lib.pipeline.ensure` runs the stages
 in order).
@@ -47,7 +50,7 @@ from .datasets import build_dataset, collate
 from .engine import fit, poly_lr
 from .io import IGNORE_INDEX, read_mask_png, save_json, save_torch
 from .metrics import ConfusionMeter
-from .models import SegNet, build_segnet, load_state_checked
+from .models import SegNet, build_segnet, load_state_checked, load_weights
 from .progress import tqdm
 from .runtime import channels_last, loader_options, pick_device, seed_everything, to_device, worker_init_fn
 from .store import RunStore
@@ -214,12 +217,15 @@ def train(
     device: torch.device,
     label_dir: str | Path | None = None,
     progress: bool = True,
+    init: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg.segmentation``'s network into ``out`` (resuming from its ``checkpoint.pt``) and score it.
 
     Args:
         label_dir: folder of pseudo label PNGs for the ``cfg.data.cam_split`` images; None trains
             on their ground-truth masks (the fully supervised ceiling).
+        init: backbone weights to start from (the ImageNet stand-in's ``weights.pt``), loaded
+            after ``build_segnet`` (:func:`~cpmc_lib.models.load_weights`); None keeps its start.
 
     Returns:
         dict with ``val_miou``, ``val_precision``, ``val_recall``, ``val_iou`` (per class),
@@ -229,7 +235,16 @@ def train(
     start = time.perf_counter()
     out, s = Path(out), cfg.segmentation
     seed_everything(cfg.seed)  # the initial weights
-    model = channels_last(build_segnet(cfg), device)
+    model = build_segnet(cfg)
+    if init is not None:
+        try:
+            load_weights(model, init)
+        except ValueError as e:  # the stand-in is the classifier's backbone
+            raise ValueError(
+                f"{e}. The ImageNet stand-in has the classifier's backbone: give segmentation the same "
+                "backbone, layers and channels, or start it from scratch with segmentation.stand_in=false"
+            ) from e
+    model = channels_last(model, device)
     transform = train_transform(s.crop_size, scale=tuple(s.scale), color_jitter=s.color_jitter)
     if label_dir is None:
         train_set: Dataset = build_dataset(cfg, cfg.data.cam_split, transform)
@@ -321,7 +336,10 @@ def run(
         label_dir = store.require("pseudo", cfg, "pseudo labels") / "labels"
     with store.stage(LABELS[labels], cfg, device=str(device), keep=("checkpoint.pt",)) as st:
         if not st.done:
-            st.result = {"labels": labels, **train(cfg, st.path, device, label_dir, progress)}
+            init = None
+            if cfg.segmentation_uses_pretrain_stage():  # the ImageNet stand-in
+                init = store.require("pretrain", cfg, "pretrained backbone") / "weights.pt"
+            st.result = {"labels": labels, **train(cfg, st.path, device, label_dir, progress, init)}
     return st.result
 
 

@@ -108,6 +108,9 @@ def stage_hash(cfg: Config, stage: str) -> str:
     # and no weights file is given; otherwise its settings change nothing.
     if stage not in ("pretrain", "synth") and cfg.uses_pretrain_stage():
         part["pretrain"] = d["pretrain"]
+    # ... and the segmentation backbone's start, whose shape the classifier section holds.
+    if stage in ("segmentation", "segmentation_gt") and cfg.segmentation_uses_pretrain_stage():
+        part.update(pretrain=d["pretrain"], classifier=d["classifier"])
     # With consistency training, the CPMC sections shape the classifier itself.
     if stage not in ("synth", "pretrain") and cfg.calibration.train_consistency_weight > 0:
         part.update({k: d[k] for k in ("refinement", "prototypes", "calibration")})

@@ -77,13 +77,17 @@ def test_ensure_runs_the_stages_in_order(monkeypatch, tmp_path):
     calls = _record_stage_runs(monkeypatch)
     cfg = Config(runs_dir=str(tmp_path))  # pretraining on: the classifier starts from it
     assert pipeline.ensure(cfg, "segmentation") == {"stage": "segmentation"}
+    # the segmentation network starts from the stand-in too (pretrain.run reuses what it made)
     assert calls == [("pretrain", None), ("classifier", None), ("cams", "cpmc"), ("pseudo", None),
-                     ("segmentation", "pseudo")]  # fmt: skip
+                     ("pretrain", None), ("segmentation", "pseudo")]  # fmt: skip
     calls.clear()
     pipeline.ensure(cfg.replace(**{"pretrain.enabled": False}), "cams", method="gradcam")
     assert calls == [("classifier", None), ("cams", "gradcam")]
     calls.clear()
-    pipeline.ensure(cfg, "segmentation_gt")  # the ceiling reads the data only
+    pipeline.ensure(cfg, "segmentation_gt")  # the ceiling reads the data and the stand-in only
+    assert calls == [("pretrain", None), ("segmentation", "gt")]
+    calls.clear()
+    pipeline.ensure(cfg.replace(**{"segmentation.stand_in": False}), "segmentation_gt")
     assert calls == [("segmentation", "gt")]
     with pytest.raises(ValueError, match="stage='seg' is not one of pretrain, classifier"):
         pipeline.ensure(cfg, "seg")

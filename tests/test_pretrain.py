@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -121,3 +123,49 @@ def test_pretrain_feeds_the_classifier_only_when_enabled():
     assert not online.uses_pretrain_stage()
     # the pretrain stage's own key ignores the switch: turning it on reuses weights made while off
     assert stage_hash(on, "pretrain") == stage_hash(cfg, "pretrain")
+
+
+def test_segmentation_backbone_starts_from_the_stand_in(tiny_cfg, monkeypatch):
+    """Both segmentation networks load the stand-in's weights into their backbone before training."""
+    from cpmc_lib import segmentation
+    from cpmc_lib.models import build_segnet
+
+    c = tiny_cfg.classifier  # the stand-in has the classifier's backbone
+    tiny_cfg = tiny_cfg.replace(**{"segmentation.layers": list(c.layers), "segmentation.channels": list(c.channels)})
+    weights = pretrain.run(tiny_cfg, progress=False)["weights"]
+    state = torch.load(weights, weights_only=True)
+    seen = {}
+
+    def fake_train(cfg, out, device, label_dir=None, progress=True, init=None):
+        seen["init"] = init
+        model = build_segnet(cfg)
+        from cpmc_lib.models import load_weights
+
+        load_weights(model, init)
+        seen["backbone"] = model.backbone.state_dict()
+        return {"val_miou": 0.0}
+
+    monkeypatch.setattr(segmentation, "train", fake_train)
+    segmentation.run(tiny_cfg, labels="gt", progress=False)
+    assert seen["init"] == Path(weights)
+    for k, v in seen["backbone"].items():
+        torch.testing.assert_close(v, state[k])
+    # from scratch when switched off, and the switch is part of the cache key
+    seen.clear()
+    off = tiny_cfg.replace(**{"segmentation.stand_in": False})
+    assert stage_hash(off, "segmentation_gt") != stage_hash(tiny_cfg, "segmentation_gt")
+    assert stage_hash(tiny_cfg.replace(**{"pretrain.epochs": 2}), "segmentation_gt") != stage_hash(
+        tiny_cfg, "segmentation_gt"
+    )
+    monkeypatch.setattr(segmentation, "train", lambda *a, init=None, **k: seen.update(init=init) or {})
+    segmentation.run(off, labels="gt", progress=False)
+    assert seen["init"] is None
+
+
+def test_segmentation_backbone_other_than_the_classifier_fails_clearly(tiny_cfg, tmp_path):
+    from cpmc_lib import segmentation
+
+    weights = pretrain.run(tiny_cfg, progress=False)["weights"]
+    other = tiny_cfg.replace(**{"segmentation.channels": "[16, 32]"})
+    with pytest.raises(ValueError, match=r"does not fit.*segmentation.stand_in=false"):
+        segmentation.train(other, tmp_path, torch.device("cpu"), progress=False, init=weights)
