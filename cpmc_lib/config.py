@@ -168,7 +168,10 @@ class PrototypeConfig:
     bg_quantile: float = 0.3  # seed_rule=quantile: lowest fraction of the image as background
     feature: Literal["hie", "feat"] = "hie"  # prototype features
     clusters: int = 1  # global prototypes per class (k-means inside the seed)
-    min_size: int = 1  # grid cells per global prototype cluster
+    # Grid cells per global prototype cluster (seeds smaller give none), written for the
+    # calibration.grid_ref grid like calibration.min_size: max(1, round(min_size * s^2)) cells of
+    # an h x w grid, s = sqrt(h * w) / grid_ref (cpmc.area_cells); cells as written on that grid.
+    min_size: int = 1
     bg_mode: Literal["drop", "subtract", "gate"] = "subtract"  # how the background enters the foreground maps
 
 
@@ -194,10 +197,11 @@ class CalibrationConfig:
     # "drop" discards the detached ones, "fp" makes them FP regions (noise away from any object).
     detached: Literal["keep", "drop", "fp"] = "fp"
     fp_radius: int = 0  # FP local prototypes raise the background within this many cells; -1 = everywhere
-    # The grid side (CAM cells) for which fp_radius and min_size are written: on an h x w grid they
-    # become round(fp_radius * s) and max(1, round(min_size * s^2)) cells, s = sqrt(h * w) / grid_ref,
-    # i.e. fixed fractions of the grid (fp_radius / grid_ref of its side, min_size / grid_ref^2 of its
-    # area). 16: the synthetic default's 16x16 grid, where they are the cells as written; 0 = cells.
+    # The grid side (CAM cells) for which fp_radius and min_size (and prototypes.min_size) are
+    # written: on an h x w grid they become round(fp_radius * s) and max(1, round(min_size * s^2))
+    # cells, s = sqrt(h * w) / grid_ref, i.e. fixed fractions of the grid (fp_radius / grid_ref of its
+    # side, min_size / grid_ref^2 of its area). 16: the synthetic default's 16x16 grid, where they are
+    # the cells as written; 0 = cells.
     grid_ref: int = 16
     # FN clusters (clusters > 1) kept only where nearer the class's seed prototype than the
     # background's (calibration.pure_prototypes).

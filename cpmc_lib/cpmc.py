@@ -67,7 +67,15 @@ from .refinement import (
     refine_with_context,
 )
 
-__all__ = ["BG_MODES", "consistency_loss", "cpmc_loss", "cpmc_maps", "foreground_maps", "grid_cells"]
+__all__ = [
+    "BG_MODES",
+    "area_cells",
+    "consistency_loss",
+    "cpmc_loss",
+    "cpmc_maps",
+    "foreground_maps",
+    "grid_cells",
+]
 
 BG_MODES = ("drop", "subtract", "gate")
 
@@ -93,6 +101,24 @@ def foreground_maps(cam: torch.Tensor, mode: str = "drop") -> torch.Tensor:
     raise ValueError(f"unknown bg_mode {mode!r}; modes: {', '.join(BG_MODES)}")
 
 
+def area_cells(cells: int, cal: CalibrationConfig, grid: tuple[int, int]) -> int:
+    """An area of ``cells`` cells of the ``grid_ref`` x ``grid_ref`` grid, in cells of an ``(h, w)`` grid.
+
+    It keeps its fraction of the grid: ``max(1, round(cells * s**2))`` cells with
+    ``s = sqrt(h * w) / grid_ref`` (halves round up); ``grid_ref=0`` returns ``cells`` as written.
+    The smallest region of ``calibration.min_size`` and ``prototypes.min_size`` alike.
+
+    Example:
+        >>> cal = CalibrationConfig(grid_ref=16)
+        >>> area_cells(2, cal, (16, 16)), area_cells(2, cal, (32, 32)), area_cells(2, cal, (8, 8))
+        (2, 8, 1)
+    """
+    if cal.grid_ref <= 0:
+        return cells
+    s2 = grid[0] * grid[1] / cal.grid_ref**2
+    return max(1, math.floor(cells * s2 + 0.5))
+
+
 def grid_cells(cal: CalibrationConfig, grid: tuple[int, int]) -> tuple[int, int]:
     """``calibration.fp_radius`` and ``min_size`` in cells of an ``(h, w)`` CAM grid.
 
@@ -110,7 +136,7 @@ def grid_cells(cal: CalibrationConfig, grid: tuple[int, int]) -> tuple[int, int]
         return cal.fp_radius, cal.min_size
     s = math.sqrt(grid[0] * grid[1]) / cal.grid_ref
     radius = cal.fp_radius if cal.fp_radius < 0 else math.floor(cal.fp_radius * s + 0.5)
-    return radius, max(1, math.floor(cal.min_size * s * s + 0.5))
+    return radius, area_cells(cal.min_size, cal, grid)
 
 
 def cpmc_maps(
@@ -163,7 +189,8 @@ def cpmc_maps(
             p.fg_quantile,
             p.bg_quantile,
         )
-    glob = cluster_prototypes(feat, seeds, p.clusters, p.min_size)
+    # prototypes.min_size, like calibration.min_size, is an area of the grid_ref grid
+    glob = cluster_prototypes(feat, seeds, p.clusters, area_cells(p.min_size, calibration, cam.shape[-2:]))
     proto = max_normalize(prototype_set_cam(feat, *glob))
 
     c = calibration

@@ -52,3 +52,55 @@ def test_bench_pipeline_quick_extrapolates_per_image():
     # elsewhere one rate, an evaluated image a third of a trained one
     assert bench.extrapolate({"seconds": 10.0}, {"train": 6, "eval": 3}, {"train": 60, "eval": 30}) == 100.0
     assert bench.extrapolate({"seconds": 3.0}, {"eval": 0}, {"eval": 0}) == 3.0  # nothing to scale
+
+
+def test_bench_pipeline_estimate_counts_flops_per_stage(capsys):
+    """--estimate: FLOPs of every network stage, none for the others; epochs and classes scale them."""
+    import pytest
+
+    from cpmc_lib.config import load_config
+
+    bench = _bench_pipeline()
+    cfg = load_config("configs/quick.yaml")
+    sizes = bench.split_sizes(cfg)
+    est = bench.flop_estimate(cfg, sizes, (32, 32), gpu_tflops=50.0, classes_per_image=1.0)
+    assert list(est) == bench.stages(cfg)
+    for stage in ("classifier", "cams_cam", "cams_refined", "cams_gradcam", "seg_wsss", "seg_full"):
+        assert est[stage]["total_flops"] > 0, stage
+    for stage in ("data", "pseudo", "cams_proto", "cams_cpmc", "cams_gradcampp", "cams_layercam"):
+        assert est[stage]["total_flops"] == 0, stage  # not a network, or made in an earlier pass
+    assert est["classifier"]["flops_per_train_image"] > est["classifier"]["flops_per_eval_image"] > 0
+    c = est["classifier"]
+    assert c["total_flops"] == (c["flops_per_train_image"] * c["images"]["train"]
+                                + c["flops_per_eval_image"] * c["images"]["eval"])  # fmt: skip
+    assert c["gpu_hours"] == pytest.approx(c["total_flops"] / 50e12 / 3600)
+    # twice the epochs: twice the training (and per-epoch validation) work
+    epochs = [
+        f"classifier.epochs={2 * cfg.classifier.epochs}",
+        f"segmentation.epochs={2 * cfg.segmentation.epochs}",
+    ]
+    doubled = load_config("configs/quick.yaml", epochs)
+    twice = bench.flop_estimate(doubled, sizes, (32, 32), gpu_tflops=50.0, classes_per_image=1.0)
+    for stage in ("classifier", "seg_wsss"):
+        train = {
+            e: r[stage]["flops_per_train_image"] * r[stage]["images"]["train"]
+            for e, r in ((1, est), (2, twice))
+        }
+        assert train[2] == pytest.approx(2 * train[1]) and train[1] > 0, stage
+    assert twice["cams_cam"]["total_flops"] == est["cams_cam"]["total_flops"]
+    # Grad-CAM runs one backward pass per present class
+    two = bench.flop_estimate(cfg, sizes, (32, 32), gpu_tflops=50.0, classes_per_image=2.0)
+    assert two["cams_gradcam"]["total_flops"] == pytest.approx(2 * est["cams_gradcam"]["total_flops"])
+    # the command line: one JSON object, the assumption named; a table without --json
+    args = ["--config", "configs/quick.yaml", "--estimate", "--image-size", "32", "32", "--gpu-tflops", "50",
+            "--classes-per-image", "1"]  # fmt: skip
+    result = bench.main([*args, "--json"])
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(result))
+    assert result["gpu_tflops"] == 50 and "ASSUMED" in result["note"] and result["image_hw"] == [32, 32]
+    assert result["gpu_hours"] == pytest.approx(sum(s["gpu_hours"] for s in est.values()))
+    bench.main(args)
+    assert "GPU h" in capsys.readouterr().out
+    # --quick --estimate: CPU seconds per slice image of the stages that are not a network
+    measured = {"imports": {"cpu_s": 2.0}, "data": {"cpu_s": 5.0, "slice_images": {"eval": 3}},
+                "pseudo": {"cpu_s": 10.0, "slice_images": {"eval": 2}}}  # fmt: skip
+    assert bench.not_network_cpu(measured) == {"data": 1.0, "pseudo": 4.0}

@@ -235,6 +235,34 @@ def test_cpmc_maps_convert_the_reach_for_the_grid_at_hand():
     assert not torch.equal(scaled["cpmc"], maps(fp_radius=1, min_size=2, grid_ref=0)["cpmc"])
 
 
+def test_prototype_min_size_keeps_its_fraction_of_the_grid():
+    """prototypes.min_size=2 of a 16-cell grid is 8 cells on a 32x32 grid; on 16x16 it is 2, as written."""
+    import torch
+
+    from cpmc_lib.config import CalibrationConfig, PrototypeConfig, RefinementConfig
+    from cpmc_lib.cpmc import area_cells, cpmc_maps
+
+    cal = CalibrationConfig()  # grid_ref 16
+    assert [area_cells(2, cal, g) for g in ((16, 16), (32, 32), (32, 24), (8, 8))] == [2, 8, 6, 1]
+    assert area_cells(2, CalibrationConfig(grid_ref=0), (32, 32)) == 2  # grid_ref 0: cells as written
+    label = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+
+    def maps(side, proto_min, cal_min, grid_ref):
+        g = torch.Generator().manual_seed(0)
+        feat = torch.randn(2, 8, side, side, generator=g)
+        out = {"cam": torch.randn(2, 3, side, side, generator=g), "feat": feat, "stages": [feat],
+               "hie": torch.randn(2, 8, side, side, generator=g)}  # fmt: skip
+        p = PrototypeConfig(clusters=2, min_size=proto_min)
+        return cpmc_maps(out, label, RefinementConfig(power=4.0), p, CalibrationConfig(min_size=cal_min, grid_ref=grid_ref))
+
+    # 32x32: min_size 2 (and calibration.min_size 1) of the 16-cell grid act as 8 (and 4) cells written as cells
+    scaled = maps(32, 2, 1, 16)
+    torch.testing.assert_close(scaled["proto"], maps(32, 8, 4, 0)["proto"])
+    torch.testing.assert_close(scaled["cpmc"], maps(32, 8, 4, 0)["cpmc"])
+    assert not torch.equal(scaled["proto"], maps(32, 2, 4, 0)["proto"])  # the conversion changes the map
+    # 16x16: the reference grid itself, nothing changes
+    torch.testing.assert_close(maps(16, 2, 1, 16)["cpmc"], maps(16, 2, 1, 0)["cpmc"], rtol=0, atol=0)
+
 def test_segmentation_weights_file_loads_the_backbone_and_names_a_misfit(tmp_path):
     """segmentation.weights: a timm ImageNet state dict (with its fc) fills the backbone; others fail clearly."""
     import timm
