@@ -13,6 +13,11 @@ read it with :func:`load_cams`) and ``metrics.json``. All methods share the one 
 the run store (its hash covers every CAM-related config section); each method lives in its own
 sub-folder and a method whose ``metrics.json`` exists there is reused, not recomputed.
 
+When the segmentation split (``cfg.seg_split()``, VOC: train_aug) holds images the cam split
+lacks, :func:`map_seg_split` adds their maps to the pseudo-label method's folder, unscored (CAMs
+are scored on the cam split, as IRN, SIPE and SFC do), with a ``seg_split.json`` written last
+that records the method's hash and the split.
+
 Example:
     >>> result = run(cfg, method="cam")  # doctest: +SKIP
     >>> result["miou"], result["threshold"]  # doctest: +SKIP
@@ -27,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from . import distributed
 from .cam_methods import CAM_METHODS, CamMethod, joint_group, make_cam_method, make_joint_method
@@ -39,10 +44,18 @@ from .metrics import CamEvaluator
 from .models import load_classifier
 from .progress import tqdm
 from .runtime import pick_device
-from .store import RunStore, method_hash
+from .store import RunStore, StageMissingError, method_hash, missing_stage_message
 from .transforms import eval_transform
 
-__all__ = ["cached_metrics", "evaluate_cams", "load_cams", "run", "save_cams"]
+__all__ = [
+    "cached_metrics",
+    "evaluate_cams",
+    "load_cams",
+    "map_seg_split",
+    "run",
+    "save_cams",
+    "seg_maps_done",
+]
 
 
 def _save_npy(path: Path, obj: dict[str, np.ndarray]) -> None:
@@ -222,3 +235,61 @@ def run(
                 },
             }
     return metrics
+
+
+def _seg_key(cfg: Config, method: str) -> dict[str, Any]:
+    return {"method_hash": method_hash(cfg, method), "seg_split": cfg.seg_split()}
+
+
+def seg_maps_done(cfg: Config, store: RunStore, method: str) -> bool:
+    """True when ``method``'s folder holds maps of every seg-split image for ``cfg``.
+
+    Always true when the seg split is the cam split (the cams stage maps it).
+    """
+    if cfg.seg_split() == cfg.data.cam_split:
+        return cached_metrics(cfg, store, method) is not None
+    marker = store.path("cams") / method / "seg_split.json"
+    return marker.is_file() and load_json(marker).get("key") == _seg_key(cfg, method)
+
+
+def map_seg_split(
+    cfg: Config, store: RunStore | None = None, method: str = "cam", progress: bool = True
+) -> dict[str, Any]:
+    """Maps of the seg-split images that the cam split lacks, for the pseudo labels; not scored.
+
+    Reads the classifier and needs ``method``'s cam-split maps (:func:`run`) in the store. Nothing
+    is made when the seg split is the cam split, or when ``seg_split.json`` says the maps exist.
+
+    Returns:
+        dict with ``seg_split`` and ``made`` (maps computed by this call), and, when the splits
+        differ, ``images`` (the seg split's size, all of them mapped).
+
+    Raises:
+        StageMissingError: the classifier or the method's cam-split maps are missing.
+    """
+    split = cfg.seg_split()
+    if split == cfg.data.cam_split:
+        return {"seg_split": split, "made": 0}
+    store = store or RunStore.for_config(cfg)
+    folder = store.path("cams") / method
+    if cached_metrics(cfg, store, method) is None:
+        raise StageMissingError(missing_stage_message(cfg, folder, f"{method!r} maps", "cams", method=method))
+    marker = folder / "seg_split.json"
+    if seg_maps_done(cfg, store, method):
+        return load_json(marker)["result"]
+    store.require("classifier", cfg, "trained classifier")
+    device = pick_device(cfg.device)
+    mapped = set(build_dataset(cfg, cfg.data.cam_split).names)
+    ds = build_dataset(cfg, split, eval_transform())
+    todo = Subset(ds, [i for i, name in enumerate(ds.names) if name not in mapped])
+    model = load_classifier(store.path("classifier") / "model.pt", cfg).to(device)
+    n = save_cams(
+        make_cam_method(method, model, cfg), distributed.shard_dataset(todo), folder, device,
+        cfg.cams.batch_size, progress and distributed.is_main(),
+    )  # fmt: skip
+    n = round(distributed.all_reduce_sum({"n": n})["n"])  # also waits for every rank's maps
+    result = {"seg_split": split, "images": len(ds), "made": n}
+    if distributed.is_main():  # written last: present means complete
+        save_json(marker, {"key": _seg_key(cfg, method), "result": result})
+    distributed.barrier()
+    return result

@@ -77,9 +77,12 @@ class DataConfig:
     root: str = "data/synth"  # dataset root; CPMC_DATA overrides it
     num_classes: int = 11  # K: foreground classes + background
     train_split: str = "train"  # classifier training
-    cam_split: str = "train"  # CAMs and pseudo labels are made and scored here (WSSS convention)
+    cam_split: str = "train"  # CAMs are scored here, and pseudo labels (WSSS convention)
+    # Pseudo labels are made for, and the segmentation networks train on, this split; "" = cam_split.
+    # VOC: train_aug (IRN, SIPE, SFC), its CAMs made for the pseudo labels but never scored.
+    seg_split: str = ""
     val_split: str = "val"  # segmentation evaluation
-    mask_dir: str = ""  # "" = auto (SegmentationClass, else SegmentationClassAug)
+    mask_dir: str = ""  # "" = auto (SegmentationClass, else SegmentationClassAug: SBD's, for train_aug)
     limit: int = 0  # use only the first N images of each split (0 = all); for smoke runs
     mask_ids: Literal["contiguous", "coco"] = "contiguous"  # coco masks hold 0..80 | raw category ids 1..90
 
@@ -345,6 +348,13 @@ class Config:
         """True when the segmentation backbone starts from the ImageNet stand-in (no other weights given)."""
         s = self.segmentation
         return self.pretrain.enabled and s.stand_in and not s.weights and not s.pretrained
+
+    def seg_split(self) -> str:
+        """The split pseudo labels are made for and the segmentation networks train on.
+
+        ``data.seg_split``, or ``data.cam_split`` when that is "".
+        """
+        return self.data.seg_split or self.data.cam_split
 
     def data_root(self) -> Path:
         """The dataset root: ``CPMC_DATA`` if set, else ``data.root``."""

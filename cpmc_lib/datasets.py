@@ -197,6 +197,23 @@ class SegmentationDataset(Dataset):
     def diag_path(self, name: str) -> Path | None:
         return None
 
+    def missing_mask(self, name: str) -> str:
+        """Where the mask of ``name`` was looked for, for an error message."""
+        raise NotImplementedError
+
+    def require_masks(self, why: str) -> None:
+        """Check that every image of the split has a mask file (e.g. to train on the masks).
+
+        Raises:
+            DatasetError: naming the first missing mask file, how many are missing, and ``why``.
+        """
+        missing = [n for n in self.names if self.mask_path(n) is None]
+        if missing:
+            raise DatasetError(
+                f"{self.missing_mask(missing[0])}: no mask for image {missing[0]!r} of split {self.split!r} "
+                f"({len(missing)} of {len(self.names)} images lack one); {why}"
+            )
+
     def label_fallback(self, name: str) -> list[int]:
         """Class ids of ``name`` when it has neither a mask nor a ``cls_labels.json`` entry."""
         raise DatasetError(
@@ -397,6 +414,10 @@ class VOCSegmentation(SegmentationDataset):
                 return path
         return None
 
+    def missing_mask(self, name: str) -> str:
+        paths = [self.root / d / f"{name}.png" for d in self.mask_dirs]
+        return f"{paths[-1]} does not exist" + "".join(f" (nor {p})" for p in paths[:-1])
+
     def diag_path(self, name: str) -> Path | None:
         path = self.root / "Diagnostics" / f"{name}.png"
         return path if path.is_file() else None
@@ -477,6 +498,9 @@ class COCOSegmentation(SegmentationDataset):
     def mask_path(self, name: str) -> Path | None:
         path = self.mask_dir / f"{name}.png"
         return path if path.is_file() else None
+
+    def missing_mask(self, name: str) -> str:
+        return f"{self.mask_dir / f'{name}.png'} does not exist"
 
     def read_mask(self, path: Path) -> np.ndarray:
         """Read a mask PNG as (H, W) indices 0..80, remapping raw category ids if ``mask_ids="coco"``."""

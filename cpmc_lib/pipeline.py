@@ -11,12 +11,14 @@ stage, each reusing what the run store already holds for its config, and writes
     {"dataset": {...card...}, "config_hash": "...",
      "cams": {"cam": {"miou", "threshold", "precision", "recall", "pathology", "gt_free"}, "refined": ...,
               "proto": ..., "cpmc": ..., "gradcam": ..., "gradcampp": ..., "layercam": ...},
-     "pseudo": {"threshold", "threshold_rule", "cpmc": {"miou": ..}, "cpmc_crf": {"miou": ..}},
+     "pseudo": {"threshold", "threshold_rule", "split", "images", "scored_on", "scored_images",
+                "cpmc": {"miou": ..}, "cpmc_crf": {"miou": ..}},
 
 ``cams.<m>.miou`` is each map at its best threshold against the ground truth (IRN's evaluation
 protocol, an oracle view); ``cams.<m>.gt_free`` scores the same maps at the decision the pseudo
-labels take, ``pseudo.threshold_rule``, which reads no ground truth.
-     "seg": {"wsss": {"miou": ..}, "full": {"miou": ..}, "ratio": ..},
+labels take, ``pseudo.threshold_rule``, which reads no ground truth. Pseudo labels are made for the
+seg split (``cfg.seg_split()``, VOC: train_aug) and scored on the cam split's images with masks.
+     "seg": {"split", "wsss": {"miou", "train_images", ..}, "full": {..}, "ratio": ..},
      "seconds": {"<stage>": ..}, "peak_rss_mb": ..}
 
 All mIoU values are percentages. ``seconds`` is the wall time each stage took in this call (near
@@ -96,6 +98,8 @@ def ensure(
     if method is not None and method != cfg.pseudo.method:
         cfg = cfg.replace(**{"pseudo.method": method})
     cams.run(cfg, store, method=cfg.pseudo.method, progress=progress)
+    # the seg split's images outside the cam split (none by default) need maps for their labels
+    cams.map_seg_split(cfg, store, method=cfg.pseudo.method, progress=progress)
     result = pseudo.run(cfg, store, progress=progress)
     if stage == "pseudo":
         return result
@@ -189,6 +193,8 @@ def run(
             "threshold": pl["threshold"],
             "threshold_rule": pl["threshold_rule"],
             "threshold_mean": pl.get("threshold_mean"),
+            # labels made for `split`; the scores below cover `scored_images` images of `scored_on`
+            **{k: pl.get(k) for k in ("split", "images", "scored_on", "scored_images")},
             method: {"miou": pl["miou"], "precision": pl["precision"], "recall": pl["recall"]},
             f"{method}_crf": {
                 "miou": pl["miou_crf"],
@@ -201,12 +207,18 @@ def run(
         wsss = timed("seg_wsss", lambda: ensure(cfg, "segmentation", store, progress=progress))
         full = timed("seg_full", lambda: ensure(cfg, "segmentation_gt", store, progress=progress))
         metrics["seg"] = {
+            "split": cfg.seg_split(),  # both networks train on it; scored on val
             "wsss": {
                 "miou": wsss["val_miou"],
                 "labels": f"{method}{'_crf' if pl.get('crf') else ''}",
+                "train_images": wsss.get("train_images"),
                 "curve": wsss.get("curve", []),
             },
-            "full": {"miou": full["val_miou"], "curve": full.get("curve", [])},
+            "full": {
+                "miou": full["val_miou"],
+                "train_images": full.get("train_images"),
+                "curve": full.get("curve", []),
+            },
             "ratio": wsss["val_miou"] / full["val_miou"] if full["val_miou"] else float("nan"),
         }
         for name, r in (("seg_wsss", wsss), ("seg_full", full)):
@@ -230,8 +242,10 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         pl = metrics["pseudo"]
         rows = [{"labels": k, **v} for k, v in pl.items() if isinstance(v, dict)]
         thr = "per image" if pl.get("threshold") is None else pl["threshold"]
+        where = (f"{pl['images']} {pl['split']} images, scored on {pl['scored_images']} of {pl['scored_on']}"
+                 if pl.get("split") else "cam split")  # fmt: skip
         out += [
-            f"Pseudo labels (cam split; background rule {pl.get('threshold_rule')}, threshold {thr})",
+            f"Pseudo labels ({where}; background rule {pl.get('threshold_rule')}, threshold {thr})",
             markdown_table(rows, ["labels", "miou", "precision", "recall"]),
             "",
         ]
@@ -241,7 +255,11 @@ def format_metrics(metrics: dict[str, Any]) -> str:
             {"trained on": f"{seg['wsss']['labels']} pseudo labels", "miou": seg["wsss"]["miou"]},
             {"trained on": "ground truth (full supervision)", "miou": seg["full"]["miou"]},
         ]
-        out += ["Segmentation (val split)", markdown_table(rows, ["trained on", "miou"])]
+        split = f"trained on {seg['split']}, " if seg.get("split") else ""
+        out += [
+            f"Segmentation ({split}scored on the val split)",
+            markdown_table(rows, ["trained on", "miou"]),
+        ]
         out += [f"weak / full: {100 * seg['ratio']:.1f} %", ""]
     out += ["Seconds: " + ", ".join(f"{k} {v}" for k, v in metrics["seconds"].items())]
     out += [f"Peak memory: {metrics['peak_rss_mb']:.0f} MiB"]

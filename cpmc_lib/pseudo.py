@@ -1,8 +1,9 @@
 """Stage "pseudo": pixel pseudo labels from any CAM method's saved maps (IRN's ``cam_to_ir_label``).
 
-For each image of the cam split, the saved maps ``cam`` (k, H, W) of its present classes
-``keys`` become a label map by IRN's rule (method notes §3.3, §3.5): a constant background plane
-is prepended and the argmax taken,
+For each image of the segmentation split (``cfg.seg_split()``: by default the cam split; VOC:
+train_aug, as IRN, SIPE and SFC make their labels), the saved maps ``cam`` (k, H, W) of its
+present classes ``keys`` become a label map by IRN's rule (method notes §3.3, §3.5): a constant
+background plane is prepended and the argmax taken,
 
 - foreground where the top class map exceeds ``fg`` (``conf_fg``, or ``bg_threshold``),
 - background where it does not exceed ``bg`` (``conf_bg``, or ``bg_threshold``),
@@ -22,7 +23,9 @@ plane). Deviation from IRN: IRN feeds *hard* labels to the CRF (``unary_from_lab
 0.7); here the soft scores are used, so the CRF can weigh how sure the CAM is.
 
 Scores: :func:`cpmc_lib.metrics` mIoU over the *labelled* pixels (ignore pixels are left out,
-``ignore_frac`` says how many), without and with the CRF, on the cam split (WSSS convention).
+``ignore_frac`` says how many), without and with the CRF, on the images of the cam split that have
+a mask (WSSS convention: IRN scores its train_aug labels on train), so they compare with the CAM
+scores; ``scored_on`` and ``scored_images`` say so. The other images are labelled, not scored.
 
 Outputs in ``runs/<run>/pseudo/``: ``labels/<name>.png`` (VOC palette PNGs, 255 = ignore; the CRF
 labels when ``pseudo.crf``) and the manifest whose result is :func:`run`'s dict.
@@ -289,7 +292,10 @@ def _cam_folder(cfg: Config, store: RunStore, method: str) -> tuple[Path, dict[s
 def run(
     cfg: Config, store: RunStore | None = None, method: str | None = None, progress: bool = True
 ) -> dict[str, Any]:
-    """Stage "pseudo": pseudo labels of every cam-split image from ``method``'s saved maps.
+    """Stage "pseudo": pseudo labels of every seg-split image from ``method``'s saved maps.
+
+    The maps of seg-split images outside the cam split come from
+    :func:`cpmc_lib.cams.map_seg_split` (:func:`cpmc_lib.pipeline.ensure` runs it).
 
     Args:
         method: CAM method (default ``cfg.pseudo.method``); it becomes part of the config, so
@@ -299,7 +305,8 @@ def run(
         dict with ``method``, ``threshold`` (the background plane), ``planes`` (fg, bg),
         ``miou``, ``precision``, ``recall``, ``ignore_frac`` (fraction of pixels labelled 255)
         without CRF, the same keys with ``_crf`` after it, ``crf`` (which ones were saved),
-        ``images``, ``seconds`` and ``labels`` (the PNG folder).
+        ``split``, ``images`` (labels made), ``scored_on``, ``scored_images`` (see
+        :func:`make_labels`), ``seconds`` and ``labels`` (the PNG folder).
     """
     if method is not None and method != cfg.pseudo.method:
         cfg = cfg.replace(**{"pseudo.method": method})
@@ -311,10 +318,16 @@ def run(
 
 
 def _make_labels(cfg: Config, store: RunStore, out: Path, progress: bool) -> dict[str, Any]:
+    from . import cams  # here, not at the top: CRF worker processes import this module
+
     start = time.perf_counter()
     folder, cam_metrics = _cam_folder(cfg, store, cfg.pseudo.method)
+    if not cams.seg_maps_done(cfg, store, cfg.pseudo.method):
+        raise StageMissingError(
+            missing_stage_message(cfg, folder, f"maps of the seg split {cfg.seg_split()!r}", "pseudo")
+        )
     threshold = rule_threshold(cfg, cam_metrics)
-    result = make_labels(cfg, folder, threshold, out=out, progress=progress)
+    result = make_labels(cfg, folder, threshold, out=out, progress=progress, split=cfg.seg_split())
     result.update(seconds=round(time.perf_counter() - start, 1), labels=str(out))
     return result
 
@@ -326,8 +339,9 @@ def make_labels(
     out: Path | None = None,
     limit: int = 0,
     progress: bool = True,
+    split: str | None = None,
 ) -> dict[str, Any]:
-    """Pseudo labels of the cam split from the maps in ``folder``, scored without and with CRF.
+    """Pseudo labels of a split from the maps in ``folder``, scored without and with CRF.
 
     Args:
         folder: a CAM method's folder of ``<name>.npy`` maps.
@@ -335,19 +349,24 @@ def make_labels(
             per image by ``pseudo.threshold_rule`` (:func:`image_threshold`).
         out: where to save the label PNGs (the CRF labels when ``pseudo.crf``); None saves nothing.
         limit: score only the first ``limit`` images (0 = all), e.g. to compare methods quickly.
+        split: the images to label (None: the cam split); ``folder`` must hold their maps.
 
     Returns:
         dict with ``miou``, ``precision``, ``recall``, ``ignore_frac`` and the same with ``_crf``,
         plus ``method``, ``threshold`` (None for a per-image rule), ``threshold_rule``,
         ``threshold_mean`` (mean plane over the images), ``planes`` (None per image), ``crf``,
-        ``images``.
+        ``split``, ``images`` (labelled), ``scored_on`` (the cam split: only its images with a
+        mask are scored) and ``scored_images``.
     """
     p = cfg.pseudo
     # A threshold passed in is the oracle's value under that rule, else a fixed plane.
     rule = p.threshold_rule if threshold is None or p.threshold_rule == "oracle" else "fixed"
     fixed = None if threshold is None else score_planes(threshold, p.conf_fg, p.conf_bg)
     n_planes = 1 if fixed is None or fixed[0] == fixed[1] else 2
-    ds = build_dataset(cfg, cfg.data.cam_split)
+    split = split or cfg.data.cam_split
+    ds = build_dataset(cfg, split)
+    # Scored: the cam split's images (with a mask), like the CAMs; the others are only labelled.
+    cam_names = set(ds.names if split == cfg.data.cam_split else build_dataset(cfg, cfg.data.cam_split).names)
     every = ds.names[:limit] if limit else ds.names
     names = distributed.shard(every)  # under torchrun: this rank's images; scores are summed below
 
@@ -375,7 +394,7 @@ def make_labels(
     planes_used: list[float] = []
     meters = {"": ConfusionMeter(K), "_crf": ConfusionMeter(K)}
     ignored = {"": 0, "_crf": 0}
-    pixels = 0
+    pixels = scored = 0
     bar = progress and distributed.is_main()
     posts = crf_map(crf_inputs(), cfg.crf, len(names) * n_planes, bar, desc=f"pseudo {folder.name}")
     for post_hi, (name, ids, label) in posts:
@@ -383,8 +402,9 @@ def make_labels(
         label_crf = combine_confident(ids[post_hi.argmax(0)], ids[post_lo.argmax(0)])
         if out is not None:
             save_mask_png(out / f"{name}.png", label_crf if p.crf else label)
-        mask_path = ds.mask_path(name)
+        mask_path = ds.mask_path(name) if name in cam_names else None
         gt = None if mask_path is None else torch.from_numpy(ds.read_mask(mask_path).astype(np.int64))
+        scored += gt is not None
         pixels += label.size
         for suffix, lab in (("", label), ("_crf", label_crf)):
             lab = torch.from_numpy(lab.astype(np.int64))
@@ -395,7 +415,7 @@ def make_labels(
     for meter in meters.values():
         meter.confusion = distributed.all_reduce_tensor(meter.confusion)
     counts = distributed.all_reduce_sum(
-        {"pixels": pixels, "plane_sum": sum(planes_used), "plane_n": len(planes_used),
+        {"pixels": pixels, "scored": scored, "plane_sum": sum(planes_used), "plane_n": len(planes_used),
          **{f"ignored{k}": v for k, v in ignored.items()}}
     )  # fmt: skip
     pixels, ignored = counts["pixels"], {k: counts[f"ignored{k}"] for k in ignored}
@@ -416,7 +436,10 @@ def make_labels(
                 f"ignore_frac{suffix}": ignored[suffix] / max(pixels, 1),
             }
         )
-    result.update(crf=p.crf, images=len(every))
+    result.update(
+        crf=p.crf, split=split, images=len(every), scored_on=cfg.data.cam_split,
+        scored_images=round(counts["scored"]),
+    )  # fmt: skip
     return result
 
 

@@ -3,7 +3,9 @@
 The last step of every WSSS pipeline: a fully convolutional segmentation network is trained on
 the pseudo labels (cross-entropy, 255 ignored) and scored on the val split against ground truth.
 Training the *same* network with the *same* schedule on the ground-truth masks of the same images
-gives the fully supervised ceiling that the WSSS result is compared with.
+gives the fully supervised ceiling that the WSSS result is compared with. Both train on the
+segmentation split, ``cfg.seg_split()`` (VOC: train_aug, 10,582 images, its masks SBD's
+``SegmentationClassAug``; by default the cam split).
 
 The network is :class:`cpmc_lib.models.SegNet` (torchvision's DeepLabV3 head over the last stage
 of a timm backbone, built by :func:`cpmc_lib.models.build_segnet`). Its backbone starts from
@@ -67,6 +69,7 @@ __all__ = [
     "run",
     "segmentation_loss",
     "train",
+    "training_set",
 ]
 
 # labels= of run() -> stage name in the run store.
@@ -211,6 +214,30 @@ def evaluate(
     return {**scores, **{f"{k}_crf": crf_scores[k] for k in ("miou", "iou", "precision", "recall")}}
 
 
+def training_set(cfg: Config, label_dir: str | Path | None = None, transform=None) -> Dataset:
+    """The images of the segmentation split ``cfg.seg_split()`` with the masks to train on.
+
+    Args:
+        label_dir: folder of pseudo label PNGs; None: the ground-truth masks (the ceiling).
+        transform: applied to each sample after its mask is set.
+
+    Raises:
+        DatasetError: ground truth asked for and an image has no mask (the file named), rather than
+            training silently on an all-ignore mask.
+        FileNotFoundError: an image has no pseudo label in ``label_dir``.
+    """
+    if label_dir is not None:
+        return MaskFolderDataset(build_dataset(cfg, cfg.seg_split()), label_dir, transform)
+    ds = build_dataset(cfg, cfg.seg_split(), transform)
+    ds.require_masks(
+        "the fully supervised ceiling trains on the masks of the segmentation split (data.seg_split). "
+        "For VOC's train_aug they are SBD's SegmentationClassAug (IRN's voc12 setup): extract "
+        "SegmentationClassAug.zip into the dataset root, or set data.seg_split to a split whose images "
+        "all have masks (e.g. train)"
+    )
+    return ds
+
+
 def train(
     cfg: Config,
     out: str | Path,
@@ -222,18 +249,21 @@ def train(
     """Train ``cfg.segmentation``'s network into ``out`` (resuming from its ``checkpoint.pt``) and score it.
 
     Args:
-        label_dir: folder of pseudo label PNGs for the ``cfg.data.cam_split`` images; None trains
+        label_dir: folder of pseudo label PNGs for the ``cfg.seg_split()`` images; None trains
             on their ground-truth masks (the fully supervised ceiling).
         init: backbone weights to start from (the ImageNet stand-in's ``weights.pt``), loaded
             after ``build_segnet`` (:func:`~cpmc_lib.models.load_weights`); None keeps its start.
 
     Returns:
         dict with ``val_miou``, ``val_precision``, ``val_recall``, ``val_iou`` (per class),
-        ``val_miou_crf`` (with ``test_crf``), ``curve`` (val mIoU after each epoch, with ``curve``), ``epochs``, ``train_seconds``, ``eval_seconds``,
-        ``model``.
+        ``val_miou_crf`` (with ``test_crf``), ``curve`` (val mIoU after each epoch, with ``curve``),
+        ``epochs``, ``train_split`` and ``train_images`` (what it trained on), ``train_seconds``,
+        ``eval_seconds``, ``model``.
     """
     start = time.perf_counter()
     out, s = Path(out), cfg.segmentation
+    transform = train_transform(s.crop_size, scale=tuple(s.scale), color_jitter=s.color_jitter)
+    train_set = training_set(cfg, label_dir, transform)  # before the network: a missing mask fails fast
     seed_everything(cfg.seed)  # the initial weights
     model = build_segnet(cfg)
     if init is not None:
@@ -245,11 +275,6 @@ def train(
                 "backbone, layers and channels, or start it from scratch with segmentation.stand_in=false"
             ) from e
     model = channels_last(model, device)
-    transform = train_transform(s.crop_size, scale=tuple(s.scale), color_jitter=s.color_jitter)
-    if label_dir is None:
-        train_set: Dataset = build_dataset(cfg, cfg.data.cam_split, transform)
-    else:
-        train_set = MaskFolderDataset(build_dataset(cfg, cfg.data.cam_split), label_dir, transform)
     if len(train_set) < s.batch_size:
         raise ValueError(
             f"{len(train_set)} training images is fewer than segmentation.batch_size={s.batch_size}"
@@ -309,6 +334,8 @@ def train(
     result.update(
         curve=[h["val_miou"] for h in history if "val_miou" in h],
         epochs=s.epochs,
+        train_split=cfg.seg_split(),
+        train_images=len(train_set),
         train_seconds=round(trained - start, 1),
         eval_seconds=round(time.perf_counter() - trained, 1),
         model=str(out / "model.pt"),

@@ -43,6 +43,7 @@ from .io import load_json, save_json
 __all__ = [
     "METHOD_DEPS",
     "RunDirError",
+    "SEG_SPLIT_STAGES",
     "STAGE_COMMANDS",
     "STAGE_DEPS",
     "RunStore",
@@ -70,6 +71,12 @@ STAGE_DEPS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The stages that read the segmentation split (Config.seg_split): the pseudo labels are made for
+# it and the networks train on it. The cams stage scores the cam split only; the maps it makes
+# for the other seg-split images carry their own key (cpmc_lib.cams.map_seg_split).
+SEG_SPLIT_STAGES = ("pseudo", "segmentation", "segmentation_gt")
+
+
 # Config sections a CAM method reads beyond the cams stage's own (see method_hash).
 METHOD_DEPS: dict[str, tuple[str, ...]] = {
     "refined": ("refinement",),
@@ -94,12 +101,20 @@ class StageMissingError(FileNotFoundError):
 
 
 def stage_hash(cfg: Config, stage: str) -> str:
-    """Cache key of ``stage``: a hash of its config, its upstream configs and the seed."""
+    """Cache key of ``stage``: a hash of its config, its upstream configs and the seed.
+
+    ``data.seg_split`` counts only for :data:`SEG_SPLIT_STAGES` and only when it names another
+    split than ``data.cam_split`` ("" and the cam split itself give the keys of before it existed).
+    """
     if stage not in STAGE_DEPS:
         raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_DEPS)}")
     d = cfg.to_dict()
     part = {k: d[k] for k in STAGE_DEPS[stage]}
     part["seed"] = cfg.seed
+    if "data" in part:  # seg_split enters below, and only where it is read and differs from cam_split
+        part["data"] = {k: v for k, v in part["data"].items() if k != "seg_split"}
+    if stage in SEG_SPLIT_STAGES and cfg.seg_split() != cfg.data.cam_split:
+        part["seg_split"] = cfg.seg_split()
     if cfg.data.kind != "synth":  # the generator does not feed real data
         part.pop("synth", None)
     if stage == "pretrain":  # whether its weights are used does not change them

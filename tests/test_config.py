@@ -117,6 +117,21 @@ def test_stage_hash_tracks_upstream_only():
         stage_hash(base, "nope")
 
 
+def test_seg_split_keys_only_the_stages_that_read_it():
+    """data.seg_split: "" means the cam split and keeps every key; another split changes pseudo on."""
+    base = Config()
+    assert base.seg_split() == base.data.cam_split == "train"
+    same = base.replace(**{"data.seg_split": "train"})
+    aug = base.replace(**{"data.seg_split": "train_aug"})
+    assert aug.seg_split() == "train_aug"
+    for stage in ("classifier", "pretrain", "cams", "pseudo", "segmentation", "segmentation_gt"):
+        assert stage_hash(same, stage) == stage_hash(base, stage), stage
+    for stage in ("classifier", "cams"):
+        assert stage_hash(aug, stage) == stage_hash(base, stage), stage
+    for stage in ("pseudo", "segmentation", "segmentation_gt"):
+        assert stage_hash(aug, stage) != stage_hash(base, stage), stage
+
+
 def test_data_root_env_override(monkeypatch):
     cfg = Config()
     monkeypatch.delenv("CPMC_DATA", raising=False)

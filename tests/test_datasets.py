@@ -58,6 +58,19 @@ def test_voc_sample_format(fake_voc_root):
     assert "diag" not in s
 
 
+def test_require_masks_names_the_missing_file(fake_voc_root):
+    """train_aug's 2008_000004 has only an XML: requiring masks names where its mask was looked for."""
+    VOCSegmentation(fake_voc_root, "train").require_masks("why")  # every train image has a mask
+    ds = VOCSegmentation(fake_voc_root, "train_aug")
+    aug = fake_voc_root / "SegmentationClassAug" / "2008_000004.png"
+    official = fake_voc_root / "SegmentationClass" / "2008_000004.png"
+    with pytest.raises(DatasetError) as e:
+        ds.require_masks("the ceiling trains on them")
+    msg = str(e.value)
+    assert msg.startswith(f"{aug} does not exist (nor {official})")
+    assert "'train_aug' (1 of 5 images lack one); the ceiling trains on them" in msg
+
+
 def test_voc_root_may_be_the_devkit_parent(fake_voc_root):
     ds = VOCSegmentation(fake_voc_root.parent.parent, "train")
     assert ds.root == fake_voc_root and len(ds) == 2

@@ -75,11 +75,18 @@ def test_ensure_runs_the_stages_in_order(monkeypatch, tmp_path):
     from cpmc_lib.config import Config
 
     calls = _record_stage_runs(monkeypatch)
+    real_map_seg_split = pipeline.cams.map_seg_split
+
+    def map_seg_split(cfg, store=None, method="cam", progress=True):
+        calls.append(("map_seg_split", method))
+        return real_map_seg_split(cfg, store, method, progress)  # with seg = cam split: nothing to make
+
+    monkeypatch.setattr(pipeline.cams, "map_seg_split", map_seg_split)
     cfg = Config(runs_dir=str(tmp_path))  # pretraining on: the classifier starts from it
     assert pipeline.ensure(cfg, "segmentation") == {"stage": "segmentation"}
     # the segmentation network starts from the stand-in too (pretrain.run reuses what it made)
-    assert calls == [("pretrain", None), ("classifier", None), ("cams", "cpmc"), ("pseudo", None),
-                     ("pretrain", None), ("segmentation", "pseudo")]  # fmt: skip
+    assert calls == [("pretrain", None), ("classifier", None), ("cams", "cpmc"), ("map_seg_split", "cpmc"),
+                     ("pseudo", None), ("pretrain", None), ("segmentation", "pseudo")]  # fmt: skip
     calls.clear()
     pipeline.ensure(cfg.replace(**{"pretrain.enabled": False}), "cams", method="gradcam")
     assert calls == [("classifier", None), ("cams", "gradcam")]

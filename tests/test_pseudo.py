@@ -163,3 +163,30 @@ def test_stage_with_gt_free_rule(tiny_cam_run, rule):
     scores = pseudo.rule_scores(cfg, store, "cam")  # the CAM scored at the same decision
     assert scores["rule"] == rule and scores["miou"] == pytest.approx(result["miou"])
     assert pseudo.rule_scores(cfg, store, "cam") == scores  # cached beside the maps
+
+
+def test_seg_split_labels_every_image_and_scores_the_cam_split_only(tiny_cam_run):
+    """Labels for all 12 images of a train + val seg split; the score covers train's 8, as on train alone."""
+    from conftest import blurred_cams
+
+    from cpmc_lib.store import StageMissingError
+
+    cfg, store = tiny_cam_run
+    train, val = (build_dataset(cfg, s) for s in ("train", "val"))
+    sets = cfg.data_root() / "ImageSets" / "Segmentation"
+    (sets / "train_val.txt").write_text("".join(f"{n}\n" for n in train.names + val.names))
+    seg = cfg.replace(**{"data.seg_split": "train_val", "pseudo.method": "cam"})
+    with pytest.raises(StageMissingError, match="maps of the seg split 'train_val'"):
+        pseudo.run(seg, store, progress=False)  # the val images have no maps yet
+    folder = store.path("cams") / "cam"
+    for i, name in enumerate(val.names):  # as cams.map_seg_split would add them
+        sample = val[i]
+        keys = [int(k) + 1 for k in np.flatnonzero(sample["label"].numpy())]
+        cam = blurred_cams(sample["mask"].numpy(), keys)
+        np.save(folder / f"{name}.npy", {"keys": np.array(keys), "cam": cam}, allow_pickle=True)
+    both = pseudo.make_labels(seg, folder, 0.25, progress=False, split="train_val")
+    alone = pseudo.make_labels(cfg, folder, 0.25, progress=False)
+    assert (both["split"], both["images"], both["scored_on"], both["scored_images"]) == ("train_val", 12, "train", 8)
+    assert (alone["split"], alone["images"], alone["scored_images"]) == ("train", 8, 8)
+    for k in ("miou", "miou_crf", "precision", "recall"):
+        assert both[k] == alone[k], k

@@ -63,24 +63,31 @@ def _write_split(path: Path, names: list[str]) -> None:
 
 
 def make_voc(root: Path) -> Path:
-    """``root/VOCdevkit/VOC2012`` with 6 images (4 train, 2 val) of VOC classes; returns VOC2012."""
+    """``root/VOCdevkit/VOC2012`` with 8 images of VOC classes; returns VOC2012.
+
+    As with SBD: train (4) and val (2) have masks in ``SegmentationClass/`` and
+    ``SegmentationClassAug/``; train_aug (6) is train plus 2 images whose masks exist only in
+    ``SegmentationClassAug/``.
+    """
     voc = root / "VOCdevkit" / "VOC2012"
     rng = np.random.default_rng(0)
     items = {
         "2007_000032": [1, 15], "2007_000039": [15], "2007_000063": [8, 12], "2007_000068": [12],
-        "2007_000033": [1], "2007_000042": [12, 15],
+        "2007_000033": [1], "2007_000042": [12, 15], "2008_000008": [15, 1], "2008_000015": [8],
     }  # fmt: skip
+    names = list(items)
+    sbd_only = names[6:]
     for i, (name, classes) in enumerate(items.items()):
         img, mask = _image_and_mask(rng, 72 + 8 * (i % 2), 96, classes)
         (voc / "JPEGImages").mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(voc / "JPEGImages" / f"{name}.jpg", quality=95)
-        save_mask_png(voc / "SegmentationClass" / f"{name}.png", mask)
+        if name not in sbd_only:
+            save_mask_png(voc / "SegmentationClass" / f"{name}.png", mask)
         save_mask_png(voc / "SegmentationClassAug" / f"{name}.png", mask)
-    names = list(items)
     sets = voc / "ImageSets" / "Segmentation"
     _write_split(sets / "train.txt", names[:4])
-    _write_split(sets / "train_aug.txt", names[:4])
-    _write_split(sets / "val.txt", names[4:])
+    _write_split(sets / "train_aug.txt", names[:4] + sbd_only)
+    _write_split(sets / "val.txt", names[4:6])
     return voc
 
 
@@ -124,6 +131,9 @@ def test_configs_name_the_paper_family_networks():
         assert s.crop_size in (321, 512) and 10 <= s.batch_size <= 16 and s.head_lr_mult == 10, name
         assert (cfg.crf.gaussian_sxy, cfg.crf.bilateral_sxy, cfg.crf.bilateral_srgb) == (3, 50, 5), name
         assert not cfg.pretrain.enabled, name  # real ImageNet weights, not the synthetic stand-in
+    # pseudo labels and DeepLab: VOC on train_aug (SBD), as IRN/SIPE/SFC; COCO on its train split
+    assert load_config(CONFIGS / "voc.yaml").seg_split() == "train_aug"
+    assert load_config(CONFIGS / "coco.yaml").seg_split() == "train"
     scale = load_config(CONFIGS / "synth-voc-scale.yaml")
     assert (scale.synth.size, scale.data.kind) == (512, "synth") and 10_000 <= scale.synth.train <= 11_000
 
@@ -148,9 +158,18 @@ def _run_pipeline(config: str, data: Path, runs: Path) -> dict:
     return load_json(runs / "tiny" / "metrics.json")
 
 
-def _assert_complete(metrics: dict, kind: str, num_classes: int, images: int) -> None:
+def _assert_complete(
+    metrics: dict, kind: str, num_classes: int, images: int, seg_split: str, seg_images: int
+) -> None:
     assert metrics["dataset"]["kind"] == kind and metrics["dataset"]["num_classes"] == num_classes
     assert metrics["dataset"]["train_images"] == images
+    # pseudo labels for every seg-split image; scored on the cam split's 4 images, as the CAMs
+    pl = metrics["pseudo"]
+    assert (pl["split"], pl["images"], pl["scored_on"], pl["scored_images"]) == (seg_split, seg_images, "train", 4)
+    seg = metrics["seg"]
+    assert (seg["split"], seg["wsss"]["train_images"], seg["full"]["train_images"]) == (
+        seg_split, seg_images, seg_images,
+    )  # fmt: skip
     assert set(metrics["cams"]) == set(pipeline.CAM_REPORT)
     for m, r in metrics["cams"].items():
         assert 0 <= r["miou"] <= 100 and 0 <= r["threshold"] <= 1, m
@@ -171,7 +190,12 @@ def test_voc_config_runs_end_to_end_on_a_tiny_voc_folder(tmp_path):
     voc = make_voc(tmp_path / "user")
     before = _digest(tmp_path / "user")
     metrics = _run_pipeline("voc.yaml", voc, tmp_path / "runs")
-    _assert_complete(metrics, "voc", 21, images=4)
+    # the classifier and DeepLab (weak and ceiling) on train_aug, CAMs and scores on train
+    _assert_complete(metrics, "voc", 21, images=6, seg_split="train_aug", seg_images=6)
+    maps = tmp_path / "runs" / "tiny" / "cams"
+    assert len(list((maps / "cpmc").glob("*.npy"))) == 6  # the pseudo labels' method: train_aug
+    assert len(list((maps / "cam").glob("*.npy"))) == 4  # the others: train only
+    assert len(list((tmp_path / "runs" / "tiny" / "pseudo" / "labels").glob("*.png"))) == 6
     assert _digest(tmp_path / "user") == before  # the user's data is read, never written
 
 
@@ -180,7 +204,7 @@ def test_coco_config_runs_end_to_end_on_a_tiny_coco_folder(tmp_path):
     coco = make_coco(tmp_path / "user")
     before = _digest(tmp_path / "user")
     metrics = _run_pipeline("coco.yaml", coco, tmp_path / "runs")
-    _assert_complete(metrics, "coco", 81, images=4)
+    _assert_complete(metrics, "coco", 81, images=4, seg_split="train", seg_images=4)
     assert _digest(tmp_path / "user") == before
 
 

@@ -170,3 +170,20 @@ def test_stages_pseudo_and_gt_have_their_own_folders(tiny_cam_run):
     assert json.dumps(segmentation.run(cfg, store, labels="gt", progress=False)) == json.dumps(full)
     with pytest.raises(ValueError, match="labels"):
         segmentation.run(cfg, store, labels="cams", progress=False)
+
+
+def test_training_set_is_the_seg_split_and_the_ceiling_needs_every_mask(fake_voc_root):
+    """The networks train on data.seg_split; the ceiling refuses an image without a mask, naming the file."""
+    from cpmc_lib.config import Config
+    from cpmc_lib.datasets import DatasetError
+
+    voc = {"data.kind": "voc", "data.root": str(fake_voc_root), "data.num_classes": 21}
+    cfg = Config().replace(**voc)
+    assert segmentation.training_set(cfg).names == ["2007_000001", "2007_000002"]  # "" = cam split (train)
+    aug = cfg.replace(**{"data.seg_split": "train_aug"})
+    with pytest.raises(DatasetError, match=r"SegmentationClassAug/2008_000004\.png does not exist.*train_aug.*SBD"):
+        segmentation.training_set(aug)  # 2008_000004 has only an XML annotation
+    (fake_voc_root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text(
+        "2007_000001\n2007_000002\n2008_000003\n"
+    )
+    assert len(segmentation.training_set(aug)) == 3  # 2008_000003: its SegmentationClassAug mask
