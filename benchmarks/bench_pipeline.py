@@ -111,9 +111,15 @@ def run_stage(cfg: Config, stage: str) -> dict:
     raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(stages(cfg))}")
 
 
+def split_names(cfg: Config) -> dict[str, str]:
+    """The split each role reads: classifier training, CAMs, segmentation training, val."""
+    d = cfg.data
+    return {"train": d.train_split, "cam": d.cam_split, "seg": cfg.seg_split(), "val": d.val_split}
+
+
 def split_sizes(cfg: Config) -> dict[str, int]:
-    """Images of the train, cam and val splits of ``cfg`` (the generator's counts for synthetic data)."""
-    names = {"train": cfg.data.train_split, "cam": cfg.data.cam_split, "val": cfg.data.val_split}
+    """Images of the train, cam, seg and val splits of ``cfg`` (the generator's counts for synthetic data)."""
+    names = split_names(cfg)
     if cfg.data.kind == "synth" and set(names.values()) <= {"train", "val"}:
         counts = {"train": cfg.synth.train, "val": cfg.synth.val}
         return {k: counts[v] for k, v in names.items()}
@@ -133,10 +139,16 @@ def workload(cfg: Config, stage: str, sizes: dict[str, int]) -> dict[str, float]
         return {"train": p.images // p.batch_size * p.batch_size * p.epochs, "eval": p.val_images}
     if stage == "classifier":
         return {"train": sizes["train"] // c.batch_size * c.batch_size * c.epochs, "eval": sizes["val"] * c.epochs}
-    if stage.startswith("cams_") or stage == "pseudo":
-        return {"eval": sizes["cam"]}
+    if stage == "pseudo":
+        return {"eval": sizes["seg"]}
+    if stage.startswith("cams_"):
+        # The pseudo-label method's pass also maps the seg split's images outside the cam split
+        # (VOC: train_aug's, a superset of train), unscored.
+        extra = sizes["seg"] - sizes["cam"] if sizes["seg"] != sizes["cam"] else 0
+        own = stage.removeprefix("cams_") == joint_group(cfg.pseudo.method)[0]
+        return {"eval": sizes["cam"] + (extra if own else 0)}
     if stage.startswith("seg_"):
-        return {"train": sizes["cam"] // s.batch_size * s.batch_size * s.epochs, "eval": sizes["val"]}
+        return {"train": sizes["seg"] // s.batch_size * s.batch_size * s.epochs, "eval": sizes["val"]}
     return {}
 
 
@@ -236,7 +248,7 @@ def estimate_sizes(cfg: Config) -> tuple[dict[str, int], str]:
     try:
         return split_sizes(cfg), "counted"
     except (DatasetError, FileNotFoundError):
-        names = {"train": cfg.data.train_split, "cam": cfg.data.cam_split, "val": cfg.data.val_split}
+        names = split_names(cfg)
         try:
             return {k: SPLIT_IMAGES[cfg.data.kind, v] for k, v in names.items()}, "standard split sizes"
         except KeyError as e:

@@ -38,13 +38,20 @@ def test_bench_pipeline_quick_extrapolates_per_image():
     full = load_config("configs/synth-voc-scale.yaml")
     part = load_config("configs/synth-voc-scale.yaml", bench.slice_overrides(full, 4))
     sizes, slice_sizes = bench.split_sizes(full), bench.split_sizes(part)
-    assert sizes == {"train": 10582, "cam": 10582, "val": 1449}
-    assert slice_sizes == {"train": 4, "cam": 4, "val": 2}
+    assert sizes == {"train": 10582, "cam": 10582, "seg": 10582, "val": 1449}
+    assert slice_sizes == {"train": 4, "cam": 4, "seg": 4, "val": 2}
     # classifier: drop_last batches of 16 over 5 epochs; val scored every epoch
     assert bench.workload(full, "classifier", sizes) == {"train": 10576 * 5, "eval": 1449 * 5}
     assert bench.workload(part, "classifier", slice_sizes) == {"train": 4, "eval": 2}
     assert bench.workload(full, "cams_cam", sizes) == {"eval": 10582}
     assert bench.workload(full, "seg_wsss", sizes) == {"train": 10580 * 19, "eval": 1449}
+    # a segmentation split larger than the cam split (VOC: train_aug over train): DeepLab trains on
+    # it, the pseudo labels cover it, and only the pseudo-label method's pass maps its extra images
+    voc = {"train": 10582, "cam": 1464, "seg": 10582, "val": 1449}
+    assert bench.workload(full, "seg_wsss", voc)["train"] == 10580 * 19
+    assert bench.workload(full, "pseudo", voc) == {"eval": 10582}
+    assert bench.workload(full, "cams_refined", voc) == {"eval": 10582}  # cpmc's joint pass
+    assert bench.workload(full, "cams_cam", voc) == {"eval": 1464}
     # segmentation reports its own split of train and eval seconds
     seg = bench.extrapolate({"seconds": 9, "train_seconds": 4.0, "eval_seconds": 5.0},
                             {"train": 4, "eval": 2}, {"train": 400, "eval": 10})  # fmt: skip
