@@ -119,7 +119,7 @@ def _grid_cpmc() -> list[tuple[str, str, dict]]:
                 {"calibration.ref_rule": "quantile", "calibration.ref_bg_quantile": q},
             )
         )
-    for f in (0.5, 0.8, 1.0, 1.2):
+    for f in (0.5, 0.8, 1.0, 1.2, 1.5, 1.75, 2.0):
         rows.append(("cpmc", f"proto bg{f}", {"calibration.proto_bg_factor": f}))
     rows.append(("cpmc", "pairing proto", {"calibration.pairing": "proto"}))
     for d in ("keep", "drop", "fp"):
@@ -135,10 +135,30 @@ def _grid_cpmc() -> list[tuple[str, str, dict]]:
     return rows
 
 
+# The calibration before the FP guards (issue 16): the base of the fpfn grid.
+UNGUARDED = {"calibration.proto_bg_factor": 1.0, "calibration.fn_radius": -1, "calibration.gate": "none"}
+
+
 def _grid_fpfn() -> list[tuple[str, str, dict]]:
-    """Issue 16: FP prototypes that suppress, FN prototypes that stay pure, several per class."""
+    """Issue 16: guards against false positives on top of the unguarded calibration (each row adds
+    its options to :data:`UNGUARDED`), then the strict prototype labels combined with them."""
+    rows = [("proto", "base", {}), ("cpmc", "unguarded", {})]
+    for which, name, o in _grid_fpfn_options():
+        rows.append((which, name, {**UNGUARDED, **o}))
+    for bg in (1.5, 1.75, 2.0):
+        strict = {**UNGUARDED, "calibration.proto_bg_factor": bg}
+        rows.append(("cpmc", f"proto bg{bg}", strict))
+        rows.append(("cpmc", f"proto bg{bg} + gate cam", {**strict, "calibration.gate": "attached_cam"}))
+        for r in (0, 1, 2):
+            o = {**strict, "calibration.gate": "attached_cam", "calibration.fn_radius": r}
+            rows.append(("cpmc", f"proto bg{bg} + gate cam + fn radius {r}", o))
+    rows.append(("cpmc", "default", {}))
+    return rows
+
+
+def _grid_fpfn_options() -> list[tuple[str, str, dict]]:
     gate = {"calibration.gate": "attached_cam"}
-    rows = [("proto", "base", {}), ("cpmc", "base", {}), ("cpmc", "gate attached", {"calibration.gate": "attached"})]
+    rows = [("cpmc", "gate attached", {"calibration.gate": "attached"})]
     rows.append(("cpmc", "gate attached_cam", gate))
     for action in ("suppress", "both"):
         for r in (0, 1, -1):
@@ -184,7 +204,10 @@ GRIDS: dict[str, list[tuple[str, str, dict]]] = {
         ("cpmc", "no split", {"calibration.detached": "keep", "calibration.use_fp": False}),
         ("cpmc", "FP everywhere", {"calibration.fp_radius": -1}),
         ("cpmc", "first reading", FIRST_READING),
-        ("cpmc", "gate attached_cam", {"calibration.gate": "attached_cam"}),
+        ("cpmc", "no strict prototype labels", {"calibration.proto_bg_factor": 1.0}),
+        ("cpmc", "FN prototypes everywhere", {"calibration.fn_radius": -1}),
+        ("cpmc", "no attachment gate", {"calibration.gate": "none"}),
+        ("cpmc", "unguarded", UNGUARDED),
     ],
 }
 

@@ -191,7 +191,10 @@ class CalibrationConfig:
     ref_rule: Literal["argmax", "quantile"] = "argmax"  # reference labels: bg x ref_bg_factor | per image
     ref_bg_factor: float = 0.5
     ref_bg_quantile: float = 0.5  # ref_rule=quantile: lowest fraction of the image is background
-    proto_bg_factor: float = 1.0  # background scale of the prototype CAM's arg-max
+    # Background scale of the prototype CAM's arg-max L_P: above 1, a cell counts as the class's
+    # only where the prototype is clearly sure, so the FN region (and its local prototypes) holds
+    # less of the context and distractors next to the object.
+    proto_bg_factor: float = 1.75
     clusters: int = 1  # M: local prototypes per region (k-means)
     min_size: int = 1  # regions (and clusters) below this many grid cells give no prototype
     fuse_refined: float = 0.0  # final map + this x refined CAM (SFC fuses with 0.7 the other way)
@@ -200,7 +203,7 @@ class CalibrationConfig:
     # "drop" discards the detached ones, "fp" makes them FP regions (noise away from any object).
     detached: Literal["keep", "drop", "fp"] = "fp"
     fp_radius: int = 0  # FP local prototypes raise the background within this many cells; -1 = everywhere
-    # The grid side (CAM cells) for which fp_radius and min_size (and prototypes.min_size) are
+    # The grid side (CAM cells) for which fp_radius, fn_radius and min_size (and prototypes.min_size) are
     # written: on an h x w grid they become round(fp_radius * s) and max(1, round(min_size * s^2))
     # cells, s = sqrt(h * w) / grid_ref, i.e. fixed fractions of the grid (fp_radius / grid_ref of its
     # side, min_size / grid_ref^2 of its area). 16: the synthetic default's 16x16 grid, where they are
@@ -209,17 +212,18 @@ class CalibrationConfig:
     # FN clusters (clusters > 1) kept only where nearer the class's seed prototype than the
     # background's (calibration.pure_prototypes).
     fn_purity: bool = False
-    # FN local prototypes raise their class within this many cells of the FN region and the
-    # classifier's region of the class (-1 = everywhere): body look-alikes elsewhere stay out.
-    fn_radius: int = -1
+    # FN local prototypes raise their class within this many cells (of the grid_ref grid) of the FN
+    # region and the classifier's region of the class (-1 = everywhere): body look-alikes elsewhere,
+    # distractors above all, stay out.
+    fn_radius: int = 1
     # What FP local prototypes do: raise the background channel, lower their own class where they
     # match better than it (calibration.fp_suppression), or both.
     fp_action: Literal["background", "suppress", "both"] = "background"
     # attached: class regions of the calibrated map touching no refined-CAM region of the class are
     # set to 0 (calibration.attachment_gate: distractors, detached context); attached_cam: the same
     # anchored on the raw classifier CAM (arg-max, background x ref_bg_factor), which the affinity
-    # has not spread onto look-alike regions.
-    gate: Literal["none", "attached", "attached_cam"] = "none"
+    # has not spread onto look-alike regions. Part of the FP side: use_fp=false switches it off too.
+    gate: Literal["none", "attached", "attached_cam"] = "attached_cam"
     train_consistency_weight: float = 0.0  # > 0: classifier training adds the CPMC consistency loss
 
 
@@ -234,7 +238,7 @@ class PseudoConfig:
     threshold_rule: Literal["fixed", "otsu", "oracle"] = "otsu"
     # threshold_rule=fixed: frozen once on synth seed 0, the CPMC row's best threshold of
     # `benchmarks/tune_cpmc.py --grid final`.
-    bg_threshold: float = 0.45
+    bg_threshold: float = 0.4
     # IRN's confident regions: foreground where the top class map > conf_fg, background where it
     # is <= conf_bg, ignore (255) in between. 0 = use bg_threshold (no ignore zone). IRN: 0.30 / 0.05.
     conf_fg: float = 0.0

@@ -89,6 +89,11 @@ ABLATION: dict[str, tuple[str, dict[str, Any]]] = {
     "CPMC, no connectivity split": ("cpmc", {"detached": "keep", "use_fp": False}),
     "CPMC, FP prototypes everywhere": ("cpmc", {"fp_radius": -1}),
     "CPMC, first reading (pairing proto)": ("cpmc", {"pairing": "proto", "detached": "keep", "use_fp": False}),
+    # The three guards against false positives (book/method.md), each off, then all three.
+    "CPMC, no strict prototype labels": ("cpmc", {"proto_bg_factor": 1.0}),
+    "CPMC, FN prototypes everywhere": ("cpmc", {"calibration.fn_radius": -1}),
+    "CPMC, no attachment gate": ("cpmc", {"calibration.gate": "none"}),
+    "CPMC, no FP guards": ("cpmc", {"proto_bg_factor": 1.0, "calibration.fn_radius": -1, "calibration.gate": "none"}),
 }
 
 

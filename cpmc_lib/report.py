@@ -165,6 +165,10 @@ def ablation_verdict(miou: Mapping[str, float], tol: float = 0.5) -> str:
         "CPMC, no connectivity split": "Splitting the prototype's extra pixels by attachment (full CPMC over all of them as FN)",
         "CPMC, FP prototypes everywhere": "FP prototypes acting locally (full CPMC over FP prototypes acting everywhere)",
         "CPMC, first reading (pairing proto)": "This reconstruction over the first reading (pairing proto)",
+        "CPMC, no strict prototype labels": "Strict prototype labels for the regions (full CPMC over plain arg-max)",
+        "CPMC, FN prototypes everywhere": "FN prototypes acting near their object (full CPMC over everywhere)",
+        "CPMC, no attachment gate": "The attachment gate (full CPMC over no gate)",
+        "CPMC, no FP guards": "The three FP guards together (full CPMC over none of them)",
     }
     for row, what in extra.items():
         if row in miou:
