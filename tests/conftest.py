@@ -159,7 +159,8 @@ def tiny_cam_run(tmp_path: Path):
         data=DataConfig(kind="synth", root=str(root), num_classes=11),
         crf=CrfConfig(workers=0),
         segmentation=SegmentationConfig(
-            channels=(8, 16), head_channels=8, epochs=1, batch_size=4, crop_size=48, lr=0.05
+            channels=(8, 16), head_channels=8, epochs=1, batch_size=4, crop_size=48, lr=0.05,
+            stand_in=False,  # no pretrain stage in this hand-made run
         ),
     )
     store = RunStore.for_config(cfg)
