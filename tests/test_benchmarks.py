@@ -19,15 +19,20 @@ def test_bench_cams_quick_json_reports_every_method():
     assert all(v > 0 for v in result["images_per_s"].values())
 
 
-def _bench_pipeline():
+def _load(name: str):
+    """A script of benchmarks/ as a module (benchmarks are scripts, not a package)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_pipeline.py"
-    spec = importlib.util.spec_from_file_location("bench_pipeline", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _bench_pipeline():
+    return _load("bench_pipeline")
 
 
 def test_bench_pipeline_quick_extrapolates_per_image():
@@ -111,3 +116,25 @@ def test_bench_pipeline_estimate_counts_flops_per_stage(capsys):
     measured = {"imports": {"cpu_s": 2.0}, "data": {"cpu_s": 5.0, "slice_images": {"eval": 3}},
                 "pseudo": {"cpu_s": 10.0, "slice_images": {"eval": 2}}}  # fmt: skip
     assert bench.not_network_cpu(measured) == {"data": 1.0, "pseudo": 4.0}
+
+
+def test_summarize_metrics_checks_each_promise_against_its_numbers():
+    summary = _load("summarize_metrics")
+    path = lambda **p: {"recall_body": 70.0, "recall_atypical": 60.0, "fp_context": 10.0, "fp_distractor": 20.0, **p}  # noqa: E731
+    m = {
+        "cams": {
+            "cam": {"miou": 55.0, "threshold": 0.1, "pathology": path()},
+            "proto": {"miou": 66.0, "threshold": 0.3, "pathology": path()},
+            "cpmc": {"miou": 70.0, "threshold": 0.4, "pathology": path(recall_body=76.0, fp_distractor=21.0)},
+        },
+        "pseudo": {"threshold_rule": "otsu"},
+        "seg": {"ratio": 0.9, "full": {"miou": 80.0, "curve": [70.0, 79.8, 80.0, 80.2]}},
+    }
+    assert [ok for ok, t in summary.promises(m) if t.startswith("CPMC 70.0 >= CAM")] == [True]  # +15
+    assert [ok for ok, t in summary.promises(m) if t.startswith("CPMC 70.0 >= prototype")] == [True]
+    assert [ok for ok, t in summary.promises(m) if t.startswith("distractor")] == [False]  # 21 > 20
+    assert [ok for ok, t in summary.promises(m) if t.startswith("context")] == [True]
+    assert [ok for ok, t in summary.promises(m) if "last two epochs" in t] == [True]  # +0.4
+    m["pseudo"]["threshold_rule"] = "oracle"
+    assert [ok for ok, t in summary.promises(m) if "reads no ground truth" in t] == [False]
+    assert "| **CPMC** | 70.0 (0.40) |" in summary.table(m)

@@ -1,0 +1,123 @@
+"""Print the README's result table of a pipeline ``metrics.json`` and check CPMC's promises on it.
+
+The README quotes numbers only from runs; this script turns a run's ``metrics.json`` (written by
+``make book`` or ``python -m cpmc_lib pipeline``) into the table the README shows, so the table is
+regenerated, never typed. Then one line per promise of issue 16, each PASS or FAIL with its numbers:
+CPMC >= classifier CAM + 10 and >= prototype CAM + 3 (oracle view), body recall >= the prototype
+CAM's + 5, context and distractor labelled object <= the prototype CAM's, a pseudo-label rule that
+reads no ground truth, weak / full >= 0.88, and a ceiling whose val mIoU moved less than 0.5 over
+its last two epochs.
+
+Usage::
+
+    python benchmarks/summarize_metrics.py runs/default/metrics.json [more metrics.json ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+ROWS = (("cam", "classifier CAM"), ("refined", "+ context refinement"), ("proto", "prototype CAM"),
+        ("cpmc", "**CPMC**"))  # fmt: skip
+
+
+def table(m: dict[str, Any]) -> str:
+    """The per-map Markdown table: oracle and GT-free mIoU, recalls, labelled-object shares."""
+    head = (
+        "| map | mIoU, oracle (thr) | mIoU, GT-free | body recall | atypical recall | context labelled object"
+        " | distractor labelled object | same, GT-free (context / distractor) |\n|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    cams = m["cams"]
+    for key, name in ROWS:
+        if key not in cams:
+            continue
+        r, p = cams[key], cams[key]["pathology"]
+        g = r.get("gt_free", {})
+        gp = g.get("pathology", {})
+        free = f"{g['miou']:.1f}" if "miou" in g else ""
+        free_fp = f"{gp['fp_context']:.1f} / {gp['fp_distractor']:.1f}" if gp else ""
+        lines.append(
+            f"| {name} | {r['miou']:.1f} ({r['threshold']:.2f}) | {free} | {p['recall_body']:.1f} | "
+            f"{p['recall_atypical']:.1f} | {p['fp_context']:.1f} | {p['fp_distractor']:.1f} | {free_fp} |"
+        )
+    peers = [k for k in ("gradcam", "gradcampp", "layercam") if k in cams]
+    if peers:
+        lines.append(
+            "| Grad-CAM / Grad-CAM++ / LayerCAM | "
+            + " / ".join(f"{cams[k]['miou']:.1f}" for k in peers)
+            + " | | | | | | |"
+        )
+    return "\n".join(lines)
+
+
+def promises(m: dict[str, Any]) -> list[tuple[bool, str]]:
+    """Issue 16's checks on one run: (holds, description with the numbers)."""
+    c = m["cams"]
+    cam, proto, cpmc = c["cam"], c["proto"], c["cpmc"]
+    pp, cp = proto["pathology"], cpmc["pathology"]
+    out = [
+        (cpmc["miou"] >= cam["miou"] + 10, f"CPMC {cpmc['miou']:.1f} >= CAM {cam['miou']:.1f} + 10"),
+        (cpmc["miou"] >= proto["miou"] + 3, f"CPMC {cpmc['miou']:.1f} >= prototype CAM {proto['miou']:.1f} + 3"),
+        (
+            cp["recall_body"] >= pp["recall_body"] + 5,
+            f"body recall {cp['recall_body']:.1f} >= prototype CAM's {pp['recall_body']:.1f} + 5",
+        ),
+        (
+            cp["fp_context"] <= pp["fp_context"],
+            f"context labelled object {cp['fp_context']:.1f} <= prototype CAM's {pp['fp_context']:.1f}",
+        ),
+        (
+            cp["fp_distractor"] <= pp["fp_distractor"],
+            f"distractor labelled object {cp['fp_distractor']:.1f} <= prototype CAM's {pp['fp_distractor']:.1f}",
+        ),
+    ]
+    rule = m.get("pseudo", {}).get("threshold_rule")
+    if rule is not None:
+        out.append((rule != "oracle", f"pseudo-label rule {rule!r} reads no ground truth"))
+    seg = m.get("seg", {})
+    if "ratio" in seg:
+        out.append((seg["ratio"] >= 0.88, f"weak / full {seg['ratio']:.3f} >= 0.88"))
+    curve = seg.get("full", {}).get("curve", [])
+    if len(curve) >= 3:
+        moved = curve[-1] - curve[-3]
+        out.append((abs(moved) < 0.5, f"ceiling moved {moved:+.2f} over its last two epochs (< 0.5)"))
+    if len(curve) >= 2:
+        moved = curve[-1] - curve[-2]
+        out.append((abs(moved) < 0.5, f"ceiling moved {moved:+.2f} over its last epoch (< 0.5)"))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("metrics", nargs="+", help="metrics.json files of pipeline runs")
+    args = ap.parse_args()
+    for path in args.metrics:
+        m = json.loads(Path(path).read_text())
+        print(f"## {path}\n\n{table(m)}\n")
+        ps = m.get("pseudo", {})
+        method = m.get("config", {}).get("pseudo", {}).get("method", "cpmc")
+        if method in ps:
+            print(f"pseudo labels ({method}, rule {ps.get('threshold_rule')}): {ps[method]['miou']:.1f} mIoU, "
+                  f"{ps.get(method + '_crf', {}).get('miou', float('nan')):.1f} with the CRF")  # fmt: skip
+        seg = m.get("seg", {})
+        for k in ("wsss", "full"):
+            if k in seg:
+                curve = " -> ".join(f"{v:.1f}" for v in seg[k].get("curve", []))
+                print(f"segmentation {k}: {seg[k]['miou']:.1f} val mIoU (curve {curve})")
+        if "ratio" in seg:
+            print(f"weak / full: {100 * seg['ratio']:.1f} %")
+        clf = m.get("classifier", {})
+        if "val_mAP" in clf:
+            print(f"classifier val mAP {clf['val_mAP']:.1f}, F1 {clf.get('val_F1', float('nan')):.1f}")
+        print()
+        for ok, text in promises(m):
+            print(f"{'PASS' if ok else 'FAIL'}  {text}")
+        print()
+
+
+if __name__ == "__main__":
+    main()
