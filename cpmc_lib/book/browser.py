@@ -15,12 +15,15 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 __all__ = [
+    "COLUMN",
     "INSTALL_HINT",
     "PageReport",
+    "book_pages",
     "check_book",
     "check_explorer",
     "find_chromium",
     "require_chromium",
+    "screenshot_book",
     "watch_offline",
 ]
 
@@ -35,6 +38,10 @@ INSTALL_HINT = "as root: apt-get install chromium-headless-shell (make test does
 _ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--disable-quic",
          "--host-resolver-rules=MAP * ~NOTFOUND"]  # fmt: skip  # no name resolves: offline
+
+
+# The book's text column (sphinx-book-theme's article); ``column=True`` screenshots only it.
+COLUMN = "article.bd-article"
 
 
 def find_chromium() -> str | None:
@@ -76,14 +83,22 @@ class PageReport:
 
 
 def check_book(
-    html_dir: str | Path, pages: list[str], shots: str | Path, chromium: str | None = None
+    html_dir: str | Path,
+    pages: list[str],
+    shots: str | Path,
+    chromium: str | None = None,
+    width: int = 1280,
+    column: bool = False,
 ) -> list[PageReport]:
     """Open each page of the built book in headless Chromium and report what a reader would see.
 
     Args:
         html_dir: the book's ``_build/html`` folder.
         pages: page files relative to it (``index.html``, ``notebooks/01_dataset.html``, ...).
-        shots: folder for full-page screenshots.
+        shots: folder for the screenshots, one PNG per page (``notebooks_01_dataset.png``).
+        width: the browser window's width in CSS pixels (1280: a laptop, sidebars shown).
+        column: screenshot only the text column (:data:`COLUMN`, its whole height) instead of the
+            full page; a page without it is shot in full.
     """
     from playwright.sync_api import sync_playwright
 
@@ -95,7 +110,7 @@ def check_book(
     reports = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page = browser.new_page(viewport={"width": width, "height": 900})
         seen = watch_offline(page)
         for rel in pages:
             rep = PageReport(rel)
@@ -124,12 +139,56 @@ def check_book(
                 if not target.exists():
                     rep.dead_links.append(href)
             shot = shots / (rel.replace("/", "_").removesuffix(".html") + ".png")
-            page.screenshot(path=str(shot), full_page=True, timeout=120_000)  # long pages, busy CPUs
+            col = page.locator(COLUMN)
+            if column and col.count():
+                col.first.screenshot(path=str(shot), timeout=120_000)
+            else:
+                page.screenshot(path=str(shot), full_page=True, timeout=120_000)  # long pages, busy CPUs
             rep.screenshot = str(shot)
             rep.external = [*seen["external"], *external_sources(page)]
             rep.console_errors = list(seen["console"])
             reports.append(rep)
         browser.close()
+    return reports
+
+
+def book_pages(html_dir: str | Path) -> list[str]:
+    """The pages of a built book, relative to ``html_dir``: ``index.html``, then the table of contents.
+
+    The table of contents is the built book's ``_toc.yml`` (``<book>/_toc.yml`` beside ``_build``);
+    without one, every ``.html`` file except Sphinx's generated index and search pages.
+    """
+    import yaml
+
+    from .build import toc_files
+
+    html_dir = Path(html_dir)
+    toc = html_dir.parent.parent / "_toc.yml"
+    if toc.is_file():
+        pages = ["index.html"] + [f"{f}.html" for f in toc_files(yaml.safe_load(toc.read_text()))]
+        return [p for p in dict.fromkeys(pages) if (html_dir / p).is_file()]
+    skip = {"genindex.html", "search.html", "py-modindex.html"}
+    return sorted(
+        str(p.relative_to(html_dir)) for p in html_dir.rglob("*.html")
+        if not p.relative_to(html_dir).parts[0].startswith("_") and p.name not in skip
+    )  # fmt: skip
+
+
+def screenshot_book(
+    html_dir: str | Path, out: str | Path, width: int = 1280, column: bool = False, chromium: str | None = None
+) -> list[PageReport]:
+    """One PNG per page of a built book in ``out``, and ``out/report.json``: what each page showed.
+
+    ``python -m cpmc_lib.book screenshots build/book/_build/html OUTDIR`` calls it. The report lists
+    per page its screenshot, console errors, requests outside the book (blocked: the browser is
+    offline), broken images, error outputs and dead links (:func:`check_book`).
+    """
+    import dataclasses
+    import json
+
+    out = Path(out)
+    reports = check_book(html_dir, book_pages(html_dir), out, chromium=chromium, width=width, column=column)
+    (out / "report.json").write_text(json.dumps([dataclasses.asdict(r) for r in reports], indent=1))
     return reports
 
 
