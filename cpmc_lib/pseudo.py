@@ -52,7 +52,7 @@ from .datasets import build_dataset
 from .io import IGNORE_INDEX, read_mask_png, save_mask_png
 from .metrics import ConfusionMeter, cam_to_mask
 from .runtime import pick_device
-from .store import RunStore, StageMissingError, missing_stage_message
+from .store import RunStore, StageMissingError, missing_stage_message, stage_hash
 
 __all__ = [
     "THRESHOLD_RULES",
@@ -70,6 +70,7 @@ __all__ = [
     "pseudo_label",
     "run",
     "score_planes",
+    "stage_crf_labels",
 ]
 
 
@@ -340,6 +341,7 @@ def make_labels(
     limit: int = 0,
     progress: bool = True,
     split: str | None = None,
+    crf_labels: Path | None = None,
 ) -> dict[str, Any]:
     """Pseudo labels of a split from the maps in ``folder``, scored without and with CRF.
 
@@ -350,6 +352,8 @@ def make_labels(
         out: where to save the label PNGs (the CRF labels when ``pseudo.crf``); None saves nothing.
         limit: score only the first ``limit`` images (0 = all), e.g. to compare methods quickly.
         split: the images to label (None: the cam split); ``folder`` must hold their maps.
+        crf_labels: a folder of these very labels after the CRF (``<name>.png``: the pseudo stage's
+            PNGs, made from the same maps with the same settings); read instead of running the CRF again.
 
     Returns:
         dict with ``miou``, ``precision``, ``recall``, ``ignore_frac`` and the same with ``_crf``,
@@ -370,13 +374,15 @@ def make_labels(
     every = ds.names[:limit] if limit else ds.names
     names = distributed.shard(every)  # under torchrun: this rank's images; scores are summed below
 
-    def crf_inputs():  # per image one CRF per plane; the label without CRF rides along as the tag
+    def plain_labels(read_images: bool = True):  # per image: the label without CRF, and what the CRF needs
         for name in names:
-            with Image.open(ds.image_path(name)) as pil:
-                img = np.asarray(pil.convert("RGB"))
+            img = None
+            if read_images:
+                with Image.open(ds.image_path(name)) as pil:
+                    img = np.asarray(pil.convert("RGB"))
             saved = np.load(folder / f"{name}.npy", allow_pickle=True).item()
             cam, keys = saved["cam"].astype(np.float32), saved["keys"]
-            if cam.shape[1:] != img.shape[:2]:
+            if img is not None and cam.shape[1:] != img.shape[:2]:
                 raise ValueError(
                     f"{folder / name}.npy: maps are {cam.shape[1:]} but the image is {img.shape[:2]}"
                 )
@@ -384,22 +390,35 @@ def make_labels(
                 raise ValueError(f"{folder / name}.npy: maps hold NaN or infinite values; recompute the CAMs")
             thr = image_threshold(cam, rule) if threshold is None else threshold
             planes_used.append(thr)
+            yield name, img, cam, keys, thr, pseudo_label(cam, keys, thr, p.conf_fg, p.conf_bg)
+
+    def crf_inputs():  # per image one CRF per plane; the label without CRF rides along as the tag
+        for name, img, cam, keys, thr, label in plain_labels():
             fg, bg = fixed or (thr, thr)
-            label = pseudo_label(cam, keys, thr, p.conf_fg, p.conf_bg)
             ids = np.concatenate([[0], keys]).astype(np.int64)
             for plane in (fg,) if n_planes == 1 else (fg, bg):
                 yield img, cam_probs(cam, plane), (name, ids, label)
+
+    def with_crf():  # (name, label, label after the CRF)
+        bar = progress and distributed.is_main()
+        posts = crf_map(crf_inputs(), cfg.crf, len(names) * n_planes, bar, desc=f"pseudo {folder.name}")
+        for post_hi, (name, ids, label) in posts:
+            post_lo = next(posts)[0] if n_planes == 2 else post_hi
+            yield name, label, combine_confident(ids[post_hi.argmax(0)], ids[post_lo.argmax(0)])
+
+    def with_saved_crf():  # the same, the CRF labels read from crf_labels
+        for name, _img, _cam, _keys, _thr, label in plain_labels(read_images=False):
+            label_crf = read_mask_png(crf_labels / f"{name}.png")
+            if label_crf.shape != label.shape:
+                raise ValueError(f"{crf_labels / name}.png is {label_crf.shape}, the maps {label.shape}")
+            yield name, label, label_crf
 
     K = cfg.data.num_classes
     planes_used: list[float] = []
     meters = {"": ConfusionMeter(K), "_crf": ConfusionMeter(K)}
     ignored = {"": 0, "_crf": 0}
     pixels = scored = 0
-    bar = progress and distributed.is_main()
-    posts = crf_map(crf_inputs(), cfg.crf, len(names) * n_planes, bar, desc=f"pseudo {folder.name}")
-    for post_hi, (name, ids, label) in posts:
-        post_lo = next(posts)[0] if n_planes == 2 else post_hi
-        label_crf = combine_confident(ids[post_hi.argmax(0)], ids[post_lo.argmax(0)])
+    for name, label, label_crf in with_crf() if crf_labels is None else with_saved_crf():
         if out is not None:
             save_mask_png(out / f"{name}.png", label_crf if p.crf else label)
         mask_path = ds.mask_path(name) if name in cam_names else None
@@ -502,13 +521,32 @@ def compare(
     """Pseudo-label scores of several CAM methods (each under ``pseudo.threshold_rule``), nothing saved.
 
     Reads each method's maps from the run store (:func:`cpmc_lib.pipeline.ensure` makes them).
-    ``limit`` scores the first images only.
+    ``limit`` scores the first images only. For ``pseudo.method`` the labels after the CRF are
+    read from the pseudo stage when it finished with ``cfg`` (:func:`stage_crf_labels`): the same
+    labels, not made twice.
     """
     out = {}
     for m in methods:
         folder, metrics = _cam_folder(cfg, store, m)
-        out[m] = make_labels(cfg, folder, rule_threshold(cfg, metrics), limit=limit, progress=progress)
+        saved = stage_crf_labels(cfg, store) if m == cfg.pseudo.method else None
+        out[m] = make_labels(
+            cfg, folder, rule_threshold(cfg, metrics), limit=limit, progress=progress, crf_labels=saved
+        )
     return out
+
+
+def stage_crf_labels(cfg: Config, store: RunStore) -> Path | None:
+    """The pseudo stage's label folder when it holds ``cfg.pseudo.method``'s labels after the CRF.
+
+    That is: the stage finished for ``cfg`` (its hash covers the maps, the rule and the CRF),
+    saved the CRF labels (``pseudo.crf``) and labelled every cam-split image (its seg split holds
+    them). None otherwise.
+    """
+    if not cfg.pseudo.crf or not store.is_done("pseudo", stage_hash(cfg, "pseudo")):
+        return None
+    folder = labels_dir(store)
+    names = build_dataset(cfg, cfg.data.cam_split).names
+    return folder if all((folder / f"{n}.png").is_file() for n in names) else None
 
 
 def examples(

@@ -190,3 +190,23 @@ def test_seg_split_labels_every_image_and_scores_the_cam_split_only(tiny_cam_run
     assert (alone["split"], alone["images"], alone["scored_images"]) == ("train", 8, 8)
     for k in ("miou", "miou_crf", "precision", "recall"):
         assert both[k] == alone[k], k
+
+
+def test_compare_reads_the_stage_crf_labels_instead_of_running_the_crf_again(tiny_cam_run, monkeypatch):
+    cfg, store = tiny_cam_run
+    cfg = cfg.replace(**{"pseudo.method": "cam", "pseudo.threshold_rule": "otsu"})
+    assert pseudo.stage_crf_labels(cfg, store) is None  # no stage yet: compare runs the CRF
+    fresh = pseudo.compare(cfg, store, ("cam",), limit=6, progress=False)["cam"]
+    pseudo.run(cfg, store, progress=False)
+    assert pseudo.stage_crf_labels(cfg, store) == pseudo.labels_dir(store)
+
+    def no_crf(*args, **kwargs):
+        raise AssertionError("the CRF ran again")
+
+    monkeypatch.setattr(pseudo, "crf_map", no_crf)
+    assert pseudo.compare(cfg, store, ("cam",), limit=6, progress=False)["cam"] == fresh
+    # other settings (here the oracle rule) are not the stage's labels: the CRF runs
+    oracle = cfg.replace(**{"pseudo.threshold_rule": "oracle"})
+    assert pseudo.stage_crf_labels(oracle, store) is None
+    with pytest.raises(AssertionError, match="the CRF ran again"):
+        pseudo.compare(oracle, store, ("cam",), limit=6, progress=False)
