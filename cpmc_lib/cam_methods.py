@@ -332,8 +332,13 @@ class _CpmcMethod(OutputCam):
             return maps["refined"][:, 1:]
         return foreground_maps(maps[key], self.cfg.prototypes.bg_mode)
 
+    def from_steps(self, maps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """This method's (N, K-1, h, w) maps picked from :func:`cpmc_maps`'s dict ``maps``, which holds
+        every CPMC map at once (so several methods can share one call)."""
+        return self._foreground(maps, self.key)
+
     def from_output(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return self._foreground(self._maps(out, img, label), self.key)
+        return self.from_steps(self._maps(out, img, label))
 
 
 class JointCpmcCam(_CpmcMethod, JointCam):

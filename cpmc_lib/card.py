@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from .cams import load_cams
 from .config import Config
 from .datasets import build_dataset
 from .diagnostics import fn_fp_fractions
-from .io import load_json
+from .io import load_json, save_json
 from .metrics import cam_to_mask
 from .pipeline import ensure
 from .store import RunStore, stage_hash
@@ -35,10 +36,22 @@ def compare_failures(store: RunStore, dataset, a: str = "cam", b: str = "proto")
     percent of object pixels the classifier CAM labels right and the prototype CAM does not,
     ``fp`` the percent of background pixels the prototype CAM marks as object while the classifier
     CAM calls them background (:func:`cpmc_lib.diagnostics.fn_fp_fractions`, summed over images).
+
+    A pass over the whole split: cached beside ``b``'s maps (``failures_vs_<a>.json``) for the two
+    methods' settings and the images, so a second build of the book reads it back.
     """
-    thr = {m: load_json(store.path("cams") / m / "metrics.json")["threshold"] for m in (a, b)}
+    metrics = {m: load_json(store.path("cams") / m / "metrics.json") for m in (a, b)}
+    thr = {m: metrics[m]["threshold"] for m in (a, b)}
+    names = list(dataset.names)
+    key = {"maps": {m: metrics[m].get("method_hash") for m in (a, b)}, "thresholds": thr,
+           "images": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]}  # fmt: skip
+    cache = store.path("cams") / b / f"failures_vs_{a}.json"
+    if cache.is_file():
+        saved = load_json(cache)
+        if saved.get("key") == key:
+            return saved["failures"]
     sums = {"n_fn": 0, "n_fp": 0, "n_object": 0, "n_background": 0}
-    for name in dataset.names:
+    for name in names:
         masks = []
         for m in (a, b):
             saved = load_cams(store.root, m, name)
@@ -47,11 +60,13 @@ def compare_failures(store: RunStore, dataset, a: str = "cam", b: str = "proto")
         r = fn_fp_fractions(masks[0], masks[1], gt)
         for k in sums:
             sums[k] += r[k]
-    return {
+    failures = {
         "fn": 100 * sums["n_fn"] / max(sums["n_object"], 1),
         "fp": 100 * sums["n_fp"] / max(sums["n_background"], 1),
         "thresholds": thr,
     }
+    save_json(cache, {"key": key, "failures": failures})
+    return failures
 
 
 def benchmark_calibration(cfg: Config, store: RunStore, progress: bool = True) -> dict[str, Any]:

@@ -119,6 +119,15 @@ class Explorer:
         with torch.no_grad():
             self.out = self.model(self.img)  # the one forward pass
         self._widgets: dict[str, Any] = {}
+        # cpmc_maps per CPMC settings (the run's own kept, plus the latest other) and ablation rows
+        self._steps: dict[str, dict[str, torch.Tensor]] = {}
+        self._rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+
+    @staticmethod
+    def _key(cfg: Config) -> str:
+        """The settings :func:`cpmc_lib.cpmc.cpmc_maps` reads, as a cache key."""
+        d = cfg.to_dict()
+        return json.dumps({k: d[k] for k in ("refinement", "prototypes", "calibration")}, sort_keys=True)
 
     def output(self, index: int) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
         """The cached network output, label and image of one image, as a batch of one.
@@ -152,6 +161,9 @@ class Explorer:
     def steps(self, cfg: Config | None = None) -> dict[str, torch.Tensor]:
         """Every intermediate of CPMC on the cached images, at the CAM grid.
 
+        Computed once per setting: the run's own settings are kept, and the latest other one, so
+        ``refined``, ``proto`` and ``cpmc`` of :meth:`maps` and :meth:`region_stats` share one call.
+
         Returns:
             :func:`cpmc_lib.cpmc.cpmc_maps`'s dict: (N, K, h, w) maps ``cam``, ``refined``, ``proto``,
             ``cpmc`` and bool masks ``seeds``, ``fn``, ``fp`` (background at channel 0).
@@ -159,7 +171,12 @@ class Explorer:
         from .cpmc import cpmc_maps
 
         c = cfg or self.cfg
-        return cpmc_maps(self.out, self.label, c.refinement, c.prototypes, c.calibration, self.img)
+        key, own = self._key(c), self._key(self.cfg)
+        if key not in self._steps:
+            for k in [k for k in self._steps if k != own]:  # one other setting at a time (memory)
+                del self._steps[k]
+            self._steps[key] = cpmc_maps(self.out, self.label, c.refinement, c.prototypes, c.calibration, self.img)
+        return self._steps[key]
 
     def region_stats(self, cfg: Config | None = None) -> dict[str, float]:
         """What the FN and FP regions hold, by the benchmark's diagnostic codes (percent of region cells).
@@ -191,7 +208,10 @@ class Explorer:
         """Normalised foreground maps of every cached image: (N, K-1, H, W)."""
         cfg = cfg or self.cfg
         m = make_cam_method(method, self.model, cfg)
-        raw = m.from_output(self.out, self.img, self.label)
+        if hasattr(m, "from_steps"):  # a CPMC map: from the shared cpmc_maps call
+            raw = m.from_steps(self.steps(cfg))
+        else:
+            raw = m.from_output(self.out, self.img, self.label)
         up = F.interpolate(raw.float(), size=self.img.shape[-2:], mode="bilinear", align_corners=False)
         return normalize_cams(up, self.label)
 
@@ -250,13 +270,17 @@ class Explorer:
         """
         rows = []
         for name, (method, settings) in variants.items():
-            maps = self.maps(method, self.settings(**settings))
-            row = {"variant": name, "map": method, **self.score(maps)}
-            if folds > 1:
-                row["miou_folds"] = [
-                    self.score(maps, row["threshold"], range(f, len(maps), folds))["miou"] for f in range(folds)
-                ]
-            rows.append(row)
+            cfg = self.settings(**settings)
+            key = (method, self._key(cfg), folds)  # a variant scored before (e.g. the default) is reused
+            if key not in self._rows:
+                maps = self.maps(method, cfg)
+                row = {"map": method, **self.score(maps)}
+                if folds > 1:
+                    row["miou_folds"] = [
+                        self.score(maps, row["threshold"], range(f, len(maps), folds))["miou"] for f in range(folds)
+                    ]
+                self._rows[key] = row
+            rows.append({"variant": name, **self._rows[key]})
         return rows
 
     def figure(self, index: int, method: str, threshold: float, cfg: Config | None = None) -> Figure:

@@ -1,5 +1,7 @@
 """The dataset card's measurements: failures of one map relative to another, the benchmark's calibration."""
 
+import pytest
+
 from cpmc_lib import card
 from cpmc_lib.datasets import build_dataset
 from cpmc_lib.store import RunStore, stage_hash
@@ -21,3 +23,19 @@ def test_benchmark_calibration_reports_the_card_fields(tiny_pipeline):
                 "proto_fn_of_cam_objects", "proto_fp_on_cam_background"):  # fmt: skip
         assert key in cal
     assert cal["classifier"]["config_hash"] == stage_hash(cfg, "classifier")
+
+
+def test_compare_failures_is_cached_beside_the_maps(tiny_pipeline, monkeypatch):
+    cfg, _ = tiny_pipeline
+    store, ds = RunStore.for_config(cfg), build_dataset(cfg, cfg.data.cam_split)
+    first = card.compare_failures(store, ds, "cam", "proto")
+    assert (store.path("cams") / "proto" / "failures_vs_cam.json").is_file()
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the split was read again")
+
+    monkeypatch.setattr(card, "fn_fp_fractions", no_pass)
+    assert card.compare_failures(store, ds, "cam", "proto") == first  # read back
+    ds.names = ds.names[:-1]  # other images: measured again
+    with pytest.raises(AssertionError, match="read again"):
+        card.compare_failures(store, ds, "cam", "proto")

@@ -85,3 +85,30 @@ def test_ablation_folds_split_the_cached_images(explorer):
 def test_image_scores_per_image(explorer):
     scores = explorer.image_scores(explorer.maps("cpmc"), 0.3)
     assert len(scores) == 6 and all(0 <= s["miou"] <= 100 for s in scores)
+
+
+def test_cpmc_maps_run_once_per_setting_and_ablation_rows_are_reused(explorer, monkeypatch):
+    from cpmc_lib import cpmc
+    from cpmc_lib.cam_methods import make_cam_method, normalize_cams
+
+    direct = {m: make_cam_method(m, explorer.model, explorer.cfg).from_output(explorer.out, explorer.img, explorer.label)
+              for m in ("refined", "proto", "cpmc")}  # fmt: skip
+    calls = []
+    real = cpmc.cpmc_maps
+    monkeypatch.setattr(cpmc, "cpmc_maps", lambda *a, **k: calls.append(1) or real(*a, **k))
+    explorer._steps.clear()
+    explorer._rows.clear()
+    for m in ("refined", "proto", "cpmc"):  # the same maps as each method alone, from one call
+        up = torch.nn.functional.interpolate(
+            direct[m].float(), size=explorer.img.shape[-2:], mode="bilinear", align_corners=False
+        )
+        torch.testing.assert_close(explorer.maps(m), normalize_cams(up, explorer.label))
+    explorer.region_stats()
+    assert len(calls) == 1
+    variants = {"full": ("cpmc", {}), "no FP": ("cpmc", {"use_fp": False}), "default": ("cpmc", {})}
+    rows = explorer.ablation(variants, folds=2)
+    assert len(calls) == 2  # "default" is "full" again: scored once; "no FP" is one more call
+    assert [r["variant"] for r in rows] == ["full", "no FP", "default"]
+    assert {k: v for k, v in rows[0].items() if k != "variant"} == {k: v for k, v in rows[2].items() if k != "variant"}
+    explorer.steps(explorer.settings(iterations=0))  # another setting replaces "no FP", the run's own stays
+    assert len(explorer._steps) == 2 and explorer._key(explorer.cfg) in explorer._steps
