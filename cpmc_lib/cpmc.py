@@ -139,8 +139,6 @@ def grid_cells(cal: CalibrationConfig, grid: tuple[int, int]) -> tuple[int, int]
         >>> grid_cells(cal, (16, 16)), grid_cells(cal, (32, 32)), grid_cells(cal, (8, 8))
         ((1, 2), (2, 8), (1, 1))
     """
-    if cal.grid_ref <= 0:
-        return cal.fp_radius, cal.min_size
     return radius_cells(cal.fp_radius, cal, grid), area_cells(cal.min_size, cal, grid)
 
 

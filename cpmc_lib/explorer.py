@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 from .cam_methods import make_cam_method, normalize_cams
 from .config import Config
 from .datasets import build_dataset
-from .metrics import CamEvaluator, cam_to_mask
+from .metrics import CamEvaluator, cam_to_mask, confusion_matrix, iou_from_confusion
 from .models import load_classifier
 from .plots import colorize, overlay_cam, plot_image_grid, to_hwc_uint8
 from .store import RunStore
@@ -74,6 +74,8 @@ SETTINGS = {
     "pairing": "calibration.pairing",
     "detached": "calibration.detached",
     "fp_radius": "calibration.fp_radius",
+    "fn_radius": "calibration.fn_radius",
+    "gate": "calibration.gate",
 }
 
 # The structure of the paper's ablation, as explorer variants: row -> (map, settings).
@@ -91,9 +93,9 @@ ABLATION: dict[str, tuple[str, dict[str, Any]]] = {
     "CPMC, first reading (pairing proto)": ("cpmc", {"pairing": "proto", "detached": "keep", "use_fp": False}),
     # The three guards against false positives (book/method.md), each off, then all three.
     "CPMC, no strict prototype labels": ("cpmc", {"proto_bg_factor": 1.0}),
-    "CPMC, FN prototypes everywhere": ("cpmc", {"calibration.fn_radius": -1}),
-    "CPMC, no attachment gate": ("cpmc", {"calibration.gate": "none"}),
-    "CPMC, no FP guards": ("cpmc", {"proto_bg_factor": 1.0, "calibration.fn_radius": -1, "calibration.gate": "none"}),
+    "CPMC, FN prototypes everywhere": ("cpmc", {"fn_radius": -1}),
+    "CPMC, no attachment gate": ("cpmc", {"gate": "none"}),
+    "CPMC, no FP guards": ("cpmc", {"proto_bg_factor": 1.0, "fn_radius": -1, "gate": "none"}),
 }
 
 
@@ -148,7 +150,8 @@ class Explorer:
 
     def settings(self, **values: Any) -> Config:
         """The config with explorer settings applied (``iterations``, ``use_fn``, ``use_fp``,
-        ``ref_bg_factor``, ``proto_bg_factor``, ``pairing``, ``detached``, ``fp_radius``)."""
+        ``ref_bg_factor``, ``proto_bg_factor``, ``pairing``, ``detached``, ``fp_radius``, ``fn_radius``,
+        ``gate``)."""
         keys = SETTINGS
         unknown = {k for k in values if k not in keys and "." not in k}
         if unknown:
@@ -243,18 +246,11 @@ class Explorer:
         ``background_fp`` (% of background pixels called object). Ignore pixels (255) are skipped."""
         out = []
         for i in range(len(maps)):
-            pred = self.mask(maps, i, threshold)
-            gt = np.asarray(self.samples[i]["mask"])
-            valid = gt != 255
-            p, g = pred[valid], gt[valid]
-            classes = np.union1d(np.unique(p), np.unique(g))
-            ious = [((p == c) & (g == c)).sum() / max(((p == c) | (g == c)).sum(), 1) for c in classes]
-            obj, bg = g > 0, g == 0
-            out.append({
-                "miou": 100.0 * float(np.mean(ious)),
-                "object_recall": 100.0 * float((p[obj] == g[obj]).mean()) if obj.any() else float("nan"),
-                "background_fp": 100.0 * float((p[bg] > 0).mean()) if bg.any() else float("nan"),
-            })  # fmt: skip
+            conf = confusion_matrix(self.mask(maps, i, threshold), self.samples[i]["mask"], maps.shape[1] + 1)
+            scores = iou_from_confusion(conf)  # recall: object pixels given their class
+            bg = conf[0].sum().item()
+            fp = 100.0 * conf[0, 1:].sum().item() / bg if bg else float("nan")
+            out.append({"miou": scores["miou"], "object_recall": scores["recall"], "background_fp": fp})
         return out
 
     def ablation(self, variants: dict[str, tuple[str, dict[str, Any]]], folds: int = 0) -> list[dict[str, Any]]:

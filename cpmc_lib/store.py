@@ -17,7 +17,7 @@ Example:
     >>> with store.stage("cams", cfg) as st:  # doctest: +SKIP
     ...     if not st.done:
     ...         save_torch(st.path / "cams.pt", cams)
-    ...         st.result = {"miou": 42.0}
+    ...         st.result = evaluate(cams)
 """
 
 from __future__ import annotations

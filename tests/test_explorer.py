@@ -1,5 +1,6 @@
 """The explorer builds headlessly, its callbacks recompute maps and scores, and settings matter."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,8 +84,17 @@ def test_ablation_folds_split_the_cached_images(explorer):
 
 
 def test_image_scores_per_image(explorer):
-    scores = explorer.image_scores(explorer.maps("cpmc"), 0.3)
+    maps = explorer.maps("cpmc")
+    scores = explorer.image_scores(maps, 0.3)
     assert len(scores) == 6 and all(0 <= s["miou"] <= 100 for s in scores)
+    for i, s in enumerate(scores):  # by hand: IoU over the classes in the mask or the ground truth
+        gt = np.asarray(explorer.samples[i]["mask"])
+        valid = gt != 255
+        p, g = explorer.mask(maps, i, 0.3)[valid], gt[valid]
+        ious = [((p == c) & (g == c)).sum() / ((p == c) | (g == c)).sum() for c in np.union1d(p, g)]
+        assert s["miou"] == pytest.approx(100 * np.mean(ious))
+        assert s["object_recall"] == pytest.approx(100 * (p[g > 0] == g[g > 0]).mean(), nan_ok=True)
+        assert s["background_fp"] == pytest.approx(100 * (p[g == 0] > 0).mean(), nan_ok=True)
 
 
 def test_cpmc_maps_run_once_per_setting_and_ablation_rows_are_reused(explorer, monkeypatch):
