@@ -162,10 +162,16 @@ def test_segmentation_backbone_starts_from_the_stand_in(tiny_cfg, monkeypatch):
     assert seen["init"] is None
 
 
-def test_segmentation_backbone_other_than_the_classifier_fails_clearly(tiny_cfg, tmp_path):
+def test_segmentation_backbone_other_than_the_classifier_fails_clearly(
+    tiny_cfg, tmp_path, fake_synth_root, monkeypatch
+):
     from cpmc_lib import segmentation
 
+    monkeypatch.delenv("CPMC_DATA", raising=False)
     weights = pretrain.run(tiny_cfg, progress=False)["weights"]
-    other = tiny_cfg.replace(**{"segmentation.channels": "[16, 32]"})
+    # a dataset of its own: the training set is read before the weights are loaded
+    other = tiny_cfg.replace(
+        **{"segmentation.channels": "[16, 32]", "data.root": str(fake_synth_root), "data.num_classes": 4}
+    )
     with pytest.raises(ValueError, match=r"does not fit.*segmentation.stand_in=false"):
         segmentation.train(other, tmp_path, torch.device("cpu"), progress=False, init=weights)
