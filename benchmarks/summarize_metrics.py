@@ -8,9 +8,14 @@ CAM's + 5, context and distractor labelled object <= the prototype CAM's, a pseu
 reads no ground truth, weak / full >= 0.88, and a ceiling whose val mIoU moved less than 0.5 over
 its last two epochs.
 
+With ``--sweep heldout`` it prints the same promises for every point of a pipeline sweep, as
+chapter 9 shows them: from the sweep's output when it ran here, else from its committed record
+(``papermill_runs/records/<sweep>.json``), with the commits the record's stages ran at.
+
 Usage::
 
     python benchmarks/summarize_metrics.py runs/default/metrics.json [more metrics.json ...]
+    python benchmarks/summarize_metrics.py --sweep heldout
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+from cpmc_lib import report, sweep
 
 ROWS = (("cam", "classifier CAM"), ("refined", "+ context refinement"), ("proto", "prototype CAM"),
         ("cpmc", "**CPMC**"))  # fmt: skip
@@ -54,47 +61,15 @@ def table(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def promises(m: dict[str, Any]) -> list[tuple[bool, str]]:
-    """Issue 16's checks on one run: (holds, description with the numbers)."""
-    c = m["cams"]
-    cam, proto, cpmc = c["cam"], c["proto"], c["cpmc"]
-    pp, cp = proto["pathology"], cpmc["pathology"]
-    out = [
-        (cpmc["miou"] >= cam["miou"] + 10, f"CPMC {cpmc['miou']:.1f} >= CAM {cam['miou']:.1f} + 10"),
-        (cpmc["miou"] >= proto["miou"] + 3, f"CPMC {cpmc['miou']:.1f} >= prototype CAM {proto['miou']:.1f} + 3"),
-        (
-            cp["recall_body"] >= pp["recall_body"] + 5,
-            f"body recall {cp['recall_body']:.1f} >= prototype CAM's {pp['recall_body']:.1f} + 5",
-        ),
-        (
-            cp["fp_context"] <= pp["fp_context"],
-            f"context labelled object {cp['fp_context']:.1f} <= prototype CAM's {pp['fp_context']:.1f}",
-        ),
-        (
-            cp["fp_distractor"] <= pp["fp_distractor"],
-            f"distractor labelled object {cp['fp_distractor']:.1f} <= prototype CAM's {pp['fp_distractor']:.1f}",
-        ),
-    ]
-    rule = m.get("pseudo", {}).get("threshold_rule")
-    if rule is not None:
-        out.append((rule != "oracle", f"pseudo-label rule {rule!r} reads no ground truth"))
-    seg = m.get("seg", {})
-    if "ratio" in seg:
-        out.append((seg["ratio"] >= 0.88, f"weak / full {seg['ratio']:.3f} >= 0.88"))
-    curve = seg.get("full", {}).get("curve", [])
-    if len(curve) >= 3:
-        moved = curve[-1] - curve[-3]
-        out.append((abs(moved) < 0.5, f"ceiling moved {moved:+.2f} over its last two epochs (< 0.5)"))
-    if len(curve) >= 2:
-        moved = curve[-1] - curve[-2]
-        out.append((abs(moved) < 0.5, f"ceiling moved {moved:+.2f} over its last epoch (< 0.5)"))
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("metrics", nargs="+", help="metrics.json files of pipeline runs")
+    ap.add_argument("metrics", nargs="*", help="metrics.json files of pipeline runs")
+    ap.add_argument("--sweep", help="a pipeline sweep's points instead (e.g. heldout): its output, else its record")
     args = ap.parse_args()
+    if args.sweep:
+        runs, source = sweep.sweep_runs(args.sweep)
+        print(f"## sweep {args.sweep}: {source}\n\n{report.settings_tables(runs)}\n\n{report.promise_table(runs)}\n")
+        print(report.promise_summary(runs))
     for path in args.metrics:
         m = json.loads(Path(path).read_text())
         print(f"## {path}\n\n{table(m)}\n")
@@ -114,8 +89,8 @@ def main() -> None:
         if "val_mAP" in clf:
             print(f"classifier val mAP {clf['val_mAP']:.1f}, F1 {clf.get('val_F1', float('nan')):.1f}")
         print()
-        for ok, text in promises(m):
-            print(f"{'PASS' if ok else 'FAIL'}  {text}")
+        for p in report.promises(m):
+            print(f"{'PASS' if p['holds'] else 'FAIL'}  {p['detail']}")
         print()
 
 

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -135,6 +136,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     )
     for name, err in result["failures"].items():
         print(f"FAILED {name}: {err}")
+    if args.record:
+        print(f"record: {sweep.write_record(args.file, command=shlex.join(['python', '-m', 'cpmc_lib', *sys.argv[1:]]))}")
     return 1 if result["failures"] else 0
 
 
@@ -189,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, help="sweep definition, e.g. papermill_runs/ablation.yaml")
     p.add_argument("--workers", type=int, default=None, help="points in parallel (default: the file's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--record", action="store_true",
+        help="then write papermill_runs/records/<sweep>.json (every finished point's metrics, commits, date) for the book",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_sweep)
     return parser
 

@@ -6,7 +6,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ablation_verdict", "compare", "delta", "direction", "fmt", "headline", "markdown_table", "method_table"]
+__all__ = [
+    "ablation_verdict", "compare", "delta", "direction", "fmt", "headline", "markdown_table", "method_table",
+    "promise_summary", "promise_table", "promises", "settings_tables",
+]  # fmt: skip
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -238,3 +241,117 @@ def headline(metrics: Mapping[str, Any]) -> str:
         lines.append(f"- Weak supervision reaches {100 * seg['ratio']:.1f} % of full supervision "
                      "(the best published WSSS methods reach about 90 % on PASCAL VOC).")  # fmt: skip
     return "\n".join(lines)
+
+
+def promises(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """CPMC's promises (issue 16) checked on one pipeline ``metrics.json``.
+
+    Returns:
+        One dict per claim the run has reached: ``claim`` (short name), ``holds``, ``margin``
+        (by how much it holds, > 0, or fails, < 0, in the claim's own unit; None for yes/no
+        claims) and ``detail`` (the sentence with its numbers). CAM claims use each map's oracle
+        best-threshold view, as the field reports them.
+    """
+    out: list[dict[str, Any]] = []
+
+    def add(claim: str, margin: float | None, detail: str, holds: bool | None = None) -> None:
+        out.append({"claim": claim, "holds": bool(margin >= 0) if holds is None else holds, "margin": margin,
+                    "detail": detail})  # fmt: skip
+
+    c = metrics.get("cams", {})
+    if {"cam", "proto", "cpmc"} <= set(c):
+        cam, proto, cpmc = (c[k]["miou"] for k in ("cam", "proto", "cpmc"))
+        add("CAM < proto < CPMC", min(proto - cam, cpmc - proto),
+            f"ordering: CAM {cam:.1f} < prototype CAM {proto:.1f} < CPMC {cpmc:.1f}",
+            holds=cam < proto < cpmc)  # fmt: skip
+        add("CPMC >= CAM + 10", cpmc - cam - 10, f"CPMC {cpmc:.1f} >= CAM {cam:.1f} + 10")
+        add("CPMC >= proto + 3", cpmc - proto - 3, f"CPMC {cpmc:.1f} >= prototype CAM {proto:.1f} + 3")
+        pp, cp = c["proto"].get("pathology") or {}, c["cpmc"].get("pathology") or {}
+        if pp and cp:
+            add("body recall >= proto + 5", cp["recall_body"] - pp["recall_body"] - 5,
+                f"body recall {cp['recall_body']:.1f} >= prototype CAM's {pp['recall_body']:.1f} + 5")  # fmt: skip
+            for key, name in (("fp_context", "context"), ("fp_distractor", "distractor")):
+                add(f"{name} FP <= proto", pp[key] - cp[key],
+                    f"{name} labelled object {cp[key]:.1f} <= prototype CAM's {pp[key]:.1f}")  # fmt: skip
+    rule = metrics.get("pseudo", {}).get("threshold_rule")
+    if rule is not None:
+        add("GT-free pseudo labels", None, f"pseudo-label rule {rule!r} reads no ground truth", holds=rule != "oracle")
+    seg = metrics.get("seg", {})
+    if "ratio" in seg:
+        add("weak/full >= 0.88", 100 * (seg["ratio"] - 0.88), f"weak / full {seg['ratio']:.3f} >= 0.88")
+    curve = seg.get("full", {}).get("curve", [])
+    if len(curve) >= 3:
+        moved = curve[-1] - curve[-3]
+        add("ceiling converged", 0.5 - abs(moved), f"ceiling moved {moved:+.2f} over its last two epochs (< 0.5)")
+    return out
+
+
+# column heads of promise_table (the claims' names are too long for 10 columns in the book)
+_SHORT = {
+    "CAM < proto < CPMC": "order", "CPMC >= CAM + 10": "CAM + 10", "CPMC >= proto + 3": "proto + 3",
+    "body recall >= proto + 5": "body + 5", "context FP <= proto": "context FP", "distractor FP <= proto": "distr. FP",
+    "GT-free pseudo labels": "GT-free", "weak/full >= 0.88": "weak/full", "ceiling converged": "converged",
+}  # fmt: skip
+
+
+def _mark(p: Mapping[str, Any]) -> str:
+    sign = "✓" if p["holds"] else "✗"
+    return sign if p["margin"] is None else f"{sign} {p['margin']:+.1f}"
+
+
+def promise_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per run (setting name -> ``metrics.json``), one column per promise: ✓ or ✗ with
+    the margin by which it holds or fails (mIoU or percentage points; weak/full in points of %)."""
+    checked = {name: {p["claim"]: p for p in promises(m)} for name, m in runs.items()}
+    claims: list[str] = []
+    for ps in checked.values():
+        claims += [k for k in ps if k not in claims]
+    rows = [{"setting": name, **{_SHORT.get(k, k): _mark(ps[k]) if k in ps else "–" for k in claims}}
+            for name, ps in checked.items()]  # fmt: skip
+    return markdown_table(rows, ["setting", *(_SHORT.get(k, k) for k in claims)])
+
+
+def promise_summary(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """One Markdown bullet per promise: on how many runs it holds, and where and by how much it fails."""
+    by_claim: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, m in runs.items():
+        for p in promises(m):
+            by_claim.setdefault(p["claim"], []).append((name, p))
+    lines = []
+    for claim, results in by_claim.items():
+        fails = [(n, p) for n, p in results if not p["holds"]]
+        text = f"- **{claim}** holds on {len(results) - len(fails)} of {len(results)}"
+        if fails:
+            text += "; fails on " + ", ".join(
+                n if p["margin"] is None else f"{n} ({p['margin']:+.1f})" for n, p in fails
+            )
+        lines.append(text + ".")
+    return "\n".join(lines)
+
+
+def _arrow(before: Mapping[str, float], after: Mapping[str, float], key: str) -> str:
+    return f"{before[key]:.1f} → {after[key]:.1f}" if key in before and key in after else "–"
+
+
+def settings_tables(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """Two narrow Markdown tables over runs (setting name -> ``metrics.json``): the four maps' mIoU
+    (oracle view, with CPMC's best threshold), then the numbers behind the promises (prototype CAM
+    -> CPMC for body recall and context / distractor labelled object, the ground-truth-free pseudo
+    labels with the CRF, weak / full)."""
+    maps, claims = [], []
+    for name, m in runs.items():
+        c = m.get("cams", {})
+        maps.append({"setting": name, **{CAM_NAMES[k]: c.get(k, {}).get("miou") for k in ("cam", "refined", "proto", "cpmc")},
+                     "CPMC thr.": fmt(c.get("cpmc", {}).get("threshold"), 2)})  # fmt: skip
+        pp, cp = (c.get(k, {}).get("pathology") or {} for k in ("proto", "cpmc"))
+        pseudo, seg = m.get("pseudo", {}), m.get("seg", {})
+        method = m.get("config", {}).get("pseudo", {}).get("method", "cpmc")
+        crf = pseudo.get(f"{method}_crf", {}).get("miou")
+        claims.append({
+            "setting": name, "body recall": _arrow(pp, cp, "recall_body"), "context FP": _arrow(pp, cp, "fp_context"),
+            "distractor FP": _arrow(pp, cp, "fp_distractor"), "pseudo + CRF": crf,
+            "weak / full (%)": 100 * seg["ratio"] if "ratio" in seg else None,
+        })  # fmt: skip
+    cols = ["setting", *(CAM_NAMES[k] for k in ("cam", "refined", "proto", "cpmc")), "CPMC thr."]
+    return (markdown_table(maps, cols) + "\n\n*Prototype CAM → CPMC (%), pseudo labels from the rule that reads no "
+            "ground truth:*\n\n" + markdown_table(claims, list(claims[0]) if claims else ["setting"]))  # fmt: skip

@@ -22,6 +22,11 @@ point leaves ``error.txt`` and the sweep goes on. Each point is its own run (``r
 and the run store links in any stage an earlier point already computed with the same config, so a
 sweep over calibration settings trains the classifier once. Results gather in ``results.csv`` and
 ``results.json``, one row per point with the parameters as columns.
+
+A sweep too long for ``make book`` (the held-out generator settings train a classifier each) is
+*recorded*: ``python -m cpmc_lib sweep FILE --record`` writes ``papermill_runs/records/<sweep>.json``
+with every point's metrics, the commits its stages ran at, the date and the command, so the book
+can show a run's numbers, labelled with where they came from, without rerunning it.
 """
 
 from __future__ import annotations
@@ -30,10 +35,13 @@ import csv
 import itertools
 import json
 import re
+import shlex
+import sys
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +50,14 @@ import yaml
 from .io import atomic_write, load_json, save_json
 from .progress import tqdm
 
-__all__ = ["Point", "Sweep", "flatten", "load_results", "load_sweep", "run_sweep"]
+__all__ = [
+    "Point", "Sweep", "flatten", "load_record", "load_results", "load_sweep", "point_metrics", "run_sweep",
+    "sweep_runs", "write_record",
+]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "papermill_runs" / "output"
+RECORDS = ROOT / "papermill_runs" / "records"
 
 
 @dataclass(frozen=True)
@@ -223,3 +235,91 @@ def load_results(name: str, output: str | Path | None = None) -> list[dict[str, 
     """The rows of a finished sweep's ``results.json`` (None if the sweep has not run)."""
     path = (Path(output) if output else OUTPUT / name) / "results.json"
     return load_json(path)["rows"] if path.is_file() else None
+
+
+def point_metrics(name: str, output: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """``{point: metrics.json}`` of the finished points of sweep ``name`` in the run output
+    (empty if none has finished), in the sweep file's order when the file is found."""
+    base = Path(output) if output else OUTPUT / name
+    spec = ROOT / "papermill_runs" / f"{name}.yaml"
+    order = [p.name for p in load_sweep(spec).points] if spec.is_file() else []
+    found = sorted(p.parent.name for p in base.glob("*/metrics.json")) if base.is_dir() else []
+    names = [n for n in order if n in found] + [n for n in found if n not in order]
+    return {n: load_json(base / n / "metrics.json") for n in names}
+
+
+def _stage_commits(metrics: dict[str, Any]) -> list[str]:
+    """The git commits the stages of a point's run were computed at (from their manifests)."""
+    cfg = metrics.get("config", {})
+    run_dir = Path(cfg.get("runs_dir", "runs")) / str(cfg.get("run", ""))
+    if not run_dir.is_absolute():
+        run_dir = ROOT / run_dir
+    commits = {load_json(m).get("git_commit") for m in run_dir.glob("*/manifest.json")}
+    return sorted(c for c in commits if c)
+
+
+def write_record(
+    path: str | Path, output: str | Path | None = None, dest: str | Path | None = None, command: str | None = None
+) -> Path:
+    """Record the finished points of the sweep file ``path`` in ``dest`` (default
+    ``papermill_runs/records/<sweep>.json``): per point its overrides, the commits its stages ran
+    at and its metrics without the resolved config; plus the date and the command.
+
+    Raises:
+        ValueError: no point of the sweep has finished in ``output``.
+    """
+    sweep = load_sweep(path)
+    found = point_metrics(sweep.name, output)
+    if not found:
+        raise ValueError(f"sweep {sweep.name}: no finished point in {Path(output) if output else OUTPUT / sweep.name}; "
+                         f"run `python -m cpmc_lib sweep {path}` first")  # fmt: skip
+    overrides = {p.name: list(p.overrides) for p in sweep.points}
+    record = {
+        "sweep": sweep.name,
+        "file": str(path),
+        "command": command or shlex.join([Path(sys.executable).name, "-m", "cpmc_lib", "sweep", str(path), "--record"]),
+        "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "points": {
+            name: {
+                "overrides": overrides.get(name, []),
+                "stage_commits": _stage_commits(m),
+                "metrics": {k: v for k, v in m.items() if k != "config"},
+            }
+            for name, m in found.items()
+        },
+        "missing": [p.name for p in sweep.points if p.name not in found],
+    }
+    dest = Path(dest) if dest else RECORDS / f"{sweep.name}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_json(dest, record)
+    return dest
+
+
+def load_record(name: str, records: str | Path | None = None) -> dict[str, Any] | None:
+    """The committed record of sweep ``name`` (:func:`write_record`), or None."""
+    path = (Path(records) if records else RECORDS) / f"{name}.json"
+    return load_json(path) if path.is_file() else None
+
+
+def sweep_runs(
+    name: str, output: str | Path | None = None, records: str | Path | None = None
+) -> tuple[dict[str, dict[str, Any]], str]:
+    """The points of sweep ``name`` as ``({point: metrics}, where they come from)``.
+
+    The sweep's own output when every point of its file finished here; else its committed record,
+    described by date, command and the commits its stages ran at; else the points that did finish
+    here (possibly none), said so.
+    """
+    live = point_metrics(name, output)
+    spec = ROOT / "papermill_runs" / f"{name}.yaml"
+    expected = [p.name for p in load_sweep(spec).points] if spec.is_file() else list(live)
+    if live and all(n in live for n in expected):
+        return live, f"this machine's run of the sweep ({OUTPUT / name if output is None else output})"
+    rec = load_record(name, records)
+    if rec is not None:
+        commits = sorted({c[:7] for p in rec["points"].values() for c in p["stage_commits"]})
+        missing = f"; not recorded: {', '.join(rec['missing'])}" if rec.get("missing") else ""
+        source = (f"recorded {rec['recorded'][:10]} by `{rec['command']}` (stages run at commit "
+                  f"{', '.join(commits) or 'unknown'}){missing}")  # fmt: skip
+        return {n: p["metrics"] for n, p in rec["points"].items()}, source
+    return live, f"{len(live)} of {len(expected)} points finished on this machine, no record"

@@ -81,3 +81,54 @@ def test_compare_follows_the_printed_numbers():
     assert compare(0.14, 0.16, digits=1) == "raises"  # prints 0.1 -> 0.2
     assert compare(7.52, 7.48, digits=1) == "leaves unchanged"  # prints 7.5 -> 7.5
     assert compare(80.3, 73.9, up="helps", down="hurts") == "hurts"
+
+
+def _run(cam, proto, cpmc, body=(70.0, 77.0), context=(12.0, 11.0), distractor=(24.0, 23.0), ratio=0.9,
+         curve=(80.0, 80.3, 80.4), rule="otsu"):  # fmt: skip
+    def path(b, c, d):
+        return {"recall_body": b, "fp_context": c, "fp_distractor": d}
+
+    return {
+        "cams": {"cam": {"miou": cam, "threshold": 0.3}, "refined": {"miou": cam + 1, "threshold": 0.3},
+                 "proto": {"miou": proto, "threshold": 0.4, "pathology": path(body[0], context[0], distractor[0])},
+                 "cpmc": {"miou": cpmc, "threshold": 0.4, "pathology": path(body[1], context[1], distractor[1])}},
+        "pseudo": {"threshold_rule": rule, "cpmc": {"miou": 70.0}, "cpmc_crf": {"miou": 72.0}},
+        "seg": {"ratio": ratio, "wsss": {"miou": 70.0}, "full": {"miou": 80.0, "curve": list(curve)}},
+    }  # fmt: skip
+
+
+def test_promises_hold_and_fail_with_their_margins():
+    from cpmc_lib.report import promises
+
+    ok = {p["claim"]: p for p in promises(_run(50.0, 60.0, 64.0))}
+    assert all(p["holds"] for p in ok.values())
+    assert ok["CPMC >= CAM + 10"]["margin"] == 4.0 and ok["CPMC >= proto + 3"]["margin"] == 1.0
+    assert ok["body recall >= proto + 5"]["margin"] == 2.0 and ok["context FP <= proto"]["margin"] == 1.0
+    assert abs(ok["ceiling converged"]["margin"] - 0.1) < 1e-9  # moved +0.4 over its last two epochs
+
+    bad = {p["claim"]: p for p in promises(_run(50.0, 60.0, 59.0, distractor=(24.0, 25.5), ratio=0.85,
+                                                 curve=(80.0, 81.0, 82.0), rule="oracle"))}  # fmt: skip
+    assert not bad["CAM < proto < CPMC"]["holds"] and not bad["CPMC >= proto + 3"]["holds"]
+    assert bad["distractor FP <= proto"]["margin"] == -1.5 and not bad["distractor FP <= proto"]["holds"]
+    assert not bad["GT-free pseudo labels"]["holds"] and bad["GT-free pseudo labels"]["margin"] is None
+    assert not bad["weak/full >= 0.88"]["holds"] and not bad["ceiling converged"]["holds"]
+    # a run that stopped at the CAM stage has no pseudo-label or segmentation claims
+    assert {p["claim"] for p in promises({"cams": _run(50.0, 60.0, 64.0)["cams"]})} == {
+        "CAM < proto < CPMC", "CPMC >= CAM + 10", "CPMC >= proto + 3", "body recall >= proto + 5",
+        "context FP <= proto", "distractor FP <= proto",
+    }  # fmt: skip
+
+
+def test_promise_tables_name_where_and_by_how_much_a_claim_fails():
+    from cpmc_lib.report import promise_summary, promise_table, settings_tables
+
+    runs = {"a": _run(50.0, 60.0, 64.0), "b": _run(50.0, 60.0, 62.0, context=(12.0, 14.0))}
+    table = promise_table(runs)
+    assert "| a | ✓ +4.0 | ✓ +4.0 | ✓ +1.0 |" in table and "| b | ✓ +2.0 | ✓ +2.0 | ✗ -1.0 |" in table
+    summary = promise_summary(runs)
+    assert "**CPMC >= proto + 3** holds on 1 of 2; fails on b (-1.0)." in summary
+    assert "**context FP <= proto** holds on 1 of 2; fails on b (-2.0)." in summary
+    assert "**CPMC >= CAM + 10** holds on 2 of 2." in summary
+    tables = settings_tables(runs)
+    assert "| b | 50.0 | 51.0 | 60.0 | 62.0 | 0.40 |" in tables
+    assert "| b | 70.0 → 77.0 | 12.0 → 14.0 | 24.0 → 23.0 | 72.0 | 90.0 |" in tables

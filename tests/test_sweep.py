@@ -85,3 +85,34 @@ def test_shipped_sweeps_have_valid_points(name):
     assert sweep.notebook.is_file() and set(sweep.methods) <= set(CAM_REPORT)
     for point in sweep.points:
         load_config(sweep.config, [*sweep.base, *point.overrides])  # every key exists, every value parses
+
+
+def test_record_keeps_every_finished_point_with_its_commits(tmp_path):
+    from cpmc_lib.sweep import load_record, sweep_runs, write_record
+
+    spec = tmp_path / "rec.yaml"
+    spec.write_text("name: rec\npoints:\n  - {name: a, set: {synth.seed: 1}}\n  - {name: b, set: {synth.seed: 2}}\n")
+    out, records = tmp_path / "out", tmp_path / "records"
+    with pytest.raises(ValueError, match="no finished point"):
+        write_record(spec, output=out, dest=records / "rec.json")
+    run_dir = tmp_path / "runs" / "rec-a"
+    (run_dir / "cams").mkdir(parents=True)
+    (run_dir / "cams" / "manifest.json").write_text(json.dumps({"git_commit": "abcdef0123456789"}))
+    (out / "a").mkdir(parents=True)
+    metrics = {"config": {"runs_dir": str(tmp_path / "runs"), "run": "rec-a"}, "cams": {"cam": {"miou": 50.0}}}
+    (out / "a" / "metrics.json").write_text(json.dumps(metrics))
+
+    path = write_record(spec, output=out, dest=records / "rec.json", command="python -m cpmc_lib sweep rec.yaml")
+    rec = load_record("rec", records)
+    assert path == records / "rec.json" and rec["missing"] == ["b"]
+    point = rec["points"]["a"]
+    assert point["overrides"] == ["synth.seed=1"] and point["stage_commits"] == ["abcdef0123456789"]
+    assert point["metrics"] == {"cams": {"cam": {"miou": 50.0}}}  # the resolved config is left out
+    assert load_record("other", records) is None
+
+    # no run here: the record, with where it came from; a finished run here wins over it
+    runs, source = sweep_runs("rec", output=tmp_path / "nothing", records=records)
+    assert runs == {"a": {"cams": {"cam": {"miou": 50.0}}}}
+    assert "python -m cpmc_lib sweep rec.yaml" in source and "abcdef0" in source and "not recorded: b" in source
+    runs, source = sweep_runs("rec", output=out, records=records)
+    assert runs["a"]["config"]["run"] == "rec-a" and "this machine" in source
