@@ -59,6 +59,7 @@ __all__ = [
     "cam_probs",
     "combine_confident",
     "compare",
+    "describe_threshold",
     "examples",
     "image_threshold",
     "make_labels",
@@ -77,6 +78,29 @@ __all__ = [
 THRESHOLD_RULES = ("fixed", "otsu", "oracle")
 # Rules that decide per image from its own maps (no single threshold to record).
 PER_IMAGE_RULES = ("otsu",)
+
+
+_RULE_TEXT = {
+    "fixed": "a constant frozen in the config (chosen once on the tuning seed)",
+    "otsu": "Otsu's cut of each image's own top-class map",
+    "oracle": "the CAM's best threshold against the ground truth (an oracle view, never for training)",
+}
+
+
+def describe_threshold(result: dict) -> str:
+    """One line saying how a pseudo-label result (:func:`run`) decided the background.
+
+    Example:
+        >>> describe_threshold({"threshold_rule": "fixed", "threshold": 0.4})
+        'background threshold 0.400, rule fixed: a constant frozen in the config (chosen once on the tuning seed)'
+    """
+    rule, threshold = result.get("threshold_rule"), result.get("threshold")
+    text = _RULE_TEXT.get(rule, str(rule))
+    if threshold is not None:
+        return f"background threshold {threshold:.3f}, rule {rule}: {text}"
+    mean = result.get("threshold_mean")
+    tail = f"; mean threshold {mean:.3f} over the {result.get('images', 'labelled')} images" if mean is not None else ""
+    return f"background threshold per image, rule {rule}: {text}{tail}"
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 64) -> float:

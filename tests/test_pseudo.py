@@ -210,3 +210,12 @@ def test_compare_reads_the_stage_crf_labels_instead_of_running_the_crf_again(tin
     assert pseudo.stage_crf_labels(oracle, store) is None
     with pytest.raises(AssertionError, match="the CRF ran again"):
         pseudo.compare(oracle, store, ("cam",), limit=6, progress=False)
+
+
+def test_describe_threshold_says_the_rule_and_never_hides_the_oracle():
+    from cpmc_lib.pseudo import describe_threshold
+
+    per_image = describe_threshold({"threshold_rule": "otsu", "threshold": None, "threshold_mean": 0.3941, "images": 20})
+    assert per_image.startswith("background threshold per image, rule otsu") and "mean threshold 0.394 over the 20" in per_image
+    assert "oracle view" in describe_threshold({"threshold_rule": "oracle", "threshold": 0.25})
+    assert "0.250" in describe_threshold({"threshold_rule": "oracle", "threshold": 0.25})
