@@ -153,28 +153,32 @@ def missing_stage_message(cfg: Config, path: Path, what: str, stage: str, **fmt:
 _PACKAGES = ("torch", "torchvision", "timm", "numpy", "torchmetrics", "pydensecrf2", "cpmc_lib")
 
 
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )  # fmt: skip
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# Read once, when the library is imported: a long run (a sweep's kernel) records the commit of the
+# code it loaded, not whatever the checkout moved to while it ran.
+_COMMIT_AT_IMPORT = _git_commit()
+
+
 def environment_info() -> dict[str, Any]:
-    """Git commit, Python and package versions: what a manifest needs to reproduce a result."""
+    """Git commit (of the code this process imported), Python and package versions: what a
+    manifest needs to reproduce a result."""
     versions = {}
     for pkg in _PACKAGES:
         try:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
-    try:
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                cwd=Path(__file__).resolve().parent,
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"git_commit": commit, "python": platform.python_version(), "packages": versions}
+    return {"git_commit": _COMMIT_AT_IMPORT, "python": platform.python_version(), "packages": versions}
 
 
 def _link_tree(src: Path, dst: Path) -> None:
