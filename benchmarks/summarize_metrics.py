@@ -15,7 +15,7 @@ chapter 9 shows them: from the sweep's output when it ran here, else from its co
 Usage::
 
     python benchmarks/summarize_metrics.py runs/default/metrics.json [more metrics.json ...]
-    python benchmarks/summarize_metrics.py --sweep heldout
+    python benchmarks/summarize_metrics.py --sweep heldout [runs/default/metrics.json]
 """
 
 from __future__ import annotations
@@ -66,10 +66,13 @@ def main() -> None:
     ap.add_argument("metrics", nargs="*", help="metrics.json files of pipeline runs")
     ap.add_argument("--sweep", help="a pipeline sweep's points instead (e.g. heldout): its output, else its record")
     args = ap.parse_args()
-    if args.sweep:
-        runs, source = sweep.sweep_runs(args.sweep)
+    if args.sweep:  # metrics files given too: their rows first, named by run folder (e.g. the tuning run)
+        runs = {Path(p).parent.name: json.loads(Path(p).read_text()) for p in args.metrics}
+        points, source = sweep.sweep_runs(args.sweep)
+        runs.update(points)
         print(f"## sweep {args.sweep}: {source}\n\n{report.settings_tables(runs)}\n\n{report.promise_table(runs)}\n")
         print(report.promise_summary(runs))
+        return
     for path in args.metrics:
         m = json.loads(Path(path).read_text())
         print(f"## {path}\n\n{table(m)}\n")
