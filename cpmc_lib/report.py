@@ -296,7 +296,7 @@ _SHORT = {
 
 def _mark(p: Mapping[str, Any]) -> str:
     sign = "✓" if p["holds"] else "✗"
-    return sign if p["margin"] is None else f"{sign} {p['margin']:+.1f}"
+    return sign if p["margin"] is None else f"{sign}\u00a0{p['margin']:+.1f}"  # no break inside a cell
 
 
 def promise_table(runs: Mapping[str, Mapping[str, Any]]) -> str:

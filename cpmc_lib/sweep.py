@@ -314,7 +314,8 @@ def sweep_runs(
     spec = ROOT / "papermill_runs" / f"{name}.yaml"
     expected = [p.name for p in load_sweep(spec).points] if spec.is_file() else list(live)
     if live and all(n in live for n in expected):
-        return live, f"this machine's run of the sweep ({OUTPUT / name if output is None else output})"
+        where = Path(output) if output else (OUTPUT / name).relative_to(ROOT)
+        return live, f"this checkout's run of the sweep ({where})"
     rec = load_record(name, records)
     if rec is not None:
         commits = sorted({c[:7] for p in rec["points"].values() for c in p["stage_commits"]})

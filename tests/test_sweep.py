@@ -115,4 +115,4 @@ def test_record_keeps_every_finished_point_with_its_commits(tmp_path):
     assert runs == {"a": {"cams": {"cam": {"miou": 50.0}}}}
     assert "python -m cpmc_lib sweep rec.yaml" in source and "abcdef0" in source and "not recorded: b" in source
     runs, source = sweep_runs("rec", output=out, records=records)
-    assert runs["a"]["config"]["run"] == "rec-a" and "this machine" in source
+    assert runs["a"]["config"]["run"] == "rec-a" and "this checkout's run" in source
