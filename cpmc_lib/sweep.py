@@ -237,12 +237,17 @@ def load_results(name: str, output: str | Path | None = None) -> list[dict[str, 
     return load_json(path)["rows"] if path.is_file() else None
 
 
+def _shipped_points(name: str) -> list[str] | None:
+    """The point names of ``papermill_runs/<name>.yaml``, or None when there is no such file."""
+    spec = ROOT / "papermill_runs" / f"{name}.yaml"
+    return [p.name for p in load_sweep(spec).points] if spec.is_file() else None
+
+
 def point_metrics(name: str, output: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """``{point: metrics.json}`` of the finished points of sweep ``name`` in the run output
     (empty if none has finished), in the sweep file's order when the file is found."""
     base = Path(output) if output else OUTPUT / name
-    spec = ROOT / "papermill_runs" / f"{name}.yaml"
-    order = [p.name for p in load_sweep(spec).points] if spec.is_file() else []
+    order = _shipped_points(name) or []
     found = sorted(p.parent.name for p in base.glob("*/metrics.json")) if base.is_dir() else []
     names = [n for n in order if n in found] + [n for n in found if n not in order]
     return {n: load_json(base / n / "metrics.json") for n in names}
@@ -311,8 +316,7 @@ def sweep_runs(
     here (possibly none), said so.
     """
     live = point_metrics(name, output)
-    spec = ROOT / "papermill_runs" / f"{name}.yaml"
-    expected = [p.name for p in load_sweep(spec).points] if spec.is_file() else list(live)
+    expected = _shipped_points(name) or list(live)
     if live and all(n in live for n in expected):
         where = Path(output) if output else (OUTPUT / name).relative_to(ROOT)
         return live, f"this checkout's run of the sweep ({where})"
