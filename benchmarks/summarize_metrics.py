@@ -10,12 +10,16 @@ its last two epochs.
 
 With ``--sweep heldout`` it prints the same promises for every point of a pipeline sweep, as
 chapter 9 shows them: from the sweep's output when it ran here, else from its committed record
-(``papermill_runs/records/<sweep>.json``), with the commits the record's stages ran at.
+(``papermill_runs/records/<sweep>.json``), with the commits the record's stages ran at; ``--spread``
+adds every headline number per point with its mean and standard deviation (the robustness sweep).
+On the synthetic benchmark it also prints which kinds of pixel the pseudo labels and both
+segmentation networks get wrong (where weak supervision loses to full).
 
 Usage::
 
     python benchmarks/summarize_metrics.py runs/default/metrics.json [more metrics.json ...]
     python benchmarks/summarize_metrics.py --sweep heldout [runs/default/metrics.json]
+    python benchmarks/summarize_metrics.py --sweep robustness --spread
 """
 
 from __future__ import annotations
@@ -65,13 +69,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("metrics", nargs="*", help="metrics.json files of pipeline runs")
     ap.add_argument("--sweep", help="a pipeline sweep's points instead (e.g. heldout): its output, else its record")
+    ap.add_argument("--spread", action="store_true", help="with --sweep: each headline number per point, mean ± sd")
     args = ap.parse_args()
     if args.sweep:  # metrics files given too: their rows first, named by run folder (e.g. the tuning run)
         runs = {Path(p).parent.name: json.loads(Path(p).read_text()) for p in args.metrics}
         points, source = sweep.sweep_runs(args.sweep)
         runs.update(points)
-        print(f"## sweep {args.sweep}: {source}\n\n{report.settings_tables(runs)}\n\n{report.promise_table(runs)}\n")
-        print(report.promise_summary(runs))
+        print(f"## sweep {args.sweep}: {source}\n\n{report.settings_tables(runs)}\n")
+        if args.spread:
+            print(f"{report.spread_table(runs)}\n")
+        print(f"{report.promise_table(runs)}\n\n{report.promise_summary(runs)}")
         return
     for path in args.metrics:
         m = json.loads(Path(path).read_text())
@@ -88,6 +95,9 @@ def main() -> None:
                 print(f"segmentation {k}: {seg[k]['miou']:.1f} val mIoU (curve {curve})")
         if "ratio" in seg:
             print(f"weak / full: {100 * seg['ratio']:.1f} %")
+        found = report.label_pathologies(m)
+        if found["weak"] and found["full"]:
+            print(f"\n{report.error_table(**found)}\n\n{report.error_gap(found['weak'], found['full'])}")
         clf = m.get("classifier", {})
         if "val_mAP" in clf:
             print(f"classifier val mAP {clf['val_mAP']:.1f}, F1 {clf.get('val_F1', float('nan')):.1f}")

@@ -19,11 +19,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import distributed
 from .io import IGNORE_INDEX
 from .metrics import cam_to_mask
 from .synth import ATYPICAL, BODY, CONTEXT_ABSENT, CONTEXT_PRESENT, DISTRACTOR, NEUTRAL, PART
 
-__all__ = ["OBJECT_CODES", "BACKGROUND_CODES", "PathologyMeter", "fn_fp_fractions"]
+__all__ = ["OBJECT_CODES", "BACKGROUND_CODES", "PathologyMeter", "LabelPathologyMeter", "fn_fp_fractions"]
 
 # Diagnostic code -> the name used in the result keys.
 OBJECT_CODES = {BODY: "body", PART: "part", ATYPICAL: "atypical"}
@@ -89,20 +90,9 @@ class PathologyMeter:
         gt, diag = _numpy(gt, np.int64), _numpy(diag, np.int64)
         if not (gt.shape == diag.shape == cam.shape[1:]):
             raise ValueError(f"shapes differ: cam {cam.shape}, gt {gt.shape}, diag {diag.shape}")
-        if diag.size and (diag.min() < 0 or diag.max() > 255):
-            raise ValueError(f"diagnostic codes must lie in 0..255, got {np.unique(diag)[:10].tolist()}")
         pred = cam_to_mask(cam, keys, self.threshold if threshold is None else threshold).numpy()
         top = cam.max(0) if cam.shape[0] else np.zeros(gt.shape, np.float32)
-        per_pixel = {
-            "n": np.ones(gt.shape),
-            "own": _own_activation(cam, keys, gt),
-            "top": top,
-            "right": pred == gt,
-            "fg": pred > 0,
-        }
-        codes = diag.ravel()
-        for name, weights in per_pixel.items():
-            self._sums[name] += np.bincount(codes, weights=weights.ravel().astype(np.float64), minlength=256)
+        _add_codes(self._sums, diag, own=_own_activation(cam, keys, gt), top=top, **_hits(pred, gt))
 
     def compute(self) -> dict:
         """Pixel-weighted means over everything seen so far.
@@ -115,17 +105,84 @@ class PathologyMeter:
             and ``fp_<name>`` (percent of pixels predicted as some foreground class); and
             ``n_<name>``, the pixel count of every code. A code with no pixels gives NaN.
         """
-        s, out = self._sums, {}
-        for codes, rate, act, hit in (
-            (OBJECT_CODES, "recall", "own", "right"),
-            (BACKGROUND_CODES, "fp", "top", "fg"),
-        ):
-            for code, name in codes.items():
-                n = int(s["n"][code])
-                out[f"{rate}_{name}"] = 100 * float(s[hit][code]) / n if n else float("nan")
+        return _rates(self._sums)
+
+
+class LabelPathologyMeter:
+    """:class:`PathologyMeter`'s recalls and false-positive rates for label maps, summed over a dataset.
+
+    For what has no activations: pseudo labels and a segmentation network's predictions. Where the
+    weakly supervised network falls short of the fully supervised one, these say which kind of
+    pixel it gets wrong (missed body, context labelled object, ...).
+
+    Example:
+        >>> meter = LabelPathologyMeter()
+        >>> pred = np.array([[0, 2, 2, 255]])  # body missed, part right, context labelled 2, ignored
+        >>> meter.update(pred, np.array([[2, 2, 0, 0]]), np.array([[1, 2, 3, 3]]))
+        >>> {k: meter.compute()[k] for k in ("recall_body", "recall_part", "fp_context")}
+        {'recall_body': 0.0, 'recall_part': 100.0, 'fp_context': 50.0}
+    """
+
+    def __init__(self) -> None:
+        self._sums = {name: np.zeros(256) for name in ("n", "right", "fg")}
+
+    def update(self, pred: ArrayLike, gt: ArrayLike, diag: ArrayLike) -> None:
+        """Add one image (or a stack): ``pred``, ``gt`` and ``diag`` of one shape, class ids, 255 = ignore.
+
+        A pixel the labels ignore (255) counts as neither right nor foreground.
+        """
+        pred, gt, diag = (_numpy(x, np.int64) for x in (pred, gt, diag))
+        if not (pred.shape == gt.shape == diag.shape):
+            raise ValueError(f"shapes differ: pred {pred.shape}, gt {gt.shape}, diag {diag.shape}")
+        _add_codes(self._sums, diag, **_hits(pred, gt))
+
+    @property
+    def pixels(self) -> int:
+        """Pixels counted so far (border pixels, code 255, left out)."""
+        return int(self._sums["n"][:255].sum())
+
+    def all_reduce(self) -> None:
+        """Sum the counts over torchrun's ranks (nothing to do in one process)."""
+        names = sorted(self._sums)
+        total = distributed.all_reduce_tensor(torch.from_numpy(np.stack([self._sums[k] for k in names])))
+        self._sums = dict(zip(names, total.numpy(), strict=True))
+
+    def compute(self) -> dict:
+        """``recall_<object code>``, ``fp_<background code>`` (percent) and ``n_<code>``, as in
+        :meth:`PathologyMeter.compute` without the activations; NaN for a code with no pixels."""
+        return _rates(self._sums)
+
+
+def _hits(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
+    """Per pixel: predicted as its ground-truth class; predicted as some foreground class."""
+    return {"right": pred == gt, "fg": (pred > 0) & (pred != IGNORE_INDEX)}
+
+
+def _add_codes(sums: dict[str, np.ndarray], diag: np.ndarray, **per_pixel: np.ndarray) -> None:
+    """Sum each per-pixel quantity, and the pixel count ``n``, per diagnostic code (255 = border)."""
+    if diag.size and (diag.min() < 0 or diag.max() > 255):
+        raise ValueError(f"diagnostic codes must lie in 0..255, got {np.unique(diag)[:10].tolist()}")
+    codes = diag.ravel()
+    sums["n"] += np.bincount(codes, minlength=256)
+    for name, weights in per_pixel.items():
+        sums[name] += np.bincount(codes, weights=weights.ravel().astype(np.float64), minlength=256)
+
+
+def _rates(s: dict[str, np.ndarray]) -> dict:
+    """Percent right per object code, percent foreground per background code, mean activations
+    where ``s`` sums them (``own``, ``top``), and the pixel count of every code."""
+    out = {}
+    for codes, rate, act, hit in (
+        (OBJECT_CODES, "recall", "own", "right"),
+        (BACKGROUND_CODES, "fp", "top", "fg"),
+    ):
+        for code, name in codes.items():
+            n = int(s["n"][code])
+            out[f"{rate}_{name}"] = 100 * float(s[hit][code]) / n if n else float("nan")
+            if act in s:
                 out[f"act_{name}"] = float(s[act][code]) / n if n else float("nan")
-                out[f"n_{name}"] = n
-        return out
+            out[f"n_{name}"] = n
+    return out
 
 
 def fn_fp_fractions(pred_a: ArrayLike, pred_b: ArrayLike, gt: ArrayLike) -> dict:

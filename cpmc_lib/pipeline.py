@@ -195,17 +195,24 @@ def run(
             "threshold_mean": pl.get("threshold_mean"),
             # labels made for `split`; the scores below cover `scored_images` images of `scored_on`
             **{k: pl.get(k) for k in ("split", "images", "scored_on", "scored_images")},
-            method: {"miou": pl["miou"], "precision": pl["precision"], "recall": pl["recall"]},
-            f"{method}_crf": {
-                "miou": pl["miou_crf"],
-                "precision": pl["precision_crf"],
-                "recall": pl["recall_crf"],
+            **{
+                f"{method}{suffix}": {
+                    **{k: pl[f"{k}{suffix}"] for k in ("miou", "precision", "recall")},
+                    # which pixels the labels get wrong (synthetic benchmark: its diagnostic masks)
+                    **({"pathology": pl[f"pathology{suffix}"]} if f"pathology{suffix}" in pl else {}),
+                }
+                for suffix in ("", "_crf")
             },
         }
         stage_seconds["pseudo"] = pl.get("seconds")
     if until == "seg":
         wsss = timed("seg_wsss", lambda: ensure(cfg, "segmentation", store, progress=progress))
         full = timed("seg_full", lambda: ensure(cfg, "segmentation_gt", store, progress=progress))
+        # where each network goes wrong on val (synthetic benchmark: its diagnostic masks)
+        pathology = {
+            k: {"pathology": r["val_pathology"]} if "val_pathology" in r else {}
+            for k, r in (("wsss", wsss), ("full", full))
+        }
         metrics["seg"] = {
             "split": cfg.seg_split(),  # both networks train on it; scored on val
             "wsss": {
@@ -213,11 +220,13 @@ def run(
                 "labels": f"{method}{'_crf' if pl.get('crf') else ''}",
                 "train_images": wsss.get("train_images"),
                 "curve": wsss.get("curve", []),
+                **pathology["wsss"],
             },
             "full": {
                 "miou": full["val_miou"],
                 "train_images": full.get("train_images"),
                 "curve": full.get("curve", []),
+                **pathology["full"],
             },
             "ratio": wsss["val_miou"] / full["val_miou"] if full["val_miou"] else float("nan"),
         }

@@ -49,6 +49,7 @@ from . import distributed
 from .config import Config, CrfConfig
 from .crf import crf_map, dense_crf
 from .datasets import build_dataset
+from .diagnostics import LabelPathologyMeter, PathologyMeter
 from .io import IGNORE_INDEX, read_mask_png, save_mask_png
 from .metrics import ConfusionMeter, cam_to_mask
 from .runtime import pick_device
@@ -99,7 +100,11 @@ def describe_threshold(result: dict) -> str:
     if threshold is not None:
         return f"background threshold {threshold:.3f}, rule {rule}: {text}"
     mean = result.get("threshold_mean")
-    tail = f"; mean threshold {mean:.3f} over the {result.get('images', 'labelled')} images" if mean is not None else ""
+    tail = (
+        f"; mean threshold {mean:.3f} over the {result.get('images', 'labelled')} images"
+        if mean is not None
+        else ""
+    )
     return f"background threshold per image, rule {rule}: {text}{tail}"
 
 
@@ -380,7 +385,8 @@ def make_labels(
             PNGs, made from the same maps with the same settings); read instead of running the CRF again.
 
     Returns:
-        dict with ``miou``, ``precision``, ``recall``, ``ignore_frac`` and the same with ``_crf``,
+        dict with ``miou``, ``precision``, ``recall``, ``ignore_frac``, ``pathology`` (with diagnostic
+        masks: :class:`~cpmc_lib.diagnostics.LabelPathologyMeter`) and the same with ``_crf``,
         plus ``method``, ``threshold`` (None for a per-image rule), ``threshold_rule``,
         ``threshold_mean`` (mean plane over the images), ``planes`` (None per image), ``crf``,
         ``split``, ``images`` (labelled), ``scored_on`` (the cam split: only its images with a
@@ -440,6 +446,7 @@ def make_labels(
     K = cfg.data.num_classes
     planes_used: list[float] = []
     meters = {"": ConfusionMeter(K), "_crf": ConfusionMeter(K)}
+    pathology = {"": LabelPathologyMeter(), "_crf": LabelPathologyMeter()}
     ignored = {"": 0, "_crf": 0}
     pixels = scored = 0
     for name, label, label_crf in with_crf() if crf_labels is None else with_saved_crf():
@@ -447,6 +454,8 @@ def make_labels(
             save_mask_png(out / f"{name}.png", label_crf if p.crf else label)
         mask_path = ds.mask_path(name) if name in cam_names else None
         gt = None if mask_path is None else torch.from_numpy(ds.read_mask(mask_path).astype(np.int64))
+        diag_path = None if gt is None else ds.diag_path(name)
+        diag = None if diag_path is None else read_mask_png(diag_path)
         scored += gt is not None
         pixels += label.size
         for suffix, lab in (("", label), ("_crf", label_crf)):
@@ -455,8 +464,12 @@ def make_labels(
             if gt is not None:  # ignore pixels of the label are left out of the score
                 keep = lab != IGNORE_INDEX
                 meters[suffix].update(torch.where(keep, lab, 0), torch.where(keep, gt, IGNORE_INDEX))
+                if diag is not None:
+                    pathology[suffix].update(lab, gt, diag)
     for meter in meters.values():
         meter.confusion = distributed.all_reduce_tensor(meter.confusion)
+    for patho in pathology.values():
+        patho.all_reduce()
     counts = distributed.all_reduce_sum(
         {"pixels": pixels, "scored": scored, "plane_sum": sum(planes_used), "plane_n": len(planes_used),
          **{f"ignored{k}": v for k, v in ignored.items()}}
@@ -479,6 +492,8 @@ def make_labels(
                 f"ignore_frac{suffix}": ignored[suffix] / max(pixels, 1),
             }
         )
+        if pathology[suffix].pixels:
+            result[f"pathology{suffix}"] = pathology[suffix].compute()
     result.update(
         crf=p.crf, split=split, images=len(every), scored_on=cfg.data.cam_split,
         scored_images=round(counts["scored"]),
@@ -498,7 +513,6 @@ def rule_scores(cfg: Config, store: RunStore, method: str) -> dict[str, Any]:
         ``precision``, ``recall`` and, on data with diagnostic masks, ``pathology``
         (:class:`~cpmc_lib.diagnostics.PathologyMeter` at each image's threshold).
     """
-    from .diagnostics import PathologyMeter
     from .io import load_json, save_json
 
     folder, metrics = _cam_folder(cfg, store, method)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
     "ablation_verdict", "compare", "delta", "direction", "fmt", "headline", "markdown_table", "method_table",
-    "promise_summary", "promise_table", "promises", "settings_tables",
+    "promise_summary", "promise_table", "promises", "settings_tables", "spread_table", "label_pathologies",
+    "error_table", "error_gap",
 ]  # fmt: skip
 
 
@@ -200,8 +202,12 @@ def headline(metrics: Mapping[str, Any]) -> str:
     sentence per comparison the book is about (CPMC against the classifier and prototype CAMs,
     the CRF, weak against full supervision). Sections the run has not reached are left out."""
     rows = [
-        {"stage": "CAM (train split)", "what": CAM_NAMES.get(m, m), "mIoU (%)": r["miou"],
-         "GT-free (%)": (r.get("gt_free") or {}).get("miou")}  # fmt: skip
+        {
+            "stage": "CAM (train split)",
+            "what": CAM_NAMES.get(m, m),
+            "mIoU (%)": r["miou"],
+            "GT-free (%)": (r.get("gt_free") or {}).get("miou"),
+        }  # fmt: skip
         for m, r in metrics.get("cams", {}).items()
     ]
     pseudo = metrics.get("pseudo", {})
@@ -275,14 +281,23 @@ def promises(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
                     f"{name} labelled object {cp[key]:.1f} <= prototype CAM's {pp[key]:.1f}")  # fmt: skip
     rule = metrics.get("pseudo", {}).get("threshold_rule")
     if rule is not None:
-        add("GT-free pseudo labels", None, f"pseudo-label rule {rule!r} reads no ground truth", holds=rule != "oracle")
+        add(
+            "GT-free pseudo labels",
+            None,
+            f"pseudo-label rule {rule!r} reads no ground truth",
+            holds=rule != "oracle",
+        )
     seg = metrics.get("seg", {})
     if "ratio" in seg:
         add("weak/full >= 0.88", 100 * (seg["ratio"] - 0.88), f"weak / full {seg['ratio']:.3f} >= 0.88")
     curve = seg.get("full", {}).get("curve", [])
     if len(curve) >= 3:
         moved = curve[-1] - curve[-3]
-        add("ceiling converged", 0.5 - abs(moved), f"ceiling moved {moved:+.2f} over its last two epochs (< 0.5)")
+        add(
+            "ceiling converged",
+            0.5 - abs(moved),
+            f"ceiling moved {moved:+.2f} over its last two epochs (< 0.5)",
+        )
     return out
 
 
@@ -355,3 +370,118 @@ def settings_tables(runs: Mapping[str, Mapping[str, Any]]) -> str:
     cols = ["setting", *(CAM_NAMES[k] for k in ("cam", "refined", "proto", "cpmc")), "CPMC thr."]
     return (markdown_table(maps, cols) + "\n\n*Prototype CAM → CPMC (%), pseudo labels from the rule that reads no "
             "ground truth:*\n\n" + markdown_table(claims, list(claims[0]) if claims else ["setting"]))  # fmt: skip
+
+
+def _get(m: Mapping[str, Any], path: str) -> float | None:
+    """``m["a"]["b"]["c"]`` for ``path="a.b.c"``; None where a key is missing."""
+    for key in path.split("."):
+        if not isinstance(m, Mapping) or key not in m:
+            return None
+        m = m[key]
+    return m if isinstance(m, (int, float)) and not isinstance(m, bool) else None
+
+
+# (row label, how to read it from a metrics.json): the headline numbers of spread_table
+_HEADLINES = [
+    ("classifier val mAP", lambda m: _get(m, "classifier.val_mAP")),
+    *((f"{name} mIoU (oracle view)", lambda m, k=k: _get(m, f"cams.{k}.miou"))
+      for k, name in (("cam", "classifier CAM"), ("refined", "refined CAM"), ("proto", "prototype CAM"),
+                      ("cpmc", "CPMC"))),
+    ("CPMC − classifier CAM", lambda m: _diff(m, "cams.cpmc.miou", "cams.cam.miou")),
+    ("CPMC − prototype CAM", lambda m: _diff(m, "cams.cpmc.miou", "cams.proto.miou")),
+    *((f"{what}: {'CPMC' if k == 'cpmc' else 'prototype CAM'}", lambda m, k=k, key=key: _get(m, f"cams.{k}.pathology.{key}"))
+      for what, key in (("body recall", "recall_body"), ("context labelled object", "fp_context"),
+                        ("distractor labelled object", "fp_distractor"))
+      for k in ("proto", "cpmc")),
+    ("CPMC mIoU, ground-truth-free decision", lambda m: _get(m, "cams.cpmc.gt_free.miou")),
+    ("pseudo labels + CRF", lambda m: _get(m, f"pseudo.{_method(m)}_crf.miou")),
+    ("network on pseudo labels", lambda m: _get(m, "seg.wsss.miou")),
+    ("network on ground truth", lambda m: _get(m, "seg.full.miou")),
+    ("weak / full (%)", lambda m: None if _get(m, "seg.ratio") is None else 100 * _get(m, "seg.ratio")),
+]  # fmt: skip
+
+
+def _method(m: Mapping[str, Any]) -> str:
+    """The CAM method a run's pseudo labels came from."""
+    return m.get("config", {}).get("pseudo", {}).get("method", "cpmc")
+
+
+def _diff(m: Mapping[str, Any], a: str, b: str) -> float | None:
+    x, y = _get(m, a), _get(m, b)
+    return None if x is None or y is None else x - y
+
+
+def spread_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """The headline numbers of several runs of one setting (e.g. classifier seeds): one row per
+    number, one column per run, then the mean and the sample standard deviation over the runs
+    (NaN with fewer than two). Rows no run has are left out; mIoU and percentages in %."""
+    rows = []
+    for label, read in _HEADLINES:
+        values = {name: read(m) for name, m in runs.items()}
+        got = [v for v in values.values() if v is not None]
+        if not got:
+            continue
+        sd = statistics.stdev(got) if len(got) > 1 else float("nan")
+        rows.append({"": label, **values, "mean ± sd": f"{statistics.fmean(got):.1f}\u00a0±\u00a0{fmt(sd)}"})
+    return markdown_table(rows, ["", *runs, "mean ± sd"])
+
+
+# diagnostic codes of the error table: (metrics key, column head)
+_ERROR_COLUMNS = [
+    ("recall_body", "body"), ("recall_part", "part"), ("recall_atypical", "atypical body"),
+    ("fp_context", "context"), ("fp_distractor", "distractor"), ("fp_neutral", "neutral bg"),
+]  # fmt: skip
+
+
+def label_pathologies(metrics: Mapping[str, Any]) -> dict[str, Mapping[str, float] | None]:
+    """The label-map pathology measures of a ``metrics.json``: ``pseudo`` (the labels the network
+    trained on), ``weak`` and ``full`` (both networks on val); None where the run has none."""
+    pseudo, seg = metrics.get("pseudo", {}), metrics.get("seg", {})
+    labels = seg.get("wsss", {}).get("labels", f"{_method(metrics)}_crf")
+    return {
+        "pseudo": pseudo.get(labels, {}).get("pathology"),
+        "weak": seg.get("wsss", {}).get("pathology"),
+        "full": seg.get("full", {}).get("pathology"),
+    }
+
+
+def error_table(
+    pseudo: Mapping[str, float] | None, weak: Mapping[str, float] | None, full: Mapping[str, float] | None
+) -> str:
+    """Which pixels the pseudo labels and both segmentation networks get right, by diagnostic code
+    (synthetic benchmark; :class:`~cpmc_lib.diagnostics.LabelPathologyMeter`'s dicts): percent of
+    body / part / atypical pixels labelled with their class and percent of context / distractor /
+    neutral background pixels labelled object. "" when none is given (real data)."""
+    sources = [("pseudo labels (train)", pseudo), ("network on pseudo labels (val)", weak),
+               ("network on ground truth (val)", full)]  # fmt: skip
+    rows = [
+        {"labels": name, **{head: p.get(key) for key, head in _ERROR_COLUMNS}} for name, p in sources if p
+    ]
+    if not rows:
+        return ""
+    heads = [h for _, h in _ERROR_COLUMNS]
+    return ("*Object pixels labelled with their class (%, higher is better) | background pixels labelled "
+            "object (%, lower is better):*\n\n" + markdown_table(rows, ["labels", *heads]))  # fmt: skip
+
+
+def error_gap(weak: Mapping[str, float] | None, full: Mapping[str, float] | None, top: int = 3) -> str:
+    """One sentence naming the (at most ``top``) kinds of pixel on which the network trained on pseudo
+    labels loses most to the one trained on ground truth, from the measured numbers ("" without them)."""
+    if not weak or not full:
+        return ""
+    gaps = []  # shortfall in points: object pixels missed, or background labelled object, beyond the ceiling
+    for key, head in _ERROR_COLUMNS:
+        w, f = weak.get(key), full.get(key)
+        if w is None or f is None or math.isnan(w) or math.isnan(f):
+            continue
+        gaps.append((f - w if key.startswith("recall") else w - f, key, head, w, f))
+    gaps.sort(reverse=True)
+    parts = [
+        f"{head} {'recall' if key.startswith('recall') else 'labelled object'} {w:.1f} % (ceiling {f:.1f} %)"
+        for gap, key, head, w, f in gaps[:top] if gap >= 0.5
+    ]  # fmt: skip
+    if not parts:
+        return "On every kind of pixel the network on pseudo labels is within half a point of the one on ground truth."
+    return (
+        "Where the network on pseudo labels loses most to the one on ground truth: " + "; ".join(parts) + "."
+    )

@@ -49,6 +49,7 @@ from . import distributed
 from .config import Config, CrfConfig, SegmentationConfig
 from .crf import crf_map
 from .datasets import build_dataset, collate
+from .diagnostics import LabelPathologyMeter
 from .engine import fit, poly_lr
 from .io import IGNORE_INDEX, read_mask_png, save_json, save_torch
 from .metrics import ConfusionMeter
@@ -154,15 +155,17 @@ def _predictions(
     scales: Sequence[float],
     flip: bool,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Per image: (normalised img (3, H, W), probs (K, H, W), ground truth (H, W)), all on the CPU."""
+    """Per image: (normalised img (3, H, W), probs (K, H, W), ground truth (H, W), diagnostic codes
+    (H, W) or None where the dataset has none), all on the CPU."""
     model.eval()
     for batch in loader:
         imgs, masks = batch["img"], batch["mask"]
+        diags = batch.get("diag", [None] * len(masks))
         if isinstance(imgs, list):  # sizes differ: one image at a time
             probs = [predict(model, x[None].to(device), scales, flip)[0].cpu() for x in imgs]
         else:
             probs = predict(model, imgs.to(device), scales, flip).cpu()
-        yield from zip(imgs, probs, masks, strict=True)
+        yield from zip(imgs, probs, masks, diags, strict=True)
 
 
 def evaluate(
@@ -186,32 +189,43 @@ def evaluate(
 
     Returns:
         dict with ``miou``, ``iou``, ``precision``, ``recall`` (of :func:`cpmc_lib.metrics.miou`'s
-        confusion protocol) and, when ``crf`` is given, ``miou_crf``, ``precision_crf``, ``recall_crf``
-        of the dense-CRF post-processed predictions.
+        confusion protocol); ``pathology`` (:class:`~cpmc_lib.diagnostics.LabelPathologyMeter`:
+        recall of body, part and atypical pixels, percent of context and distractor pixels labelled
+        object) when the dataset has diagnostic masks (the synthetic benchmark); and, when ``crf``
+        is given, ``miou_crf``, ``precision_crf``, ``recall_crf`` of the dense-CRF post-processed
+        predictions.
     """
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     bar = tqdm(loader, desc="evaluate", disable=not progress, leave=False)
-    plain = ConfusionMeter(num_classes)
+    plain, pathology = ConfusionMeter(num_classes), LabelPathologyMeter()
 
     def scored() -> Iterator[tuple[np.ndarray, np.ndarray, torch.Tensor]]:
-        for img, probs, gt in _predictions(model, bar, device, scales, flip):
-            plain.update(probs.argmax(0), gt)
+        for img, probs, gt, diag in _predictions(model, bar, device, scales, flip):
+            pred = probs.argmax(0)
+            plain.update(pred, gt)
+            if diag is not None:
+                pathology.update(pred, gt, diag)
             if crf is not None:  # CRF input, ground truth as the tag
                 yield denormalize(img).permute(1, 2, 0).numpy(), probs.numpy(), gt
 
+    with_crf = ConfusionMeter(num_classes) if crf is not None else None
     if crf is None:
         for _ in scored():
             pass
-        if reduce:
-            plain.confusion = distributed.all_reduce_tensor(plain.confusion)
-        return plain.compute()
-    with_crf = ConfusionMeter(num_classes)
-    for post, gt in crf_map(scored(), crf, progress=False):
-        with_crf.update(post.argmax(0), gt)
-    for meter in (plain, with_crf) if reduce else ():
-        meter.confusion = distributed.all_reduce_tensor(meter.confusion)
-    scores, crf_scores = plain.compute(), with_crf.compute()
-    return {**scores, **{f"{k}_crf": crf_scores[k] for k in ("miou", "iou", "precision", "recall")}}
+    else:
+        for post, gt in crf_map(scored(), crf, progress=False):
+            with_crf.update(post.argmax(0), gt)
+    if reduce:
+        for meter in (plain, with_crf) if with_crf is not None else (plain,):
+            meter.confusion = distributed.all_reduce_tensor(meter.confusion)
+        pathology.all_reduce()
+    scores = plain.compute()
+    if pathology.pixels:
+        scores["pathology"] = pathology.compute()
+    if with_crf is not None:
+        crf_scores = with_crf.compute()
+        scores.update({f"{k}_crf": crf_scores[k] for k in ("miou", "iou", "precision", "recall")})
+    return scores
 
 
 def training_set(cfg: Config, label_dir: str | Path | None = None, transform=None) -> Dataset:

@@ -3,6 +3,10 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
 
 from cpmc_lib.cam_methods import JOINT_METHODS
 from cpmc_lib.pipeline import CAM_REPORT
@@ -140,3 +144,29 @@ def test_summarize_metrics_checks_each_promise_against_its_numbers(tmp_path, cap
     assert "FAIL  distractor labelled object 21.0 <= prototype CAM's 20.0" in out  # 21 > 20
     assert "PASS  context labelled object 10.0" in out and "PASS  ceiling moved +0.40" in out
     assert "PASS  weak / full 0.900 >= 0.88" in out
+
+
+def test_weak_full_gap_agreement_labels_ignore_what_the_crf_changed(tiny_cam_run, tmp_path):
+    from cpmc_lib import pseudo
+    from cpmc_lib.io import read_mask_png
+
+    gap = _load("weak_full_gap")
+    cfg, store = tiny_cam_run
+    cfg = cfg.replace(**{"pseudo.method": "cam"})
+    crf_dir = pseudo.run(cfg, store, progress=False)["labels"]
+    out = tmp_path / "agree"
+    out.mkdir()
+    found = gap.agreement_labels(cfg, store, out)
+    n_ignored = n_pixels = 0
+    for png in sorted(Path(crf_dir).glob("*.png")):
+        saved = np.load(store.path("cams") / "cam" / f"{png.stem}.npy", allow_pickle=True).item()
+        cam, keys = saved["cam"].astype(np.float32), saved["keys"]
+        plain = pseudo.pseudo_label(cam, keys, pseudo.image_threshold(cam, "otsu"))
+        crf, agree = read_mask_png(png), read_mask_png(out / png.name)
+        np.testing.assert_array_equal(agree, np.where(plain == crf, crf, 255))
+        n_ignored, n_pixels = n_ignored + int((agree == 255).sum()), n_pixels + agree.size
+    assert found["ignored"] == pytest.approx(100 * n_ignored / n_pixels)
+    assert 0 <= found["miou"] <= 100 and "recall_body" in found["pathology"]
+    # an oracle rule has no ground-truth-free labels to start from
+    with pytest.raises(SystemExit, match="GT-free rule"):
+        gap.agreement_labels(cfg.replace(**{"pseudo.threshold_rule": "oracle"}), store, out)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cpmc_lib.diagnostics import PathologyMeter, fn_fp_fractions
+from cpmc_lib.diagnostics import LabelPathologyMeter, PathologyMeter, fn_fp_fractions
+from cpmc_lib.metrics import cam_to_mask
 from cpmc_lib.synth import BODY, CONTEXT_PRESENT, DISTRACTOR, NEUTRAL, PART
 
 
@@ -102,3 +103,29 @@ def test_fn_fp_fractions_by_hand():
     assert r["n_background"] == 5 and r["n_fp"] == 1 and r["fp"] == pytest.approx(20.0)
     # the ignore pixel (0,4) counts nowhere, even though B calls it class 1
     assert math.isnan(fn_fp_fractions(pred_a[1:], pred_b[1:], gt[1:])["fn"])
+
+
+def test_label_meter_agrees_with_the_cam_meter_on_the_cams_mask():
+    cam, keys, gt, diag = hand_image()
+    cams, labels = PathologyMeter(0.3), LabelPathologyMeter()
+    cams.update(cam, keys, gt, diag)
+    labels.update(cam_to_mask(cam, keys, 0.3), gt, diag)
+    got, want = labels.compute(), cams.compute()
+    assert set(got) == {k for k in want if not k.startswith("act_")}
+    for key, value in got.items():
+        assert value == pytest.approx(want[key], nan_ok=True), key
+    assert got["recall_body"] == 50.0 and got["fp_context"] == 100.0  # the hand image's answers
+
+
+def test_label_meter_counts_ignored_pixels_as_neither_right_nor_object():
+    _, _, gt, diag = hand_image()
+    pred = np.where(gt == 255, 0, gt)
+    pred[2, :3] = 255  # half the context ignored, the other half labelled background
+    pred[0, :2] = 255  # half the body row 0 ignored
+    meter = LabelPathologyMeter()
+    meter.update(pred, gt, diag)
+    out = meter.compute()
+    assert out["fp_context"] == 0.0 and out["recall_body"] == 75.0
+    assert meter.pixels == 22  # 24 pixels less the two border pixels (code 255)
+    with pytest.raises(ValueError, match="shapes differ"):
+        meter.update(pred[:2], gt, diag)

@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import TINY_OVERRIDES
 
-from cpmc_lib import pipeline
+from cpmc_lib import pipeline, report
 from cpmc_lib.cli import main
 from cpmc_lib.store import stage_hash
 
@@ -31,6 +31,11 @@ def test_pipeline_writes_complete_metrics(tiny):
         assert r["gt_free"]["rule"] == cfg.pseudo.threshold_rule and 0 <= r["gt_free"]["miou"] <= 100
     for part in ("wsss", "full"):
         assert 0 <= metrics["seg"][part]["miou"] <= 100
+        # which kinds of pixel each network gets right (the synthetic benchmark's diagnostic masks)
+        assert 0 <= metrics["seg"][part]["pathology"]["recall_body"] <= 100
+    assert "fp_context" in metrics["pseudo"]["cpmc_crf"]["pathology"]
+    found = report.label_pathologies(metrics)
+    assert all(found.values()) and "network on pseudo labels (val)" in report.error_table(**found)
     assert metrics["dataset"]["num_classes"] == 5
     assert metrics["peak_rss_mb"] > 0 and metrics["seconds"]["total"] > 0
     # one entry per pass: the CPMC maps and the Grad-CAM family are each made together

@@ -8,6 +8,7 @@ from PIL import Image
 
 from cpmc_lib import pseudo
 from cpmc_lib.datasets import build_dataset
+from cpmc_lib.diagnostics import LabelPathologyMeter
 from cpmc_lib.io import read_mask_png
 from cpmc_lib.metrics import cam_to_mask, miou
 
@@ -78,7 +79,12 @@ def _direct_scores(cfg, store, crf: bool):
 @pytest.mark.parametrize("save_crf", [True, False])
 def test_stage_png_round_trip_and_miou(tiny_cam_run, save_crf):
     cfg, store = tiny_cam_run
-    over = {"pseudo.crf": save_crf, "pseudo.conf_fg": 0.4, "pseudo.conf_bg": 0.1, "pseudo.threshold_rule": "oracle"}
+    over = {
+        "pseudo.crf": save_crf,
+        "pseudo.conf_fg": 0.4,
+        "pseudo.conf_bg": 0.1,
+        "pseudo.threshold_rule": "oracle",
+    }
     cfg = cfg.replace(**over)
     result = pseudo.run(cfg, store, method="cam", progress=False)
     assert result["method"] == "cam" and result["threshold"] == 0.25 and result["planes"] == [0.4, 0.1]
@@ -91,6 +97,13 @@ def test_stage_png_round_trip_and_miou(tiny_cam_run, save_crf):
     saved = with_crf if save_crf else plain
     for name, lab in saved.items():
         np.testing.assert_array_equal(read_mask_png(pseudo.labels_dir(store) / f"{name}.png"), lab)
+    # which kinds of pixel the labels get right, from the benchmark's diagnostic masks (ignore = neither)
+    ds = build_dataset(cfg, cfg.data.cam_split)
+    for suffix, labels in (("", plain), ("_crf", with_crf)):
+        meter = LabelPathologyMeter()
+        for i, name in enumerate(ds.names):
+            meter.update(labels[name], ds[i]["mask"], ds[i]["diag"])
+        assert result[f"pathology{suffix}"] == pytest.approx(meter.compute(), nan_ok=True)
     # A finished stage is reused.
     assert pseudo.run(cfg, store, method="cam", progress=False) == result
 
@@ -131,7 +144,9 @@ def test_rule_threshold_reads_no_ground_truth_unless_oracle(tiny_cam_run):
     assert pseudo.rule_threshold(cfg.replace(**{"pseudo.threshold_rule": "otsu"})) is None
     fixed = cfg.replace(**{"pseudo.threshold_rule": "fixed", "pseudo.bg_threshold": 0.35})
     assert pseudo.rule_threshold(fixed, {"threshold": 0.9}) == 0.35  # the metrics are not read
-    assert pseudo.rule_threshold(cfg.replace(**{"pseudo.threshold_rule": "oracle"}), {"threshold": 0.9}) == 0.9
+    assert (
+        pseudo.rule_threshold(cfg.replace(**{"pseudo.threshold_rule": "oracle"}), {"threshold": 0.9}) == 0.9
+    )
     with pytest.raises(ValueError, match="pseudo.bg_threshold"):
         pseudo.rule_threshold(fixed.replace(**{"pseudo.bg_threshold": 0.0}))
     with pytest.raises(ValueError, match="pseudo.conf_fg"):
@@ -186,7 +201,12 @@ def test_seg_split_labels_every_image_and_scores_the_cam_split_only(tiny_cam_run
         np.save(folder / f"{name}.npy", {"keys": np.array(keys), "cam": cam}, allow_pickle=True)
     both = pseudo.make_labels(seg, folder, 0.25, progress=False, split="train_val")
     alone = pseudo.make_labels(cfg, folder, 0.25, progress=False)
-    assert (both["split"], both["images"], both["scored_on"], both["scored_images"]) == ("train_val", 12, "train", 8)
+    assert (both["split"], both["images"], both["scored_on"], both["scored_images"]) == (
+        "train_val",
+        12,
+        "train",
+        8,
+    )
     assert (alone["split"], alone["images"], alone["scored_images"]) == ("train", 8, 8)
     for k in ("miou", "miou_crf", "precision", "recall"):
         assert both[k] == alone[k], k
@@ -215,7 +235,12 @@ def test_compare_reads_the_stage_crf_labels_instead_of_running_the_crf_again(tin
 def test_describe_threshold_says_the_rule_and_never_hides_the_oracle():
     from cpmc_lib.pseudo import describe_threshold
 
-    per_image = describe_threshold({"threshold_rule": "otsu", "threshold": None, "threshold_mean": 0.3941, "images": 20})
-    assert per_image.startswith("background threshold per image, rule otsu") and "mean threshold 0.394 over the 20" in per_image
+    per_image = describe_threshold(
+        {"threshold_rule": "otsu", "threshold": None, "threshold_mean": 0.3941, "images": 20}
+    )
+    assert (
+        per_image.startswith("background threshold per image, rule otsu")
+        and "mean threshold 0.394 over the 20" in per_image
+    )
     assert "oracle view" in describe_threshold({"threshold_rule": "oracle", "threshold": 0.25})
     assert "0.250" in describe_threshold({"threshold_rule": "oracle", "threshold": 0.25})

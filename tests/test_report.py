@@ -1,3 +1,4 @@
+from cpmc_lib import report
 from cpmc_lib.report import fmt, markdown_table, method_table
 
 
@@ -67,11 +68,15 @@ def test_headline_summarises_every_stage_of_a_metrics_file():
 def test_direction_follows_the_sign():
     from cpmc_lib.report import direction
 
-    assert direction(0.08) == "raises" and direction(-0.08) == "lowers" and direction(0.0) == "leaves unchanged"
+    assert (
+        direction(0.08) == "raises" and direction(-0.08) == "lowers" and direction(0.0) == "leaves unchanged"
+    )
     assert direction(0.3, up="helps", down="hurts", flat="does nothing", tol=0.5) == "does nothing"
     assert direction(-0.6, up="helps", down="hurts", tol=0.5) == "hurts"
     assert direction(float("nan")) == "leaves unchanged"
-    assert direction(0.004, digits=2) == "leaves unchanged" and direction(0.02, digits=1) == "leaves unchanged"
+    assert (
+        direction(0.004, digits=2) == "leaves unchanged" and direction(0.02, digits=1) == "leaves unchanged"
+    )
     assert direction(0.06, digits=1) == "raises"
 
 
@@ -133,3 +138,61 @@ def test_promise_tables_name_where_and_by_how_much_a_claim_fails():
     tables = settings_tables(runs)
     assert "| b | 50.0 | 51.0 | 60.0 | 62.0 | 0.40 |" in tables
     assert "| b | 70.0 → 77.0 | 12.0 → 14.0 | 24.0 → 23.0 | 72.0 | 90.0 |" in tables
+
+
+def _patho(body, context):
+    return {
+        "recall_body": body,
+        "recall_part": 95.0,
+        "recall_atypical": 60.0,
+        "fp_context": context,
+        "fp_distractor": 20.0,
+        "fp_neutral": 1.0,
+    }
+
+
+def test_error_gap_names_the_largest_shortfalls_from_the_numbers():
+    weak, full = _patho(70.0, 15.0), _patho(95.0, 5.0)
+    text = report.error_gap(weak, full, top=2)
+    assert text.index("body recall 70.0 % (ceiling 95.0 %)") < text.index("context labelled object 15.0 %")
+    assert "atypical" not in text and "distractor" not in text  # no shortfall there
+    # a network better than its ceiling on a kind of pixel is not listed as losing on it
+    assert "context" not in report.error_gap(_patho(70.0, 2.0), full)
+    assert "within half a point" in report.error_gap(full, full)
+    assert report.error_gap(None, full) == ""
+
+
+def test_error_table_rows_and_label_pathologies_from_metrics():
+    metrics = {
+        "config": {"pseudo": {"method": "cpmc"}},
+        "pseudo": {"cpmc_crf": {"pathology": _patho(72.0, 9.0)}},
+        "seg": {
+            "wsss": {"labels": "cpmc_crf", "pathology": _patho(70.0, 15.0)},
+            "full": {"pathology": _patho(95.0, 5.0)},
+        },
+    }
+    found = report.label_pathologies(metrics)
+    assert found["pseudo"]["recall_body"] == 72.0 and found["full"]["fp_context"] == 5.0
+    table = report.error_table(**found)
+    assert table.count("\n| ") == 4 and "| network on pseudo labels (val) | 70.0 |" in table
+    assert report.error_table(None, None, None) == ""
+
+
+def test_spread_table_gives_each_number_per_run_with_mean_and_sd():
+    runs = {
+        f"seed-{i}": {
+            "cams": {"cam": {"miou": 50.0 + i}, "cpmc": {"miou": 70.0 + 2 * i}},
+            "seg": {"ratio": 0.8},
+        }
+        for i in range(3)
+    }
+    table = report.spread_table(runs)
+    lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()}
+    assert lines["classifier CAM mIoU (oracle view)"].endswith("| 51.0\u00a0±\u00a01.0 |")
+    assert (
+        lines["CPMC − classifier CAM"]
+        == "| CPMC − classifier CAM | 20.0 | 21.0 | 22.0 | 21.0\u00a0±\u00a01.0 |"
+    )
+    assert "weak / full (%)" in lines and "80.0\u00a0±\u00a00.0" in lines["weak / full (%)"]
+    assert "refined CAM mIoU (oracle view)" not in lines  # no run has it
+    assert "±\u00a0–" in report.spread_table({"one": runs["seed-0"]})  # no spread from one run

@@ -10,6 +10,7 @@ import torch
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from cpmc_lib import engine, models, pseudo, segmentation
+from cpmc_lib.diagnostics import LabelPathologyMeter
 from cpmc_lib.engine import load_checkpoint
 from cpmc_lib.io import save_mask_png
 from cpmc_lib.metrics import miou
@@ -113,7 +114,9 @@ def test_learning_curve_does_not_change_training(tiny_cam_run, tmp_path):
     cfg, _ = tiny_cam_run
     device = torch.device("cpu")
     with_curve = segmentation.train(cfg, tmp_path / "curve", device, progress=False)
-    without = segmentation.train(cfg.replace(**{"segmentation.curve": False}), tmp_path / "plain", device, progress=False)
+    without = segmentation.train(
+        cfg.replace(**{"segmentation.curve": False}), tmp_path / "plain", device, progress=False
+    )
     assert without["curve"] == [] and len(with_curve["curve"]) == cfg.segmentation.epochs
     a = torch.load(with_curve["model"], weights_only=True)
     b = torch.load(without["model"], weights_only=True)
@@ -151,6 +154,12 @@ def test_evaluate_matches_metrics_miou_and_scores_crf(tiny_cam_run):
     direct = miou(preds, [ds[i]["mask"] for i in range(len(ds))], 11)
     assert scores["miou"] == pytest.approx(direct["miou"])
     assert 0 <= scores["miou_crf"] <= 100
+    # the synthetic benchmark's diagnostic masks: which kinds of pixel the network gets right
+    meter = LabelPathologyMeter()
+    for i, pred in enumerate(preds):
+        meter.update(pred, ds[i]["mask"], ds[i]["diag"])
+    assert scores["pathology"] == pytest.approx(meter.compute(), nan_ok=True)
+    assert {"recall_body", "fp_context", "fp_distractor"} <= set(scores["pathology"])
 
 
 def test_stages_pseudo_and_gt_have_their_own_folders(tiny_cam_run):
@@ -181,7 +190,9 @@ def test_training_set_is_the_seg_split_and_the_ceiling_needs_every_mask(fake_voc
     cfg = Config().replace(**voc)
     assert segmentation.training_set(cfg).names == ["2007_000001", "2007_000002"]  # "" = cam split (train)
     aug = cfg.replace(**{"data.seg_split": "train_aug"})
-    with pytest.raises(DatasetError, match=r"SegmentationClassAug/2008_000004\.png does not exist.*train_aug.*SBD"):
+    with pytest.raises(
+        DatasetError, match=r"SegmentationClassAug/2008_000004\.png does not exist.*train_aug.*SBD"
+    ):
         segmentation.training_set(aug)  # 2008_000004 has only an XML annotation
     (fake_voc_root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text(
         "2007_000001\n2007_000002\n2008_000003\n"

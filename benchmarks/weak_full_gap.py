@@ -1,0 +1,139 @@
+"""Two cheap ways to close the gap between weak and full supervision, measured on a finished run.
+
+Both are common in WSSS code; this script measures whether they move weak / full on a run whose
+two segmentation stages have finished (``make book`` or ``python -m cpmc_lib pipeline``):
+
+1. **Test-time options** (``segmentation.test_flip``, ``test_scales``, ``test_crf``): both networks
+   scored on val with the flipped image, three scales, and the dense CRF. They lift both networks;
+   the question is whether they lift the weak one more.
+2. **Ignore where the CRF changed the label** (``--agree``): pseudo labels whose pixels the dense
+   CRF relabelled are set to 255 (ignored), a ground-truth-free confidence rule; a network is then
+   trained on them with the run's schedule and compared with the stage's network. Needs the pseudo
+   stage's CRF labels (``pseudo.crf: true``, the default). Trains one network (minutes on a CPU).
+
+On the synthetic benchmark it first prints which kinds of pixel (body, atypical body, context, ...)
+the run's pseudo labels and both networks get wrong. Nothing is written into the run: the labels and the network of (2) live in a temporary folder.
+
+Usage::
+
+    python benchmarks/weak_full_gap.py --config configs/default.yaml [--set key=value] [--agree]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cpmc_lib import pseudo, report, segmentation
+from cpmc_lib.config import load_config
+from cpmc_lib.datasets import build_dataset
+from cpmc_lib.diagnostics import LabelPathologyMeter
+from cpmc_lib.io import IGNORE_INDEX, read_mask_png, save_mask_png
+from cpmc_lib.metrics import ConfusionMeter
+from cpmc_lib.runtime import pick_device
+from cpmc_lib.store import RunStore
+from cpmc_lib.transforms import eval_transform
+
+TEST_OPTIONS = {"plain": ((1.0,), False), "flip": ((1.0,), True), "3 scales + flip": ((0.75, 1.0, 1.25), True)}
+
+
+def test_time_scores(cfg, store: RunStore, device: torch.device) -> dict[str, dict[str, dict]]:
+    """Both networks' val scores (:func:`cpmc_lib.segmentation.evaluate`, with the CRF) per test-time
+    option, each printed as a Markdown row as it finishes: ``{option: {"weak": .., "full": ..}}``."""
+    val = build_dataset(cfg, cfg.data.val_split, eval_transform())
+    nets = {k: segmentation.load_segnet(cfg, store.path(s) / "model.pt", device)
+            for k, s in (("weak", "segmentation"), ("full", "segmentation_gt"))}  # fmt: skip
+    out = {}
+    for name, (scales, flip) in TEST_OPTIONS.items():
+        r = out[name] = {k: segmentation.evaluate(net, val, device, cfg.data.num_classes, scales, flip, cfg.crf,
+                                                  progress=False) for k, net in nets.items()}  # fmt: skip
+        w, f, wc, fc = r["weak"]["miou"], r["full"]["miou"], r["weak"]["miou_crf"], r["full"]["miou_crf"]
+        print(f"| {name} | {w:.1f} | {f:.1f} | {100 * w / f:.1f} | {wc:.1f} | {fc:.1f} | {100 * wc / fc:.1f} |", flush=True)
+    return out
+
+
+def stage_label_pathology(cfg, store: RunStore) -> dict[str, float]:
+    """:class:`~cpmc_lib.diagnostics.LabelPathologyMeter` of the pseudo stage's saved labels ({} without
+    diagnostic masks)."""
+    folder = store.require("pseudo", cfg, "pseudo labels") / "labels"
+    ds, meter = build_dataset(cfg, cfg.seg_split()), LabelPathologyMeter()
+    for name in ds.names:
+        mask_path, diag = ds.mask_path(name), ds.diag_path(name)
+        if mask_path is not None and diag is not None:
+            meter.update(read_mask_png(folder / f"{name}.png"), ds.read_mask(mask_path), read_mask_png(diag))
+    return meter.compute() if meter.pixels else {}
+
+
+def agreement_labels(cfg, store: RunStore, out: Path) -> dict[str, float]:
+    """Pseudo labels with the pixels the CRF relabelled set to 255, saved as PNGs into ``out``.
+
+    Returns:
+        their mIoU over labelled pixels, the ignored fraction, and their label pathology.
+    """
+    p = cfg.pseudo
+    if not p.crf or p.threshold_rule == "oracle":
+        raise SystemExit("--agree needs the pseudo stage's CRF labels (pseudo.crf: true) and a GT-free rule")
+    crf_dir = store.require("pseudo", cfg, "pseudo labels") / "labels"
+    cams = store.path("cams") / p.method
+    ds = build_dataset(cfg, cfg.seg_split())
+    meter, patho, ignored, pixels = ConfusionMeter(cfg.data.num_classes), LabelPathologyMeter(), 0, 0
+    for name in ds.names:
+        saved = np.load(cams / f"{name}.npy", allow_pickle=True).item()
+        cam, keys = saved["cam"].astype(np.float32), saved["keys"]
+        plain = pseudo.pseudo_label(cam, keys, pseudo.image_threshold(cam, p.threshold_rule, p.bg_threshold))
+        crf = read_mask_png(crf_dir / f"{name}.png")
+        label = np.where(plain == crf, crf, IGNORE_INDEX).astype(np.uint8)
+        save_mask_png(out / f"{name}.png", label)
+        ignored, pixels = ignored + int((label == IGNORE_INDEX).sum()), pixels + label.size
+        mask_path = ds.mask_path(name)
+        if mask_path is not None:  # scored only: the labels never read it
+            gt = ds.read_mask(mask_path).astype(np.int64)
+            lab = label.astype(np.int64)
+            keep = lab != IGNORE_INDEX
+            meter.update(torch.from_numpy(np.where(keep, lab, 0)), torch.from_numpy(np.where(keep, gt, IGNORE_INDEX)))
+            if (diag := ds.diag_path(name)) is not None:
+                patho.update(lab, gt, read_mask_png(diag))
+    return {"miou": meter.compute()["miou"], "ignored": 100 * ignored / max(pixels, 1),
+            "pathology": patho.compute() if patho.pixels else {}}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--agree", action="store_true", help="also train a network on CRF-agreement labels")
+    args = ap.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    store, device = RunStore.for_config(cfg), pick_device(cfg.device)
+    store.require("segmentation", cfg, "the network trained on pseudo labels")
+    store.require("segmentation_gt", cfg, "the network trained on ground truth")
+    print(f"run {store.root}, device {device}\n")
+    print("| test time | weak | full | weak / full (%) | weak + CRF | full + CRF | weak / full + CRF (%) |")
+    print("|---|---|---|---|---|---|---|")
+    scores = test_time_scores(cfg, store, device)
+    plain = scores["plain"]
+    if "pathology" in plain["weak"]:  # the synthetic benchmark: which kinds of pixel each gets wrong
+        weak, full = plain["weak"]["pathology"], plain["full"]["pathology"]
+        print(f"\n{report.error_table(stage_label_pathology(cfg, store), weak, full)}\n\n{report.error_gap(weak, full)}")
+    if not args.agree:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        labels = Path(tmp) / "labels"
+        labels.mkdir()
+        found = agreement_labels(cfg, store, labels)
+        print(f"\nCRF-agreement labels: {found['miou']:.1f} mIoU on labelled pixels, {found['ignored']:.1f} % ignored")
+        init = None
+        if cfg.segmentation_uses_pretrain_stage():
+            init = store.require("pretrain", cfg, "pretrained backbone") / "weights.pt"
+        r = segmentation.train(cfg, Path(tmp) / "net", device, labels, progress=False, init=init)
+    base = segmentation.run(cfg, store, labels="pseudo", progress=False)["val_miou"]
+    print(f"network on them: {r['val_miou']:.1f} val mIoU (curve {' -> '.join(f'{v:.1f}' for v in r['curve'])}); "
+          f"on the stage's pseudo labels: {base:.1f} ({r['val_miou'] - base:+.1f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
