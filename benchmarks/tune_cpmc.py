@@ -13,7 +13,9 @@ Usage::
     python benchmarks/tune_cpmc.py --run heldout_s1 --data data/synth_s1 --set synth.seed=1 --grid final
 
 ``--limit N`` scores the first N images of the cam split (0 = all); ``--model`` scores other
-weights (e.g. a checkpoint's model state). Columns: map, setting, mIoU at the best threshold (the
+weights (e.g. a checkpoint's model state); ``--side-from MODEL`` swaps in the side projections of
+another classifier. Without consistency training nothing trains them, so they stay a seeded random
+draw (up to scale); swapping them separates that draw from the backbone. Columns: map, setting, mIoU at the best threshold (the
 oracle view of IRN's protocol) and that threshold, body / atypical-body recall, % of present-class
 context and of distractor pixels labelled object there; then the ground-truth-free decisions of
 the pseudo labels: mIoU with Otsu's per-image threshold and with the frozen ``pseudo.bg_threshold``,
@@ -376,6 +378,10 @@ def main() -> None:
     ap.add_argument("--out", default="", help="write the table as JSON here")
     ap.add_argument("--model", default="", help="classifier weights (default: the run's classifier stage)")
     ap.add_argument(
+        "--side-from", default="", metavar="MODEL",
+        help="replace the side projections (the prototypes' features) by those of another classifier's weights",
+    )  # fmt: skip
+    ap.add_argument(
         "--train-consistency", default="", metavar="DIR", help="first fine-tune into DIR with cpmc_loss"
     )
     ap.add_argument("--epochs", type=int, default=3, help="epochs of --train-consistency")
@@ -393,6 +399,9 @@ def main() -> None:
             cache = {k: v[: args.limit] if torch.is_tensor(v) else v for k, v in cache.items()}
     else:
         model = load_classifier(weights, cfg)
+        if args.side_from:  # is a difference between two classifiers in the backbone or in the projections?
+            other = torch.load(args.side_from, map_location="cpu", weights_only=True)
+            model.side.load_state_dict({k[len("side.") :]: v for k, v in other.items() if k.startswith("side.")})
         dataset = build_dataset(cfg, cfg.data.cam_split, eval_transform())
         cache = cache_outputs(model, dataset, args.limit)
         if args.cache:
