@@ -100,11 +100,7 @@ def describe_threshold(result: dict) -> str:
     if threshold is not None:
         return f"background threshold {threshold:.3f}, rule {rule}: {text}"
     mean = result.get("threshold_mean")
-    tail = (
-        f"; mean threshold {mean:.3f} over the {result.get('images', 'labelled')} images"
-        if mean is not None
-        else ""
-    )
+    tail = f"; mean threshold {mean:.3f} over the {result.get('images', 'labelled')} images" if mean is not None else ""
     return f"background threshold per image, rule {rule}: {text}{tail}"
 
 

@@ -202,12 +202,8 @@ def headline(metrics: Mapping[str, Any]) -> str:
     sentence per comparison the book is about (CPMC against the classifier and prototype CAMs,
     the CRF, weak against full supervision). Sections the run has not reached are left out."""
     rows = [
-        {
-            "stage": "CAM (train split)",
-            "what": CAM_NAMES.get(m, m),
-            "mIoU (%)": r["miou"],
-            "GT-free (%)": (r.get("gt_free") or {}).get("miou"),
-        }  # fmt: skip
+        {"stage": "CAM (train split)", "what": CAM_NAMES.get(m, m), "mIoU (%)": r["miou"],
+         "GT-free (%)": (r.get("gt_free") or {}).get("miou")}  # fmt: skip
         for m, r in metrics.get("cams", {}).items()
     ]
     pseudo = metrics.get("pseudo", {})
@@ -281,23 +277,14 @@ def promises(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
                     f"{name} labelled object {cp[key]:.1f} <= prototype CAM's {pp[key]:.1f}")  # fmt: skip
     rule = metrics.get("pseudo", {}).get("threshold_rule")
     if rule is not None:
-        add(
-            "GT-free pseudo labels",
-            None,
-            f"pseudo-label rule {rule!r} reads no ground truth",
-            holds=rule != "oracle",
-        )
+        add("GT-free pseudo labels", None, f"pseudo-label rule {rule!r} reads no ground truth", holds=rule != "oracle")
     seg = metrics.get("seg", {})
     if "ratio" in seg:
         add("weak/full >= 0.88", 100 * (seg["ratio"] - 0.88), f"weak / full {seg['ratio']:.3f} >= 0.88")
     curve = seg.get("full", {}).get("curve", [])
     if len(curve) >= 3:
         moved = curve[-1] - curve[-3]
-        add(
-            "ceiling converged",
-            0.5 - abs(moved),
-            f"ceiling moved {moved:+.2f} over its last two epochs (< 0.5)",
-        )
+        add("ceiling converged", 0.5 - abs(moved), f"ceiling moved {moved:+.2f} over its last two epochs (< 0.5)")
     return out
 
 

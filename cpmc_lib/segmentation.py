@@ -154,7 +154,7 @@ def _predictions(
     device: torch.device,
     scales: Sequence[float],
     flip: bool,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """Per image: (normalised img (3, H, W), probs (K, H, W), ground truth (H, W), diagnostic codes
     (H, W) or None where the dataset has none), all on the CPU."""
     model.eval()
@@ -208,23 +208,24 @@ def evaluate(
             if crf is not None:  # CRF input, ground truth as the tag
                 yield denormalize(img).permute(1, 2, 0).numpy(), probs.numpy(), gt
 
-    with_crf = ConfusionMeter(num_classes) if crf is not None else None
+    meters = {"": plain}
     if crf is None:
         for _ in scored():
             pass
     else:
+        meters["_crf"] = ConfusionMeter(num_classes)
         for post, gt in crf_map(scored(), crf, progress=False):
-            with_crf.update(post.argmax(0), gt)
+            meters["_crf"].update(post.argmax(0), gt)
     if reduce:
-        for meter in (plain, with_crf) if with_crf is not None else (plain,):
+        for meter in meters.values():
             meter.confusion = distributed.all_reduce_tensor(meter.confusion)
         pathology.all_reduce()
     scores = plain.compute()
+    if "_crf" in meters:
+        crf_scores = meters["_crf"].compute()
+        scores.update({f"{k}_crf": crf_scores[k] for k in ("miou", "iou", "precision", "recall")})
     if pathology.pixels:
         scores["pathology"] = pathology.compute()
-    if with_crf is not None:
-        crf_scores = with_crf.compute()
-        scores.update({f"{k}_crf": crf_scores[k] for k in ("miou", "iou", "precision", "recall")})
     return scores
 
 
