@@ -25,7 +25,9 @@ Grids: ``refine``, ``proto``, ``proto_options``, ``cpmc`` (the tuning order of t
 grid holds the default value of every field it varies), ``fpfn`` (issue 16: attachment gates, FP
 prototypes that lower their class, pure FN clusters, several prototypes per class) and ``final``
 (the defaults' row and the ablations of its parts). The frozen ``pseudo.bg_threshold`` is the
-``thr`` column of the ``final`` grid's default CPMC row on the tuning seed.
+``thr`` column of the ``final`` grid's default CPMC row on the tuning seed. ``fpfn`` starts with
+the classifier-CAM and prototype-CAM rows its promises compare against, so its ``--out`` files of
+several training seeds can be checked together by ``benchmarks/tune_over_seeds.py``.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ UNGUARDED = {"calibration.proto_bg_factor": 1.0, "calibration.fn_radius": -1, "c
 def _grid_fpfn() -> list[tuple[str, str, dict]]:
     """Issue 16: guards against false positives on top of the unguarded calibration (each row adds
     its options to :data:`UNGUARDED`), then the strict prototype labels combined with them."""
-    rows = [("proto", "base", {}), ("cpmc", "unguarded", {})]
+    rows = [("cam", "classifier CAM", {}), ("proto", "base", {}), ("cpmc", "unguarded", UNGUARDED)]
     for which, name, o in _grid_fpfn_options():
         rows.append((which, name, {**UNGUARDED, **o}))
     for bg in (1.5, 1.75, 2.0):

@@ -170,3 +170,34 @@ def test_weak_full_gap_agreement_labels_ignore_what_the_crf_changed(tiny_cam_run
     # an oracle rule has no ground-truth-free labels to start from
     with pytest.raises(SystemExit, match="GT-free rule"):
         gap.agreement_labels(cfg.replace(**{"pseudo.threshold_rule": "oracle"}), store, out)
+
+
+def test_tune_over_seeds_keeps_only_settings_that_hold_on_every_seed(tmp_path, capsys, monkeypatch):
+    tos = _load("tune_over_seeds")
+
+    def row(which, setting, miou, body=70.0, ctx=10.0, dist=20.0):
+        return {"map": which, "setting": setting, "miou": miou, "thr": 0.4, "body": body, "fp_ctx": ctx, "dist": dist}
+
+    def grid(greedy_ctx):  # "greedy" is best on mIoU but labels more context than the prototype CAM on one seed
+        return [row("cam", "classifier CAM", 55.0), row("proto", "base", 62.0),
+                row("cpmc", "greedy", 70.0, body=80.0, ctx=greedy_ctx),
+                row("cpmc", "careful", 68.0, body=76.0, ctx=9.0),
+                row("cpmc", "weak", 64.0, body=76.0, ctx=9.0)]  # fmt: skip
+
+    grids = [grid(9.5), grid(12.0)]
+    summary = {s["setting"]: s for s in tos.summarize(grids)}
+    assert summary["greedy"]["claims"]["context FP <= proto"] == (1, -2.0)
+    assert summary["weak"]["claims"]["CPMC >= proto + 3"] == (0, -1.0)
+    chosen, every = tos.select(list(summary.values()), 2)
+    assert every and [s["setting"] for s in chosen] == ["careful"]
+    # no setting holds everything: the rule says so and falls back to the most promise-seed pairs
+    chosen, every = tos.select([summary["greedy"], summary["weak"]], 2)
+    assert not every and [s["setting"] for s in chosen] == ["greedy"]
+    for i, g in enumerate(grids):
+        (tmp_path / f"s{i}.json").write_text(json.dumps(g))
+    monkeypatch.setattr("sys.argv", ["tune_over_seeds.py", str(tmp_path / "s0.json"), str(tmp_path / "s1.json")])
+    tos.main()
+    out = capsys.readouterr().out
+    assert "| careful | 68.0 | 68.0 | 68.0 ± 0.0 |" in out and "selected (keeps every promise on every seed" in out
+    with pytest.raises(ValueError, match="no 'proto' row named 'base'"):
+        tos.seed_promises([r for r in grids[0] if r["map"] != "proto"])
