@@ -32,7 +32,7 @@ from typing import Any
 from cpmc_lib import report, sweep
 
 ROWS = (("cam", "classifier CAM"), ("refined", "+ context refinement"), ("proto", "prototype CAM"),
-        ("cpmc", "**CPMC**"))  # fmt: skip
+        ("cpmc", "**CPMC**"), ("affinity", "CPMC + random walk (affinity stage)"))  # fmt: skip
 
 
 def table(m: dict[str, Any]) -> str:
@@ -42,7 +42,7 @@ def table(m: dict[str, Any]) -> str:
         " | distractor labelled object | same, GT-free (context / distractor) |\n|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
-    cams = m["cams"]
+    cams = {**m["cams"], **({"affinity": m["affinity"]} if "affinity" in m else {})}
     for key, name in ROWS:
         if key not in cams:
             continue
@@ -86,7 +86,8 @@ def main() -> None:
         ps = m.get("pseudo", {})
         method = m.get("config", {}).get("pseudo", {}).get("method", "cpmc")
         if method in ps:
-            print(f"pseudo labels ({method}, rule {ps.get('threshold_rule')}): {ps[method]['miou']:.1f} mIoU, "
+            walked = ", after the affinity stage's random walk" if ps.get("affinity") else ""
+            print(f"pseudo labels ({method}{walked}, rule {ps.get('threshold_rule')}): {ps[method]['miou']:.1f} mIoU, "
                   f"{ps.get(method + '_crf', {}).get('miou', float('nan')):.1f} with the CRF")  # fmt: skip
         seg = m.get("seg", {})
         for k in ("wsss", "full"):

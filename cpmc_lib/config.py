@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 __all__ = [
+    "AffinityConfig",
     "CamMethodName",
     "CalibrationConfig",
     "CamConfig",
@@ -247,6 +248,28 @@ class PseudoConfig:
 
 
 @dataclass(frozen=True)
+class AffinityConfig:
+    """The learned affinity and its random walk over the pseudo-label maps (cpmc_lib.affinity)."""
+
+    enabled: bool = False  # off: the pseudo labels read pseudo.method's maps as they are
+    # Seeds from the maps (IRN's conf_fg / conf_bg): object where the top map > fg_threshold,
+    # background where it is <= bg_threshold, no pairs in between.
+    fg_threshold: float = 0.6
+    bg_threshold: float = 0.15
+    stride: int = 4  # the affinity grid: image / stride (IRN: 4, PSA: 8)
+    radius: int = 5  # neighbours within this many grid cells (PSA, IRN: 5)
+    width: int = 32  # channels per classifier stage in the head
+    dim: int = 32  # embedding channels (PSA: 448; the cost of training grows with it)
+    epochs: int = 3  # IRN: 3
+    batch_size: int = 16
+    lr: float = 1e-3  # AdamW, poly schedule
+    scale: tuple[float, ...] = (1.0, 1.0)  # random resize range of the training crops
+    # The walk, tuned on synth seed 0 (benchmarks/tune_affinity.py; PSA: beta 8, 2^logt steps).
+    beta: float = 4.0  # power on the affinity before the walk: higher lets only strong ties carry
+    steps: int = 8  # walk steps
+
+
+@dataclass(frozen=True)
 class CrfConfig:
     """Dense CRF (pydensecrf) kernel parameters.
 
@@ -329,6 +352,7 @@ class Config:
     prototypes: PrototypeConfig = field(default_factory=PrototypeConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    affinity: AffinityConfig = field(default_factory=AffinityConfig)
     crf: CrfConfig = field(default_factory=CrfConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
 

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import cams, classifier, pretrain, pseudo, segmentation, synth
+from . import affinity, cams, classifier, pretrain, pseudo, segmentation, synth
 from .config import Config, load_config
 from .datasets import build_dataset
 from .distributed import barrier, is_main
@@ -59,7 +59,7 @@ __all__ = [
 
 # The stages in the order they run; "segmentation_gt" (the fully supervised ceiling) reads only
 # the data.
-STAGES = ("pretrain", "classifier", "cams", "pseudo", "segmentation", "segmentation_gt")
+STAGES = ("pretrain", "classifier", "cams", "affinity", "pseudo", "segmentation", "segmentation_gt")
 
 # The CAM methods the pipeline scores: ours first, then the peer baselines.
 CAM_REPORT = ("cam", "refined", "proto", "cpmc", "gradcam", "gradcampp", "layercam")
@@ -100,6 +100,10 @@ def ensure(
     cams.run(cfg, store, method=cfg.pseudo.method, progress=progress)
     # the seg split's images outside the cam split (none by default) need maps for their labels
     cams.map_seg_split(cfg, store, method=cfg.pseudo.method, progress=progress)
+    if stage == "affinity" or cfg.affinity.enabled:
+        result = affinity.run(cfg, store, progress=progress)
+        if stage == "affinity":
+            return result
     result = pseudo.run(cfg, store, progress=progress)
     if stage == "pseudo":
         return result
@@ -185,6 +189,13 @@ def run(
         stage_seconds = {"pretrain": store.result("pretrain").get("seconds"), **stage_seconds}
     for m, r in cam_results.items():  # methods made in one pass share one entry ("cams_a+b+c")
         stage_seconds["cams_" + "+".join(r.get("made_with") or [m])] = r.get("seconds")
+    if until != "cams" and cfg.affinity.enabled:  # the pseudo-label maps after the random walk
+        aff = timed("affinity", lambda: ensure(cfg, "affinity", store, progress=progress))
+        metrics["affinity"] = {
+            **{k: aff[k] for k in (*_CAM_KEYS, "method", "seed_share") if k in aff},
+            "gt_free": timed("gt_free_affinity", lambda: pseudo.rule_scores(cfg, store, "affinity")),
+        }
+        stage_seconds["affinity"] = aff.get("seconds")
     if until != "cams":
         pl = timed("pseudo", lambda: ensure(cfg, "pseudo", store, progress=progress))
         method = pl["method"]
@@ -193,6 +204,7 @@ def run(
             "threshold": pl["threshold"],
             "threshold_rule": pl["threshold_rule"],
             "threshold_mean": pl.get("threshold_mean"),
+            "affinity": bool(pl.get("affinity")),  # the maps went through the random walk
             # labels made for `split`; the scores below cover `scored_images` images of `scored_on`
             **{k: pl.get(k) for k in ("split", "images", "scored_on", "scored_images")},
             **{

@@ -303,10 +303,16 @@ def labels_dir(store: RunStore) -> Path:
 def _cam_folder(cfg: Config, store: RunStore, method: str) -> tuple[Path, dict[str, Any]]:
     """The method's CAM folder and metrics, made for ``cfg`` by the cams stage.
 
+    ``method="affinity"``: the walked maps of the affinity stage (:mod:`cpmc_lib.affinity`).
+
     Raises:
         StageMissingError: the maps are missing or were made with other settings.
     """
     from . import cams  # here, not at the top: CRF worker processes import this module
+
+    if method == "affinity":
+        folder = store.require("affinity", cfg, "walked maps (affinity stage)") / "maps"
+        return folder, {**store.result("affinity"), "method_hash": stage_hash(cfg, "affinity")}
 
     folder = store.path("cams") / method
     metrics = cams.cached_metrics(cfg, store, method)
@@ -352,8 +358,12 @@ def _make_labels(cfg: Config, store: RunStore, out: Path, progress: bool) -> dic
         raise StageMissingError(
             missing_stage_message(cfg, folder, f"maps of the seg split {cfg.seg_split()!r}", "pseudo")
         )
+    if cfg.affinity.enabled:  # the same maps after the random walk (cpmc_lib.affinity)
+        folder, cam_metrics = _cam_folder(cfg, store, "affinity")
     threshold = rule_threshold(cfg, cam_metrics)
     result = make_labels(cfg, folder, threshold, out=out, progress=progress, split=cfg.seg_split())
+    # method: whose maps; affinity: whether they went through the random walk first
+    result.update(method=cfg.pseudo.method, affinity=cfg.affinity.enabled)
     result.update(seconds=round(time.perf_counter() - start, 1), labels=str(out))
     return result
 

@@ -55,7 +55,8 @@ __all__ = [
     "stage_hash",
 ]
 
-_PSEUDO_DEPS = ("data", "synth", "classifier", "cams", "refinement", "prototypes", "calibration", "pseudo", "crf")
+_MAP_DEPS = ("data", "synth", "classifier", "cams", "refinement", "prototypes", "calibration")
+_PSEUDO_DEPS = (*_MAP_DEPS, "pseudo", "crf")
 # Which stage configs a stage's outputs depend on (its own and everything upstream).
 STAGE_DEPS: dict[str, tuple[str, ...]] = {
     "synth": ("synth",),
@@ -64,6 +65,8 @@ STAGE_DEPS: dict[str, tuple[str, ...]] = {
     "pretrain": ("classifier", "pretrain"),
     # The cams stage folder holds one sub-folder per method; a method's own sections are in METHOD_DEPS.
     "cams": ("data", "synth", "classifier", "cams"),
+    # The walked maps: seeds from pseudo.method's maps (its name enters the hash, see stage_hash).
+    "affinity": (*_MAP_DEPS, "affinity"),
     "pseudo": _PSEUDO_DEPS,
     "segmentation": (*_PSEUDO_DEPS, "segmentation"),
     # The fully supervised ceiling: the same network trained on ground-truth masks.
@@ -74,7 +77,7 @@ STAGE_DEPS: dict[str, tuple[str, ...]] = {
 # The stages that read the segmentation split (Config.seg_split): the pseudo labels are made for
 # it and the networks train on it. The cams stage scores the cam split only; the maps it makes
 # for the other seg-split images carry their own key (cpmc_lib.cams.map_seg_split).
-SEG_SPLIT_STAGES = ("pseudo", "segmentation", "segmentation_gt")
+SEG_SPLIT_STAGES = ("affinity", "pseudo", "segmentation", "segmentation_gt")
 
 
 # Config sections a CAM method reads beyond the cams stage's own (see method_hash).
@@ -90,6 +93,7 @@ STAGE_COMMANDS: dict[str, str] = {
     "pretrain": "train",
     "classifier": "train",
     "cams": "cams --method {method}",
+    "affinity": "pseudo",
     "pseudo": "pseudo",
     "segmentation": "segment",
     "segmentation_gt": "segment --labels gt",
@@ -129,6 +133,11 @@ def stage_hash(cfg: Config, stage: str) -> str:
     # With consistency training, the CPMC sections shape the classifier itself.
     if stage not in ("synth", "pretrain") and cfg.calibration.train_consistency_weight > 0:
         part.update({k: d[k] for k in ("refinement", "prototypes", "calibration")})
+    if stage == "affinity":
+        part["pseudo_method"] = cfg.pseudo.method
+    # The walked maps feed the pseudo labels only when enabled (off, the keys stay as before it existed).
+    if stage in ("pseudo", "segmentation") and cfg.affinity.enabled:
+        part["affinity"] = d["affinity"]
     blob = json.dumps(part, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

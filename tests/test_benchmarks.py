@@ -134,7 +134,9 @@ def test_summarize_metrics_checks_each_promise_against_its_numbers(tmp_path, cap
         "pseudo": {"threshold_rule": "otsu"},
         "seg": {"ratio": 0.9, "full": {"miou": 80.0, "curve": [70.0, 79.8, 80.0, 80.2]}},
     }
-    assert "| **CPMC** | 70.0 (0.40) |" in summary.table(m)
+    assert "| **CPMC** | 70.0 (0.40) |" in summary.table(m) and "random walk" not in summary.table(m)
+    walked = {**m, "affinity": {"miou": 73.0, "threshold": 0.45, "pathology": path(recall_body=80.0)}}
+    assert "| CPMC + random walk (affinity stage) | 73.0 (0.45) |  | 80.0 |" in summary.table(walked)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.json").write_text(json.dumps(m))
     monkeypatch.setattr("sys.argv", ["summarize_metrics.py", str(tmp_path / "run" / "metrics.json")])

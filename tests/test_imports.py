@@ -13,7 +13,7 @@ import cpmc_lib
 
 PACKAGE = Path(cpmc_lib.__file__).parent
 MODULES = {p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__")}
-STAGES = {"pretrain", "classifier", "cams", "pseudo", "segmentation"}  # modules with a stage run()
+STAGES = {"pretrain", "classifier", "cams", "affinity", "pseudo", "segmentation"}  # modules with a stage run()
 
 
 def tree(module: str) -> ast.Module:

@@ -66,7 +66,7 @@ def test_cli_pipeline_prints_table(tiny, capsys):
 def _record_stage_runs(monkeypatch) -> list[tuple[str, str | None]]:
     """Replace every stage's run by a recorder of (stage, method or labels)."""
     calls: list[tuple[str, str | None]] = []
-    for name in ("pretrain", "classifier", "cams", "pseudo", "segmentation"):
+    for name in ("pretrain", "classifier", "cams", "affinity", "pseudo", "segmentation"):
 
         def fake(cfg, store=None, *args, _name=name, **kwargs):
             calls.append((_name, kwargs.get("method") or kwargs.get("labels")))
@@ -92,6 +92,10 @@ def test_ensure_runs_the_stages_in_order(monkeypatch, tmp_path):
     # the segmentation network starts from the stand-in too (pretrain.run reuses what it made)
     assert calls == [("pretrain", None), ("classifier", None), ("cams", "cpmc"), ("map_seg_split", "cpmc"),
                      ("pseudo", None), ("pretrain", None), ("segmentation", "pseudo")]  # fmt: skip
+    calls.clear()
+    pipeline.ensure(cfg.replace(**{"affinity.enabled": True}), "pseudo")  # the walk sits before the labels
+    assert calls == [("pretrain", None), ("classifier", None), ("cams", "cpmc"), ("map_seg_split", "cpmc"),
+                     ("affinity", None), ("pseudo", None)]  # fmt: skip
     calls.clear()
     pipeline.ensure(cfg.replace(**{"pretrain.enabled": False}), "cams", method="gradcam")
     assert calls == [("classifier", None), ("cams", "gradcam")]
