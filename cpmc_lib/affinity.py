@@ -218,7 +218,7 @@ class AffinityHead(nn.Module):
         self.embed = nn.Conv2d(width * len(in_channels), dim, 1, bias=False)
 
     def forward(self, stages: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """(B, C_s, h_s, w_s) per stage -> (B, dim, *size)."""
+        """(B, C_s, h_s, w_s) per stage -> (B, dim, h, w) with ``(h, w) = size``."""
         maps = []
         for branch, x in zip(self.branches, stages, strict=True):
             y = branch(x)
