@@ -21,45 +21,13 @@ import itertools
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from cpmc_lib import affinity, pseudo
 from cpmc_lib.config import load_config
 from cpmc_lib.datasets import build_dataset
-from cpmc_lib.io import atomic_write
-from cpmc_lib.models import load_classifier
-from cpmc_lib.runtime import channels_last, pick_device, to_device
+from cpmc_lib.runtime import pick_device
 from cpmc_lib.store import RunStore
-from cpmc_lib.transforms import eval_transform
 
 COLUMNS = ("recall_body", "recall_atypical", "fp_context", "fp_distractor")
-
-
-def walk_folder(cfg, store, names, out: Path, beta: float, steps: int) -> None:
-    """Walk the pseudo-label method's maps of ``names`` into ``out`` with the run's trained head."""
-    device = pick_device(cfg.device)
-    backbone = channels_last(load_classifier(store.path("classifier") / "model.pt", cfg), device).eval()
-    head = affinity.AffinityHead(
-        backbone.backbone.feature_info.channels(), cfg.affinity.width, cfg.affinity.dim
-    )
-    head.load_state_dict(
-        torch.load(store.path("affinity") / "model.pt", map_location="cpu", weights_only=True)
-    )
-    head = head.to(device).eval()
-    ds = build_dataset(cfg, cfg.data.cam_split, eval_transform())
-    index = {n: i for i, n in enumerate(ds.names)}
-    offsets = affinity.neighbour_offsets(cfg.affinity.radius)
-    source = store.path("cams") / cfg.pseudo.method
-    for name in names:
-        saved = np.load(source / f"{name}.npy", allow_pickle=True).item()
-        cams = torch.from_numpy(saved["cam"].astype(np.float32)).to(device)
-        img = to_device(ds[index[name]]["img"][None], device)
-        walked = affinity.walk_maps(
-            head, backbone, img, cams, offsets, beta, steps, cfg.affinity.stride
-        ).cpu()
-        with atomic_write(out / f"{name}.npy", "wb") as f:
-            np.save(f, {"keys": saved["keys"], "cam": walked.numpy().astype(np.float16)}, allow_pickle=True)
 
 
 def row(label: str, r: dict) -> str:
@@ -81,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     store.require("affinity", cfg, "trained affinity head")
     names = build_dataset(cfg, cfg.data.cam_split).names
     names = names[: args.limit] if args.limit else names
+    device = pick_device(cfg.device)
+    backbone = affinity.frozen_backbone(cfg, store, device)
+    head = affinity.load_head(cfg, store, backbone, device)
     print(
         f"{len(names)} images of {cfg.data.cam_split}, rule {cfg.pseudo.threshold_rule}, run {store.root}\n"
     )
@@ -88,13 +59,14 @@ def main(argv: list[str] | None = None) -> None:
         "| walk | labels mIoU | + CRF | body recall | atypical recall | context labelled object | distractor labelled object |"
     )
     print("|---|---|---|---|---|---|---|")
-    plain = pseudo.make_labels(
-        cfg, store.path("cams") / cfg.pseudo.method, None, limit=len(names), progress=False
-    )
+    source = store.path("cams") / cfg.pseudo.method
+    plain = pseudo.make_labels(cfg, source, None, limit=len(names), progress=False)
     print(row("no walk", plain), flush=True)
     for beta, steps in itertools.product(args.beta, args.steps):
         with tempfile.TemporaryDirectory() as tmp:
-            walk_folder(cfg, store, names, Path(tmp), beta, steps)
+            affinity.walk_folder(
+                cfg, head, backbone, source, names, Path(tmp), device, beta, steps, progress=False
+            )
             r = pseudo.make_labels(cfg, Path(tmp), None, limit=len(names), progress=False)
         print(row(f"beta {beta:g}, {steps} steps", r), flush=True)
 

@@ -70,12 +70,15 @@ __all__ = [
     "AffinityHead",
     "affinity_loss",
     "affinity_targets",
+    "frozen_backbone",
     "grid_size",
+    "load_head",
     "maps_dir",
     "neighbour_offsets",
     "pairwise_affinity",
     "random_walk",
     "run",
+    "walk_folder",
     "walk_maps",
 ]
 
@@ -244,6 +247,23 @@ def maps_dir(store: RunStore) -> Path:
     return store.path("affinity") / "maps"
 
 
+def frozen_backbone(cfg: Config, store: RunStore, device: torch.device) -> CamNet:
+    """The run's trained classifier, in eval mode with no gradients: the affinity head's input."""
+    backbone = channels_last(load_classifier(store.path("classifier") / "model.pt", cfg), device).eval()
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    return backbone
+
+
+def load_head(cfg: Config, store: RunStore, backbone: CamNet, device: torch.device) -> AffinityHead:
+    """The affinity head the stage trained (``runs/<run>/affinity/model.pt``), in eval mode."""
+    head = AffinityHead(backbone.backbone.feature_info.channels(), cfg.affinity.width, cfg.affinity.dim)
+    head.load_state_dict(
+        torch.load(store.path("affinity") / "model.pt", map_location="cpu", weights_only=True)
+    )
+    return head.to(device).eval()
+
+
 def _stages(backbone: CamNet, img: torch.Tensor) -> list[torch.Tensor]:
     with torch.no_grad():
         return [s.float() for s in backbone.backbone(img)]
@@ -333,23 +353,39 @@ def walk_maps(
     return up / (up.flatten(1).amax(1)[:, None, None] + EPS)
 
 
-def _walk_all(cfg: Config, head: AffinityHead, backbone: CamNet, source: Path, names: set[str], out: Path,
-              device: torch.device, progress: bool) -> int:  # fmt: skip
+def walk_folder(
+    cfg: Config,
+    head: AffinityHead,
+    backbone: CamNet,
+    source: Path,
+    names: Sequence[str],
+    out: Path,
+    device: torch.device,
+    beta: float | None = None,
+    steps: int | None = None,
+    progress: bool = True,
+) -> int:
+    """Walk the maps of ``names`` (images of the cam or seg split) from ``source`` into ``out``.
+
+    ``beta`` and ``steps`` default to the config's (``benchmarks/tune_affinity.py`` passes others).
+    Each file is written atomically in the cams format. Returns the count.
+    """
     a = cfg.affinity
+    beta, steps = a.beta if beta is None else beta, a.steps if steps is None else steps
     offsets = neighbour_offsets(a.radius)
-    n = 0
+    todo, n = set(names), 0
     for split in dict.fromkeys((cfg.data.cam_split, cfg.seg_split())):
         ds = build_dataset(cfg, split, eval_transform())
         for i, name in enumerate(
             tqdm(ds.names, desc=f"affinity walk {split}", disable=not progress, leave=False)
         ):
-            if name not in names:
+            if name not in todo:
                 continue
-            names.discard(name)
+            todo.discard(name)
             saved = np.load(source / f"{name}.npy", allow_pickle=True).item()
             cams = torch.from_numpy(saved["cam"].astype(np.float32)).to(device)
             img = to_device(ds[i]["img"][None], device)
-            walked = walk_maps(head, backbone, img, cams, offsets, a.beta, a.steps, a.stride).cpu()
+            walked = walk_maps(head, backbone, img, cams, offsets, beta, steps, a.stride).cpu()
             with atomic_write(out / f"{name}.npy", "wb") as f:
                 np.save(
                     f, {"keys": saved["keys"], "cam": walked.numpy().astype(np.float16)}, allow_pickle=True
@@ -388,18 +424,10 @@ def run(cfg: Config, store: RunStore | None = None, progress: bool = True) -> di
             cam_names = build_dataset(cfg, cfg.data.cam_split).names
             names = dict.fromkeys([*cam_names, *build_dataset(cfg, cfg.seg_split()).names])
             share = _make_seeds(cfg, source, list(names), seeds, progress)
-            backbone = channels_last(
-                load_classifier(store.path("classifier") / "model.pt", cfg), device
-            ).eval()
-            for p in backbone.parameters():
-                p.requires_grad_(False)
+            backbone = frozen_backbone(cfg, store, device)
             trained = _train(cfg, backbone, seeds, st.path, device, progress)
-            head = AffinityHead(
-                backbone.backbone.feature_info.channels(), cfg.affinity.width, cfg.affinity.dim
-            )
-            head.load_state_dict(torch.load(st.path / "model.pt", map_location="cpu", weights_only=True))
-            head = head.to(device).eval()
-            n = _walk_all(cfg, head, backbone, source, set(names), maps, device, progress)
+            head = load_head(cfg, store, backbone, device)
+            n = walk_folder(cfg, head, backbone, source, list(names), maps, device, progress=progress)
             raw = build_dataset(cfg, cfg.data.cam_split)  # masks only
             result = evaluate_cams(maps, raw, cfg.data.num_classes, cfg.cams.thresholds_step)
             result.update(
