@@ -43,8 +43,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from .config import Config
@@ -227,6 +225,10 @@ def explain(
     pairs = label.nonzero().tolist()
     if not pairs:
         return outs
+    # Imported here, as in the methods below: pytorch-grad-cam pulls in scikit-learn and scipy,
+    # seconds that every chapter importing cpmc_lib would otherwise pay.
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     x = img[[i for i, _ in pairs]]  # one row per (image, present class) pair
     targets = [ClassifierOutputTarget(k) for _, k in pairs]
     layer = model.last_stage
@@ -252,22 +254,35 @@ class GradCamMethod(CamMethod):
     fuses and normalises as for "cam".
     """
 
-    cam_class: type = GradCAM
+    @staticmethod
+    def cam_class() -> type:
+        """The pytorch-grad-cam class (imported when first used)."""
+        from pytorch_grad_cam import GradCAM
+
+        return GradCAM
 
     def compute(self, img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return explain(self.model, [self.cam_class], img, label)[0]
+        return explain(self.model, [self.cam_class()], img, label)[0]
 
 
 class GradCamPlusPlusMethod(GradCamMethod):
     """Grad-CAM++ (Chattopadhay et al. 2018) from pytorch-grad-cam."""
 
-    cam_class = GradCAMPlusPlus
+    @staticmethod
+    def cam_class() -> type:
+        from pytorch_grad_cam import GradCAMPlusPlus
+
+        return GradCAMPlusPlus
 
 
 class LayerCamMethod(GradCamMethod):
     """LayerCAM (Jiang et al. 2021) from pytorch-grad-cam."""
 
-    cam_class = LayerCAM
+    @staticmethod
+    def cam_class() -> type:
+        from pytorch_grad_cam import LayerCAM
+
+        return LayerCAM
 
 
 class JointCam(CamMethod):
@@ -303,7 +318,7 @@ class JointGradCam(JointCam):
     group = ("gradcam", "gradcampp", "layercam")
 
     def compute(self, img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        classes = [CAM_METHODS[p].cam_class for p in self.parts]
+        classes = [CAM_METHODS[p].cam_class() for p in self.parts]
         return torch.cat(explain(self.model, classes, img, label), dim=1)
 
 

@@ -132,18 +132,26 @@ def evaluate_cams(folder: str | Path, dataset, num_classes: int, step: float = 0
     """
     folder = Path(folder)
     evaluator = CamEvaluator(num_classes, step=step)
+    has_diag = False
     for i, name in enumerate(dataset.names):
+        mask, diag = dataset.targets(i)  # the masks only: the image is not needed
+        has_diag |= diag is not None
+        if mask is None:  # an image without a mask (VOC's train_aug beyond train) scores nothing
+            continue
         saved = np.load(folder / f"{name}.npy", allow_pickle=True).item()
         try:
-            evaluator.update(saved["cam"].astype(np.float32), saved["keys"], dataset[i]["mask"])
+            evaluator.update(saved["cam"].astype(np.float32), saved["keys"], mask)
         except ValueError as e:  # name the image: e.g. NaN maps of a diverged classifier
             raise ValueError(f"{folder / name}.npy: {e}") from None
     metrics = evaluator.compute()
-    if len(dataset) and "diag" in dataset[0]:
+    if has_diag:
         meter = PathologyMeter(metrics["threshold"])
         for i, name in enumerate(dataset.names):
-            saved, sample = np.load(folder / f"{name}.npy", allow_pickle=True).item(), dataset[i]
-            meter.update(saved["cam"].astype(np.float32), saved["keys"], sample["mask"], sample["diag"])
+            mask, diag = dataset.targets(i)
+            if mask is None or diag is None:
+                continue
+            saved = np.load(folder / f"{name}.npy", allow_pickle=True).item()
+            meter.update(saved["cam"].astype(np.float32), saved["keys"], mask, diag)
         metrics["pathology"] = meter.compute()
     return metrics
 

@@ -16,7 +16,8 @@ stage, each reusing what the run store already holds for its config, and writes
 
 ``cams.<m>.miou`` is each map at its best threshold against the ground truth (IRN's evaluation
 protocol, an oracle view); ``cams.<m>.gt_free`` scores the same maps at the decision the pseudo
-labels take, ``pseudo.threshold_rule``, which reads no ground truth. Pseudo labels are made for the
+labels take, ``pseudo.threshold_rule``, which reads no ground truth (for the peers of
+:data:`PEERS` only when one of them is ``pseudo.method``). Pseudo labels are made for the
 seg split (``cfg.seg_split()``, VOC: train_aug) and scored on the cam split's images with masks.
      "seg": {"split", "wsss": {"miou", "train_images", ..}, "full": {..}, "ratio": ..},
      "seconds": {"<stage>": ..}, "peak_rss_mb": ..}
@@ -46,6 +47,7 @@ from .store import RunStore, stage_hash
 
 __all__ = [
     "CAM_REPORT",
+    "PEERS",
     "STAGES",
     "UNTIL",
     "ensure",
@@ -62,7 +64,8 @@ __all__ = [
 STAGES = ("pretrain", "classifier", "cams", "affinity", "pseudo", "segmentation", "segmentation_gt")
 
 # The CAM methods the pipeline scores: ours first, then the peer baselines.
-CAM_REPORT = ("cam", "refined", "proto", "cpmc", "gradcam", "gradcampp", "layercam")
+PEERS = ("gradcam", "gradcampp", "layercam")
+CAM_REPORT = ("cam", "refined", "proto", "cpmc", *PEERS)
 _CAM_KEYS = ("miou", "threshold", "precision", "recall", "pathology")
 
 
@@ -182,7 +185,9 @@ def run(
         "classifier": {k: clf.get(k) for k in ("val_mAP", "val_F1", "epochs")},
         "cams": {m: {k: r[k] for k in _CAM_KEYS if k in r} for m, r in cam_results.items()},
     }
-    for m in cam_results:  # each map also at the ground-truth-free decision the pseudo labels use
+    # Each map also at the ground-truth-free decision the pseudo labels use; the peers, compared in
+    # the oracle view only, are skipped unless they make the pseudo labels.
+    for m in [m for m in cam_results if m not in PEERS or m == cfg.pseudo.method]:
         metrics["cams"][m]["gt_free"] = timed(f"gt_free_{m}", lambda m=m: pseudo.rule_scores(cfg, store, m))
     stage_seconds = {"classifier": clf.get("seconds")}
     if cfg.pretrain.enabled and (store.path("pretrain") / "manifest.json").is_file():

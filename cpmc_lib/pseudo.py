@@ -532,18 +532,16 @@ def rule_scores(cfg: Config, store: RunStore, method: str) -> dict[str, Any]:
             return saved["scores"]
     ds = build_dataset(cfg, cfg.data.cam_split)
     meter, patho, planes = ConfusionMeter(cfg.data.num_classes), None, []
-    for name in ds.names:  # masks read directly: the images are not needed
+    for i, name in enumerate(ds.names):
         saved = np.load(folder / f"{name}.npy", allow_pickle=True).item()
         cam, keys = saved["cam"].astype(np.float32), saved["keys"]
         thr = image_threshold(cam, p.threshold_rule) if threshold is None else threshold
         planes.append(thr)
-        mask_path, diag_path = ds.mask_path(name), ds.diag_path(name)
-        if mask_path is None:
+        gt, diag = ds.targets(i)  # the masks only: the image is not needed
+        if gt is None:
             continue
-        gt = ds.read_mask(mask_path).astype(np.int64)
         meter.update(cam_to_mask(cam, keys, thr), gt)
-        if diag_path is not None:
-            diag = read_mask_png(diag_path).astype(np.int64)
+        if diag is not None:
             patho = patho or PathologyMeter(thr)
             patho.update(cam, keys, gt, diag, threshold=thr)
     scores = meter.compute()

@@ -15,8 +15,10 @@ __all__ = [
 
 
 def fmt(value: Any, digits: int = 1) -> str:
-    """A number with ``digits`` decimals (NaN as an en dash); anything else as ``str``."""
-    if isinstance(value, bool) or value is None:
+    """A number with ``digits`` decimals (NaN and None, a missing value, as an en dash); anything else as ``str``."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
         return str(value)
     if isinstance(value, (int, float)):
         if isinstance(value, float) and math.isnan(value):

@@ -91,6 +91,24 @@ def test_voc_train_aug_masks_and_xml_labels(fake_voc_root):
     assert (s["mask"] == 255).all()
 
 
+def test_targets_are_the_samples_masks_without_the_image(fake_voc_root, fake_synth_root, fake_coco_root):
+    sets = [VOCSegmentation(fake_voc_root, "train_aug"), VOCSegmentation(fake_synth_root, "train"),
+            COCOSegmentation(fake_coco_root, "train", mask_ids="coco")]  # fmt: skip
+    for ds in sets:
+        for i in range(len(ds)):
+            mask, diag = ds.targets(i)
+            sample = ds[i]
+            if mask is None:  # VOC's train_aug image without a mask: the sample's is all ignore
+                assert (sample["mask"] == 255).all()
+            else:
+                np.testing.assert_array_equal(mask, sample["mask"].numpy())
+            assert (diag is None) == ("diag" not in sample)
+            if diag is not None:
+                np.testing.assert_array_equal(diag, sample["diag"].numpy())
+    aug = VOCSegmentation(fake_voc_root, "train_aug")
+    assert aug.targets(aug.names.index("2008_000004")) == (None, None)  # no mask: the case is met
+
+
 def test_voc_explicit_mask_dir(fake_voc_root):
     ds = VOCSegmentation(fake_voc_root, "val", mask_dir="SegmentationClassAug")
     assert _fg(ds[0]["label"]) == [2]
