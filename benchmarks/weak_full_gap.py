@@ -10,9 +10,14 @@ two segmentation stages have finished (``make book`` or ``python -m cpmc_lib pip
    CRF relabelled are set to 255 (ignored), a ground-truth-free confidence rule; a network is then
    trained on them with the run's schedule and compared with the stage's network. Needs the pseudo
    stage's CRF labels (``pseudo.crf: true``, the default). Trains one network (minutes on a CPU).
+3. **Self-training** (``--self-train``, Khoreva et al.'s recursive training): the network trained
+   on pseudo labels relabels its own training images (softmax with the flipped image, classes
+   outside the image label set to zero, then the dense CRF), and a second network is trained on
+   those labels with the same schedule. Reads no ground truth. Trains one network.
 
 On the synthetic benchmark it first prints which kinds of pixel (body, atypical body, context, ...)
-the run's pseudo labels and both networks get wrong. Nothing is written into the run: the labels and the network of (2) live in a temporary folder.
+the run's pseudo labels and both networks get wrong. Nothing is written into the run: the labels and the networks of (2) and (3) live in a temporary
+folder.
 
 Usage::
 
@@ -27,16 +32,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from cpmc_lib import pseudo, report, segmentation
 from cpmc_lib.config import load_config
-from cpmc_lib.datasets import build_dataset
+from cpmc_lib.crf import crf_map
+from cpmc_lib.datasets import build_dataset, collate
 from cpmc_lib.diagnostics import LabelPathologyMeter
 from cpmc_lib.io import IGNORE_INDEX, read_mask_png, save_mask_png
 from cpmc_lib.metrics import ConfusionMeter
 from cpmc_lib.runtime import pick_device
 from cpmc_lib.store import RunStore
-from cpmc_lib.transforms import eval_transform
+from cpmc_lib.transforms import denormalize, eval_transform
 
 TEST_OPTIONS = {"plain": ((1.0,), False), "flip": ((1.0,), True), "3 scales + flip": ((0.75, 1.0, 1.25), True)}
 
@@ -101,11 +108,74 @@ def agreement_labels(cfg, store: RunStore, out: Path) -> dict[str, float]:
             "pathology": patho.compute() if patho.pixels else {}}  # fmt: skip
 
 
+def self_training_labels(cfg, store: RunStore, device: torch.device, out: Path) -> dict[str, float]:
+    """The stage's network on pseudo labels relabels the seg split; PNGs saved into ``out``.
+
+    Per image: softmax of the image and its flip (:func:`cpmc_lib.segmentation.predict`), every
+    class outside the image label set to zero (the only supervision WSSS has), the dense CRF over
+    the rest. No ground truth is read to make them.
+
+    Returns:
+        their mIoU before and after the CRF and the label pathology after it (scored only).
+    """
+    net = segmentation.load_segnet(cfg, store.require("segmentation", cfg, "the network trained on pseudo labels")
+                                   / "model.pt", device)  # fmt: skip
+    ds = build_dataset(cfg, cfg.seg_split(), eval_transform())
+    loader = DataLoader(ds, batch_size=cfg.segmentation.batch_size, collate_fn=collate)
+    plain, after, patho = (ConfusionMeter(cfg.data.num_classes), ConfusionMeter(cfg.data.num_classes),
+                           LabelPathologyMeter())  # fmt: skip
+
+    def items():
+        index = 0  # of the image in ds: the loader keeps its order
+        for batch in loader:
+            imgs = batch["img"]
+            if isinstance(imgs, list):  # sizes differ (VOC): one image at a time
+                batch_probs = [segmentation.predict(net, x[None].to(device), flip=True)[0].cpu() for x in imgs]
+            else:
+                batch_probs = segmentation.predict(net, imgs.to(device), flip=True).cpu()
+            for img, probs, label, name in zip(imgs, batch_probs, batch["label"], batch["name"], strict=True):
+                keys = torch.cat([torch.zeros(1, dtype=torch.long), label.nonzero().flatten() + 1])
+                probs = probs[keys] / probs[keys].sum(0, keepdim=True).clamp_min(1e-8)
+                mask, diag = ds.targets(index)
+                index += 1
+                if mask is not None:  # scored only: the labels never read it
+                    plain.update(keys[probs.argmax(0)], mask)
+                yield denormalize(img).permute(1, 2, 0).numpy(), probs.numpy(), (name, keys, mask, diag)
+
+    for post, (name, keys, mask, diag) in crf_map(items(), cfg.crf, progress=False):
+        label = keys[post.argmax(0)].numpy().astype(np.uint8)
+        save_mask_png(out / f"{name}.png", label)
+        if mask is not None:
+            after.update(label, mask)
+            if diag is not None:
+                patho.update(label, mask, diag)
+    return {"miou": plain.compute()["miou"], "miou_crf": after.compute()["miou"],
+            "pathology": patho.compute() if patho.pixels else {}}  # fmt: skip
+
+
+def _retrain(cfg, store: RunStore, device: torch.device, labels: Path, out: Path, found: dict) -> None:
+    """Train the run's segmentation network on ``labels`` and print it beside the stage's network,
+    then which pixels the labels (``found["pathology"]``) and the new network get right."""
+    init = None
+    if cfg.segmentation_uses_pretrain_stage():
+        init = store.require("pretrain", cfg, "pretrained backbone") / "weights.pt"
+    r = segmentation.train(cfg, out, device, labels, progress=False, init=init)
+    base = segmentation.run(cfg, store, labels="pseudo", progress=False)
+    full = segmentation.run(cfg, store, labels="gt", progress=False)["val_miou"]
+    print(f"network on them: {r['val_miou']:.1f} val mIoU (curve {' -> '.join(f'{v:.1f}' for v in r['curve'])}); "
+          f"on the stage's pseudo labels: {base['val_miou']:.1f} ({r['val_miou'] - base['val_miou']:+.1f}); "
+          f"weak / full {100 * r['val_miou'] / full:.1f} % against {100 * base['val_miou'] / full:.1f} %")  # fmt: skip
+    table = report.error_table(found.get("pathology"), r.get("val_pathology"), None)
+    if table:
+        print(f"\n{table}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="configs/default.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--agree", action="store_true", help="also train a network on CRF-agreement labels")
+    ap.add_argument("--self-train", action="store_true", help="also train a network on the weak network's own labels")
     args = ap.parse_args()
     cfg = load_config(args.config, args.overrides)
     store, device = RunStore.for_config(cfg), pick_device(cfg.device)
@@ -119,20 +189,20 @@ def main() -> None:
     if "pathology" in plain["weak"]:  # the synthetic benchmark: which kinds of pixel each gets wrong
         weak, full = plain["weak"]["pathology"], plain["full"]["pathology"]
         print(f"\n{report.error_table(stage_label_pathology(cfg, store), weak, full)}\n\n{report.error_gap(weak, full)}")
-    if not args.agree:
-        return
     with tempfile.TemporaryDirectory() as tmp:
-        labels = Path(tmp) / "labels"
-        labels.mkdir()
-        found = agreement_labels(cfg, store, labels)
-        print(f"\nCRF-agreement labels: {found['miou']:.1f} mIoU on labelled pixels, {found['ignored']:.1f} % ignored")
-        init = None
-        if cfg.segmentation_uses_pretrain_stage():
-            init = store.require("pretrain", cfg, "pretrained backbone") / "weights.pt"
-        r = segmentation.train(cfg, Path(tmp) / "net", device, labels, progress=False, init=init)
-    base = segmentation.run(cfg, store, labels="pseudo", progress=False)["val_miou"]
-    print(f"network on them: {r['val_miou']:.1f} val mIoU (curve {' -> '.join(f'{v:.1f}' for v in r['curve'])}); "
-          f"on the stage's pseudo labels: {base:.1f} ({r['val_miou'] - base:+.1f})")  # fmt: skip
+        if args.agree:
+            labels = Path(tmp) / "agree"
+            labels.mkdir()
+            found = agreement_labels(cfg, store, labels)
+            print(f"\nCRF-agreement labels: {found['miou']:.1f} mIoU on labelled pixels, {found['ignored']:.1f} % ignored")
+            _retrain(cfg, store, device, labels, Path(tmp) / "net-agree", found)
+        if args.self_train:
+            labels = Path(tmp) / "self"
+            labels.mkdir()
+            found = self_training_labels(cfg, store, device, labels)
+            print(f"\nself-training labels: {found['miou']:.1f} mIoU, {found['miou_crf']:.1f} after the CRF "
+                  f"(the stage's pseudo labels: {store.result('pseudo')['miou_crf']:.1f} after the CRF)")  # fmt: skip
+            _retrain(cfg, store, device, labels, Path(tmp) / "net-self", found)
 
 
 if __name__ == "__main__":

@@ -174,6 +174,39 @@ def test_weak_full_gap_agreement_labels_ignore_what_the_crf_changed(tiny_cam_run
         gap.agreement_labels(cfg.replace(**{"pseudo.threshold_rule": "oracle"}), store, out)
 
 
+def test_weak_full_gap_self_training_labels_keep_to_the_image_label(tiny_cam_run, tmp_path, monkeypatch):
+    import torch
+
+    from cpmc_lib import pseudo, segmentation
+    from cpmc_lib.datasets import build_dataset
+    from cpmc_lib.io import read_mask_png
+
+    gap = _load("weak_full_gap")
+    cfg, store = tiny_cam_run
+    cfg = cfg.replace(**{"pseudo.method": "cam"})
+    pseudo.run(cfg, store, progress=False)
+    segmentation.run(cfg, store, labels="pseudo", progress=False)
+    K = cfg.data.num_classes
+
+    def favour_last_class(model, img, scales=(1.0,), flip=False):  # a network sure of class K-1 everywhere
+        probs = torch.full((img.shape[0], K, *img.shape[-2:]), 0.1 / (K - 1))
+        probs[:, K - 1] = 0.9
+        return probs
+
+    monkeypatch.setattr(segmentation, "predict", favour_last_class)
+    out = tmp_path / "self"
+    out.mkdir()
+    found = gap.self_training_labels(cfg, store, torch.device("cpu"), out)
+    ds = build_dataset(cfg, cfg.seg_split())
+    lacking = 0
+    for i, name in enumerate(ds.names):
+        allowed = {0, *(int(c) + 1 for c in ds[i]["label"].nonzero().flatten())}
+        lacking += K - 1 not in allowed
+        assert set(np.unique(read_mask_png(out / f"{name}.png")).tolist()) <= allowed, name
+    assert lacking  # some image lacks class K-1, so an unrestricted relabelling would break the check
+    assert 0 <= found["miou_crf"] <= 100 and "recall_body" in found["pathology"]
+
+
 def test_tune_over_seeds_keeps_only_settings_that_hold_on_every_seed(tmp_path, capsys, monkeypatch):
     tos = _load("tune_over_seeds")
 
