@@ -20,6 +20,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from .io import IGNORE_INDEX, voc_palette
 
@@ -243,6 +244,9 @@ def plot_curves(
         if mark_best and len(xy):
             b = np.nanargmax(xy[:, 1])
             ax.plot(xy[b, 0], xy[b, 1], "o", color=line.get_color())
+    xs = np.concatenate([np.asarray(pts, dtype=float).reshape(-1, 2)[:, 0] for pts in curves.values()])
+    if xs.size and np.all(xs == np.round(xs)):  # epochs, iterations: no ticks between them
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel, fontsize=TITLE_PT)
     ax.set_ylabel(ylabel, fontsize=TITLE_PT)
     ax.grid(alpha=0.3)

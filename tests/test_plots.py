@@ -38,6 +38,10 @@ def test_figures_have_expected_panels():
     fig = plots.plot_curves({"cam": [[0.1, 10], [0.2, 30], [0.3, 20]]}, "threshold", "mIoU")
     best = fig.axes[0].lines[1]
     assert best.get_xdata()[0] == 0.2
+    # epochs: whole-number ticks only
+    fig = plots.plot_curves({"net": [[1, 50.0], [2, 60.0], [3, 65.0], [4, 66.0], [5, 66.5]]}, "epoch", "mIoU")
+    fig.canvas.draw()
+    assert all(float(t).is_integer() for t in fig.axes[0].get_xticks())
     fig = plots.plot_bars({"a": [1, 2], "b": [3, 4]}, ["c1", "c2"], "IoU")
     assert len(fig.axes[0].patches) == 4
 
