@@ -123,7 +123,8 @@ def evaluate_cams(folder: str | Path, dataset, num_classes: int, step: float = 0
 
     Args:
         folder: the method's folder of ``<name>.npy`` files.
-        dataset: the split's dataset (its ``mask`` and, if present, ``diag`` are used).
+        dataset: the split's dataset; its masks and, if present, diagnostic codes are read with
+            :meth:`~cpmc_lib.datasets.SegmentationDataset.targets`.
 
     Returns:
         :meth:`~cpmc_lib.metrics.CamEvaluator.compute`'s dict, plus ``pathology``

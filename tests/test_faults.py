@@ -145,11 +145,14 @@ def test_nan_cam_is_an_error_naming_the_function():
 
 
 class _Images(list):
-    """A list of samples with the ``names`` a dataset has."""
+    """A list of samples with the ``names`` and ``targets`` a dataset has."""
 
     @property
     def names(self) -> list[str]:
         return [s["name"] for s in self]
+
+    def targets(self, i: int):
+        return self[i]["mask"].numpy(), None
 
 
 def test_nan_maps_on_disk_name_the_file(tmp_path):
