@@ -218,6 +218,7 @@ def plot_history(history: Sequence[Mapping[str, float]], keys: Sequence[str], ti
     epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
     for ax, key in zip(axes, keys, strict=True):
         ax.plot(epochs, [h.get(key, np.nan) for h in history], marker="o")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no ticks between epochs
         ax.set_xlabel("epoch", fontsize=TICK_PT)
         ax.set_title(key, fontsize=TITLE_PT)
         ax.tick_params(labelsize=TICK_PT)

@@ -35,6 +35,9 @@ def test_figures_have_expected_panels():
     assert isinstance(fig, Figure) and len(fig.axes) == 6
     fig = plots.plot_history([{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}], ["loss"])
     assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 1
+    fig = plots.plot_history([{"epoch": e, "loss": 1.0 / e} for e in range(1, 11)], ["loss"])
+    fig.canvas.draw()
+    assert all(float(t).is_integer() for t in fig.axes[0].get_xticks())
     fig = plots.plot_curves({"cam": [[0.1, 10], [0.2, 30], [0.3, 20]]}, "threshold", "mIoU")
     best = fig.axes[0].lines[1]
     assert best.get_xdata()[0] == 0.2
