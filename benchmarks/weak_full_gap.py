@@ -69,9 +69,9 @@ def stage_label_pathology(cfg, store: RunStore) -> dict[str, float]:
     folder = store.require("pseudo", cfg, "pseudo labels") / "labels"
     ds, meter = build_dataset(cfg, cfg.seg_split()), LabelPathologyMeter()
     for name in ds.names:
-        mask_path, diag = ds.mask_path(name), ds.diag_path(name)
-        if mask_path is not None and diag is not None:
-            meter.update(read_mask_png(folder / f"{name}.png"), ds.read_mask(mask_path), read_mask_png(diag))
+        mask, diag = ds.targets(name)
+        if mask is not None and diag is not None:
+            meter.update(read_mask_png(folder / f"{name}.png"), mask, diag)
     return meter.compute() if meter.pixels else {}
 
 
@@ -96,14 +96,13 @@ def agreement_labels(cfg, store: RunStore, out: Path) -> dict[str, float]:
         label = np.where(plain == crf, crf, IGNORE_INDEX).astype(np.uint8)
         save_mask_png(out / f"{name}.png", label)
         ignored, pixels = ignored + int((label == IGNORE_INDEX).sum()), pixels + label.size
-        mask_path = ds.mask_path(name)
-        if mask_path is not None:  # scored only: the labels never read it
-            gt = ds.read_mask(mask_path).astype(np.int64)
-            lab = label.astype(np.int64)
+        gt, diag = ds.targets(name)
+        if gt is not None:  # scored only: the labels never read it
+            gt, lab = gt.astype(np.int64), label.astype(np.int64)
             keep = lab != IGNORE_INDEX
             meter.update(torch.from_numpy(np.where(keep, lab, 0)), torch.from_numpy(np.where(keep, gt, IGNORE_INDEX)))
-            if (diag := ds.diag_path(name)) is not None:
-                patho.update(lab, gt, read_mask_png(diag))
+            if diag is not None:
+                patho.update(lab, gt, diag)
     return {"miou": meter.compute()["miou"], "ignored": 100 * ignored / max(pixels, 1),
             "pathology": patho.compute() if patho.pixels else {}}  # fmt: skip
 
@@ -126,7 +125,6 @@ def self_training_labels(cfg, store: RunStore, device: torch.device, out: Path) 
                            LabelPathologyMeter())  # fmt: skip
 
     def items():
-        index = 0  # of the image in ds: the loader keeps its order
         for batch in loader:
             imgs = batch["img"]
             if isinstance(imgs, list):  # sizes differ (VOC): one image at a time
@@ -136,8 +134,7 @@ def self_training_labels(cfg, store: RunStore, device: torch.device, out: Path) 
             for img, probs, label, name in zip(imgs, batch_probs, batch["label"], batch["name"], strict=True):
                 keys = torch.cat([torch.zeros(1, dtype=torch.long), label.nonzero().flatten() + 1])
                 probs = probs[keys] / probs[keys].sum(0, keepdim=True).clamp_min(1e-8)
-                mask, diag = ds.targets(index)
-                index += 1
+                mask, diag = ds.targets(name)
                 if mask is not None:  # scored only: the labels never read it
                     plain.update(keys[probs.argmax(0)], mask)
                 yield denormalize(img).permute(1, 2, 0).numpy(), probs.numpy(), (name, keys, mask, diag)

@@ -134,8 +134,8 @@ def evaluate_cams(folder: str | Path, dataset, num_classes: int, step: float = 0
     folder = Path(folder)
     evaluator = CamEvaluator(num_classes, step=step)
     has_diag = False
-    for i, name in enumerate(dataset.names):
-        mask, diag = dataset.targets(i)  # the masks only: the image is not needed
+    for name in dataset.names:
+        mask, diag = dataset.targets(name)  # the masks only: the image is not needed
         has_diag |= diag is not None
         if mask is None:  # an image without a mask (VOC's train_aug beyond train) scores nothing
             continue
@@ -147,8 +147,8 @@ def evaluate_cams(folder: str | Path, dataset, num_classes: int, step: float = 0
     metrics = evaluator.compute()
     if has_diag:
         meter = PathologyMeter(metrics["threshold"])
-        for i, name in enumerate(dataset.names):
-            mask, diag = dataset.targets(i)
+        for name in dataset.names:
+            mask, diag = dataset.targets(name)
             if mask is None or diag is None:
                 continue
             saved = np.load(folder / f"{name}.npy", allow_pickle=True).item()

@@ -221,13 +221,12 @@ class SegmentationDataset(Dataset):
             "so its image label is unknown; add its mask or list it in cls_labels.json"
         )
 
-    def targets(self, i: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(mask, diagnostic codes) of image ``i``, each (H, W) or None where it has none.
+    def targets(self, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(mask, diagnostic codes) of image ``name``, each (H, W) or None where it has none.
 
-        Reads neither the image nor the label: scoring saved maps against the masks needs only
-        these, and decoding the image was most of the cost of ``dataset[i]`` there.
+        Reads neither the image nor the label: scoring saved maps or labels against the masks
+        needs only these, and decoding the image was most of the cost of ``dataset[i]`` there.
         """
-        name = self.names[i]
         mask_path, diag_path = self.mask_path(name), self.diag_path(name)
         mask = None if mask_path is None else self.read_mask(mask_path)
         return mask, None if diag_path is None else _read_index_png(diag_path)

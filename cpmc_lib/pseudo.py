@@ -458,10 +458,8 @@ def make_labels(
     for name, label, label_crf in with_crf() if crf_labels is None else with_saved_crf():
         if out is not None:
             save_mask_png(out / f"{name}.png", label_crf if p.crf else label)
-        mask_path = ds.mask_path(name) if name in cam_names else None
-        gt = None if mask_path is None else torch.from_numpy(ds.read_mask(mask_path).astype(np.int64))
-        diag_path = None if gt is None else ds.diag_path(name)
-        diag = None if diag_path is None else read_mask_png(diag_path)
+        mask, diag = ds.targets(name) if name in cam_names else (None, None)
+        gt = None if mask is None else torch.from_numpy(mask.astype(np.int64))
         scored += gt is not None
         pixels += label.size
         for suffix, lab in (("", label), ("_crf", label_crf)):
@@ -532,12 +530,12 @@ def rule_scores(cfg: Config, store: RunStore, method: str) -> dict[str, Any]:
             return saved["scores"]
     ds = build_dataset(cfg, cfg.data.cam_split)
     meter, patho, planes = ConfusionMeter(cfg.data.num_classes), None, []
-    for i, name in enumerate(ds.names):
+    for name in ds.names:
         saved = np.load(folder / f"{name}.npy", allow_pickle=True).item()
         cam, keys = saved["cam"].astype(np.float32), saved["keys"]
         thr = image_threshold(cam, p.threshold_rule) if threshold is None else threshold
         planes.append(thr)
-        gt, diag = ds.targets(i)  # the masks only: the image is not needed
+        gt, diag = ds.targets(name)  # the masks only: the image is not needed
         if gt is None:
             continue
         meter.update(cam_to_mask(cam, keys, thr), gt)

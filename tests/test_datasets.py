@@ -96,7 +96,7 @@ def test_targets_are_the_samples_masks_without_the_image(fake_voc_root, fake_syn
             COCOSegmentation(fake_coco_root, "train", mask_ids="coco")]  # fmt: skip
     for ds in sets:
         for i in range(len(ds)):
-            mask, diag = ds.targets(i)
+            mask, diag = ds.targets(ds.names[i])
             sample = ds[i]
             if mask is None:  # VOC's train_aug image without a mask: the sample's is all ignore
                 assert (sample["mask"] == 255).all()
@@ -106,7 +106,7 @@ def test_targets_are_the_samples_masks_without_the_image(fake_voc_root, fake_syn
             if diag is not None:
                 np.testing.assert_array_equal(diag, sample["diag"].numpy())
     aug = VOCSegmentation(fake_voc_root, "train_aug")
-    assert aug.targets(aug.names.index("2008_000004")) == (None, None)  # no mask: the case is met
+    assert aug.targets("2008_000004") == (None, None)  # no mask: the case is met
 
 
 def test_voc_explicit_mask_dir(fake_voc_root):

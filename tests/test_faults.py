@@ -151,8 +151,8 @@ class _Images(list):
     def names(self) -> list[str]:
         return [s["name"] for s in self]
 
-    def targets(self, i: int):
-        return self[i]["mask"].numpy(), None
+    def targets(self, name: str):
+        return next(s["mask"].numpy() for s in self if s["name"] == name), None
 
 
 def test_nan_maps_on_disk_name_the_file(tmp_path):
