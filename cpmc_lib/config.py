@@ -321,7 +321,7 @@ class SegmentationConfig:
     freeze_bn: bool = False  # keep the backbone's BatchNorm statistics (deeplab-pytorch's DeepLabV2)
     # One schedule for both networks, long enough for the ground-truth ceiling to converge (its
     # val mIoU moves < 0.5 over the last two epochs); shorter or slower schedules leave it rising.
-    # Measured by the README section "The segmentation schedule" (seg.full.curve in metrics.json).
+    # The curve is seg.full.curve in metrics.json; README, "Measured so far", has the schedules tried.
     epochs: int = 10
     batch_size: int = 16
     lr: float = 0.05

@@ -60,6 +60,11 @@ def test_headline_summarises_every_stage_of_a_metrics_file():
     assert "| segmentation (val split) | trained on ground truth (ceiling) | 75.0 |" in text
     assert "+12.5 mIoU over the classifier CAM and +7.5 over" in text
     assert "changes cpmc pseudo-label mIoU by +3.0" in text and "80.0 % of full supervision" in text
+    assert "over its last two epochs" not in text  # no learning curve, no convergence line
+    flat = dict(metrics, seg={**metrics["seg"], "full": {"miou": 75.0, "curve": [70.0, 74.7, 74.9, 75.0]}})
+    assert "moved +0.3 over its last two epochs of 4, converged by the < 0.5 reading" in headline(flat)
+    rising = dict(metrics, seg={**metrics["seg"], "full": {"miou": 75.0, "curve": [70.0, 73.0, 75.0]}})
+    assert "moved +5.0 over its last two epochs of 3, still moving" in headline(rising)
     # a run that stopped at the CAM stage has no pseudo or segmentation lines
     short = headline({"cams": metrics["cams"]})
     assert "pseudo" not in short and "full supervision" not in short
