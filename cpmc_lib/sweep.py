@@ -47,12 +47,14 @@ from typing import Any
 
 import yaml
 
+from .config import load_config
 from .io import atomic_write, load_json, save_json
 from .progress import tqdm
+from .store import stage_hash
 
 __all__ = [
     "Point", "Sweep", "flatten", "load_record", "load_results", "load_sweep", "point_metrics", "run_sweep",
-    "sweep_runs", "write_record",
+    "stale_points", "sweep_runs", "write_record",
 ]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -306,6 +308,25 @@ def load_record(name: str, records: str | Path | None = None) -> dict[str, Any] 
     return load_json(path) if path.is_file() else None
 
 
+def stale_points(name: str, runs: dict[str, dict[str, Any]]) -> list[str]:
+    """The points of ``runs`` made with other settings than this checkout gives them.
+
+    A point's ``config_hash`` (the segmentation stage's cache key, over every section up to it)
+    is compared with the hash of ``papermill_runs/<name>.yaml``'s config and the point's overrides
+    under this checkout's defaults: a default changed since the point ran makes it stale.
+    """
+    spec = ROOT / "papermill_runs" / f"{name}.yaml"
+    if not spec.is_file():
+        return []
+    sweep = load_sweep(spec)
+    stale = []
+    for p in sweep.points:
+        recorded = (runs.get(p.name) or {}).get("config_hash")
+        if recorded and recorded != stage_hash(load_config(ROOT / sweep.config, [*sweep.base, *p.overrides]), "segmentation"):
+            stale.append(p.name)
+    return stale
+
+
 def sweep_runs(
     name: str, output: str | Path | None = None, records: str | Path | None = None
 ) -> tuple[dict[str, dict[str, Any]], str]:
@@ -319,12 +340,23 @@ def sweep_runs(
     expected = _shipped_points(name) or list(live)
     if live and all(n in live for n in expected):
         where = Path(output) if output else (OUTPUT / name).relative_to(ROOT)
-        return live, f"this checkout's run of the sweep ({where})"
+        return live, f"this checkout's run of the sweep ({where})" + _stale_note(name, live)
     rec = load_record(name, records)
     if rec is not None:
         commits = sorted({c[:7] for p in rec["points"].values() for c in p["stage_commits"]})
         missing = f"; not recorded: {', '.join(rec['missing'])}" if rec.get("missing") else ""
+        runs = {n: p["metrics"] for n, p in rec["points"].items()}
         source = (f"recorded {rec['recorded'][:10]} by `{rec['command']}` (stages run at commit "
                   f"{', '.join(commits) or 'unknown'}){missing}")  # fmt: skip
-        return {n: p["metrics"] for n, p in rec["points"].items()}, source
+        return runs, source + _stale_note(name, runs)
     return live, f"{len(live)} of {len(expected)} points finished on this machine, no record"
+
+
+def _stale_note(name: str, runs: dict[str, dict[str, Any]]) -> str:
+    stale = stale_points(name, runs)
+    if not stale:
+        return ""
+    return (f". **Not this checkout's settings:** {', '.join(stale)} ran with a configuration that differs from "
+            f"what this checkout gives {'it' if len(stale) == 1 else 'them'} (a default changed since), so "
+            f"some of {'its' if len(stale) == 1 else 'their'} numbers may differ from what this checkout computes; "
+            f"`python -m cpmc_lib sweep papermill_runs/{name}.yaml --record` reruns the sweep")  # fmt: skip

@@ -116,3 +116,28 @@ def test_record_keeps_every_finished_point_with_its_commits(tmp_path):
     assert "python -m cpmc_lib sweep rec.yaml" in source and "abcdef0" in source and "not recorded: b" in source
     runs, source = sweep_runs("rec", output=out, records=records)
     assert runs["a"]["config"]["run"] == "rec-a" and "this checkout's run" in source
+
+
+def test_a_point_made_under_other_defaults_is_called_stale(tmp_path):
+    """A record whose config hash is not what this checkout's config gives the point is flagged."""
+    from cpmc_lib.config import load_config
+    from cpmc_lib.store import stage_hash
+    from cpmc_lib.sweep import ROOT, load_sweep, stale_points, sweep_runs
+
+    sweep = load_sweep(ROOT / "papermill_runs" / "robustness.yaml")
+    point = sweep.points[1]
+    now = stage_hash(load_config(ROOT / sweep.config, [*sweep.base, *point.overrides]), "segmentation")
+    assert stale_points("robustness", {point.name: {"config_hash": now}}) == []
+    assert stale_points("robustness", {point.name: {"config_hash": "0" * 16}}) == [point.name]
+    assert stale_points("robustness", {point.name: {}}) == []  # no hash recorded: nothing to say
+
+    records = tmp_path / "records"
+    records.mkdir()
+    rec = {"recorded": "2026-01-01T00:00:00", "command": "c", "missing": [],
+           "points": {point.name: {"stage_commits": [], "metrics": {"config_hash": "0" * 16}}}}  # fmt: skip
+    (records / "robustness.json").write_text(json.dumps(rec))
+    _, source = sweep_runs("robustness", output=tmp_path / "none", records=records)
+    assert f"Not this checkout's settings:** {point.name} ran" in source and "robustness.yaml --record" in source
+    rec["points"][point.name]["metrics"]["config_hash"] = now
+    (records / "robustness.json").write_text(json.dumps(rec))
+    assert "Not this checkout" not in sweep_runs("robustness", output=tmp_path / "none", records=records)[1]
