@@ -244,6 +244,10 @@ class PseudoConfig:
     # is <= conf_bg, ignore (255) in between. 0 = use bg_threshold (no ignore zone). IRN: 0.30 / 0.05.
     conf_fg: float = 0.0
     conf_bg: float = 0.0
+    # The same confident regions relative to the background plane t of any rule (pseudo.band_planes):
+    # foreground where the top map > t * band[1], background where it is <= t * band[0], ignore in
+    # between; (1, 1) = no ignore zone. Unlike conf_fg / conf_bg it follows a per-image rule.
+    band: tuple[float, float] = (1.0, 1.0)
     crf: bool = True  # save the dense-CRF labels (both are scored either way)
 
 
@@ -368,7 +372,10 @@ class Config:
 
     def replace(self, **overrides: Any) -> Config:
         """A copy with ``dotted.key=value`` overrides applied, e.g. ``cfg.replace(**{"crf.iterations": 5})``."""
-        return apply_overrides(self, [f"{k}={v}" for k, v in overrides.items()])
+        def text(v: Any) -> str:  # a tuple or list as the YAML list a --set would give
+            return "[" + ", ".join(map(str, v)) + "]" if isinstance(v, (list, tuple)) else str(v)
+
+        return apply_overrides(self, [f"{k}={text(v)}" for k, v in overrides.items()])
 
     def uses_pretrain_stage(self) -> bool:
         """True when the classifier starts from the synthetic ImageNet stand-in (no other weights given)."""

@@ -58,6 +58,7 @@ from .store import RunStore, StageMissingError, missing_stage_message, stage_has
 __all__ = [
     "THRESHOLD_RULES",
     "cam_probs",
+    "band_planes",
     "combine_confident",
     "compare",
     "describe_threshold",
@@ -171,6 +172,9 @@ def rule_threshold(cfg: Config, cam_metrics: dict[str, Any] | None = None) -> fl
             combined with ``pseudo.conf_fg`` / ``conf_bg`` (their planes are fixed values).
     """
     p = cfg.pseudo
+    if tuple(p.band) != (1.0, 1.0) and (p.conf_fg or p.conf_bg):
+        raise ValueError("pseudo.band and pseudo.conf_fg / conf_bg both set an ignore zone; set one of them")
+    band_planes(0.5, p.band)  # validates the band
     if p.threshold_rule not in THRESHOLD_RULES:
         raise ValueError(f"pseudo.threshold_rule {p.threshold_rule!r}; rules: {', '.join(THRESHOLD_RULES)}")
     if p.threshold_rule == "fixed":
@@ -202,6 +206,27 @@ def score_planes(bg_threshold: float, conf_fg: float = 0.0, conf_bg: float = 0.0
     if bg > fg:
         raise ValueError(f"pseudo.conf_bg ({bg}) must not exceed pseudo.conf_fg ({fg})")
     return fg, bg
+
+
+def band_planes(threshold: float, band: tuple[float, float]) -> tuple[float, float]:
+    """The (foreground, background) planes of ``pseudo.band`` around a background plane ``threshold``.
+
+    IRN's confident regions (``conf_fg`` / ``conf_bg``) relative to the plane of any rule, so that
+    they follow a per-image threshold: ``(threshold * band[1], threshold * band[0])``. The
+    foreground plane is held below 1, the peak of every max-normalised map, so that each present
+    class keeps its most confident pixels.
+
+    Raises:
+        ValueError: ``band`` is not two numbers with ``0 < band[0] <= 1 <= band[1]``.
+
+    Example:
+        >>> band_planes(0.4, (0.5, 1.5))
+        (0.6000000000000001, 0.2)
+    """
+    lo, hi = band
+    if not 0 < lo <= 1 <= hi:
+        raise ValueError(f"pseudo.band must satisfy 0 < band[0] <= 1 <= band[1], got {list(band)}")
+    return max(threshold, min(threshold * hi, 0.9)), threshold * lo
 
 
 def combine_confident(fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
@@ -401,8 +426,13 @@ def make_labels(
     p = cfg.pseudo
     # A threshold passed in is the oracle's value under that rule, else a fixed plane.
     rule = p.threshold_rule if threshold is None or p.threshold_rule == "oracle" else "fixed"
-    fixed = None if threshold is None else score_planes(threshold, p.conf_fg, p.conf_bg)
-    n_planes = 1 if fixed is None or fixed[0] == fixed[1] else 2
+    banded = tuple(p.band) != (1.0, 1.0)
+
+    def planes_of(thr: float) -> tuple[float, float]:  # (fg, bg) planes of one image
+        return band_planes(thr, p.band) if banded else score_planes(thr, p.conf_fg, p.conf_bg)
+
+    fixed = None if threshold is None else planes_of(threshold)
+    n_planes = 2 if banded or (fixed is not None and fixed[0] != fixed[1]) else 1
     split = split or cfg.data.cam_split
     ds = build_dataset(cfg, split)
     # Scored: the cam split's images (with a mask), like the CAMs; the others are only labelled.
@@ -426,11 +456,12 @@ def make_labels(
                 raise ValueError(f"{folder / name}.npy: maps hold NaN or infinite values; recompute the CAMs")
             thr = image_threshold(cam, rule) if threshold is None else threshold
             planes_used.append(thr)
-            yield name, img, cam, keys, thr, pseudo_label(cam, keys, thr, p.conf_fg, p.conf_bg)
+            fg, bg = planes_of(thr)
+            yield name, img, cam, keys, thr, pseudo_label(cam, keys, thr, fg, bg)
 
     def crf_inputs():  # per image one CRF per plane; the label without CRF rides along as the tag
         for name, img, cam, keys, thr, label in plain_labels():
-            fg, bg = fixed or (thr, thr)
+            fg, bg = planes_of(thr)
             ids = np.concatenate([[0], keys]).astype(np.int64)
             for plane in (fg,) if n_planes == 1 else (fg, bg):
                 yield img, cam_probs(cam, plane), (name, ids, label)
@@ -609,7 +640,8 @@ def examples(
         cam, keys = saved["cam"].astype(np.float32), saved["keys"]
         img = to_hwc_uint8(s["img"])
         thr = image_threshold(cam, p.threshold_rule) if threshold is None else threshold
-        plain = pseudo_label(cam, keys, thr, p.conf_fg, p.conf_bg)
-        crf = crf_pseudo_label(img, cam, keys, cfg.crf, thr, p.conf_fg, p.conf_bg)
+        fg, bg = band_planes(thr, p.band) if tuple(p.band) != (1.0, 1.0) else score_planes(thr, p.conf_fg, p.conf_bg)
+        plain = pseudo_label(cam, keys, thr, fg, bg)
+        crf = crf_pseudo_label(img, cam, keys, cfg.crf, thr, fg, bg)
         rows.append([img, colorize(s["mask"]), colorize(plain), colorize(crf)])
     return rows

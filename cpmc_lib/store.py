@@ -138,6 +138,8 @@ def stage_hash(cfg: Config, stage: str) -> str:
     # The walked maps feed the pseudo labels only when enabled (off, the keys stay as before it existed).
     if stage in ("pseudo", "segmentation") and cfg.affinity.enabled:
         part["affinity"] = d["affinity"]
+    if "pseudo" in part and tuple(cfg.pseudo.band) == (1.0, 1.0):  # no band: the keys of before it existed
+        part["pseudo"] = {k: v for k, v in part["pseudo"].items() if k != "band"}
     blob = json.dumps(part, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

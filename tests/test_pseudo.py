@@ -153,6 +153,57 @@ def test_rule_threshold_reads_no_ground_truth_unless_oracle(tiny_cam_run):
         pseudo.rule_threshold(cfg.replace(**{"pseudo.threshold_rule": "otsu", "pseudo.conf_fg": 0.3}))
 
 
+def test_band_planes_follow_the_image_threshold():
+    assert pseudo.band_planes(0.4, (1.0, 1.0)) == (0.4, 0.4)
+    fg, bg = pseudo.band_planes(0.2, (0.5, 2.0))
+    assert (fg, bg) == pytest.approx((0.4, 0.1))
+    assert pseudo.band_planes(0.8, (0.5, 2.0))[0] == pytest.approx(0.9)  # below every map's peak
+    assert pseudo.band_planes(0.95, (0.5, 2.0))[0] == pytest.approx(0.95)  # never below the plane
+    for bad in [(0.0, 1.5), (1.2, 1.5), (0.5, 0.8)]:
+        with pytest.raises(ValueError, match="pseudo.band"):
+            pseudo.band_planes(0.4, bad)
+
+
+def test_stage_band_ignores_the_uncertain_zone_per_image(tiny_cam_run):
+    cfg, store = tiny_cam_run
+    band = (0.5, 1.5)
+    cfg = cfg.replace(**{"pseudo.threshold_rule": "otsu", "pseudo.crf": False, "pseudo.band": band})
+    result = pseudo.run(cfg, store, method="cam", progress=False)
+    ds = build_dataset(cfg, cfg.data.cam_split)
+    ignored = 0
+    for name in ds.names:  # each image's planes sit around its own Otsu threshold
+        saved = np.load(store.path("cams") / "cam" / f"{name}.npy", allow_pickle=True).item()
+        cam = saved["cam"].astype(np.float32)
+        thr = pseudo.image_threshold(cam, "otsu")
+        lab = read_mask_png(pseudo.labels_dir(store) / f"{name}.png")
+        top = cam.max(0)
+        assert (lab[top > min(1.5 * thr, 0.9)] != 255).all() and (lab[top <= 0.5 * thr] == 0).all()
+        assert (lab[(top > 0.5 * thr) & (top <= thr)] == 255).all()
+        ignored += int((lab == 255).sum())
+    assert ignored > 0 and result["ignore_frac"] == pytest.approx(ignored / (len(ds.names) * lab.size))
+    with pytest.raises(ValueError, match="set one of them"):
+        pseudo.rule_threshold(cfg.replace(**{"pseudo.threshold_rule": "fixed", "pseudo.conf_fg": 0.5}))
+
+
+def test_band_leaves_the_cache_keys_of_before_it_existed(tiny_cam_run, monkeypatch):
+    from cpmc_lib.config import Config
+    from cpmc_lib.store import stage_hash
+
+    cfg, _ = tiny_cam_run
+    stages = ("pseudo", "segmentation")
+    key = {s: stage_hash(cfg, s) for s in stages}
+    assert all(stage_hash(cfg.replace(**{"pseudo.band": (0.5, 1.5)}), s) != key[s] for s in stages)
+    real = Config.to_dict
+
+    def without_band(self):  # the config as it was before pseudo.band existed
+        d = real(self)
+        d["pseudo"].pop("band")
+        return d
+
+    monkeypatch.setattr(Config, "to_dict", without_band)
+    assert {s: stage_hash(cfg, s) for s in stages} == key
+
+
 @pytest.mark.parametrize("rule", ["otsu", "fixed"])
 def test_stage_with_gt_free_rule(tiny_cam_run, rule):
     cfg, store = tiny_cam_run
