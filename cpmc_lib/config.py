@@ -241,13 +241,15 @@ class PseudoConfig:
     # `benchmarks/tune_cpmc.py --grid final`.
     bg_threshold: float = 0.4
     # IRN's confident regions: foreground where the top class map > conf_fg, background where it
-    # is <= conf_bg, ignore (255) in between. 0 = use bg_threshold (no ignore zone). IRN: 0.30 / 0.05.
+    # is <= conf_bg, ignore (255) in between. 0 = use bg_threshold. IRN: 0.30 / 0.05. Either one set
+    # replaces the band below (threshold_rule fixed only: they are fixed values).
     conf_fg: float = 0.0
     conf_bg: float = 0.0
     # The same confident regions relative to the background plane t of any rule (pseudo.band_planes):
     # foreground where the top map > t * band[1], background where it is <= t * band[0], ignore in
-    # between; (1, 1) = no ignore zone. Unlike conf_fg / conf_bg it follows a per-image rule.
-    band: tuple[float, float] = (1.0, 1.0)
+    # between; (1, 1) = no ignore zone. Unlike conf_fg / conf_bg it follows a per-image rule. Chosen
+    # on synth seed 0 through segmentation: `python -m cpmc_lib sweep papermill_runs/band.yaml`.
+    band: tuple[float, float] = (0.15, 1.0)
     crf: bool = True  # save the dense-CRF labels (both are scored either way)
 
 

@@ -214,7 +214,8 @@ def run(
             **{k: pl.get(k) for k in ("split", "images", "scored_on", "scored_images")},
             **{
                 f"{method}{suffix}": {
-                    **{k: pl[f"{k}{suffix}"] for k in ("miou", "precision", "recall")},
+                    # scored on the labelled pixels; ignore_frac: the share labelled 255 (pseudo.band)
+                    **{k: pl[f"{k}{suffix}"] for k in ("miou", "precision", "recall", "ignore_frac")},
                     # which pixels the labels get wrong (synthetic benchmark: its diagnostic masks)
                     **({"pathology": pl[f"pathology{suffix}"]} if f"pathology{suffix}" in pl else {}),
                 }

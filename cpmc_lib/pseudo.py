@@ -5,9 +5,12 @@ train_aug, as IRN, SIPE and SFC make their labels), the saved maps ``cam`` (k, H
 present classes ``keys`` become a label map by IRN's rule (method notes §3.3, §3.5): a constant
 background plane is prepended and the argmax taken,
 
-- foreground where the top class map exceeds ``fg`` (``conf_fg``, or ``bg_threshold``),
-- background where it does not exceed ``bg`` (``conf_bg``, or ``bg_threshold``),
-- ignore (255) in between, a zone that exists only when ``conf_bg < conf_fg``.
+- foreground where the top class map exceeds ``fg``,
+- background where it does not exceed ``bg``,
+- ignore (255) in between, a zone that exists only when ``bg < fg``.
+
+The planes (:func:`label_planes`) are ``pseudo.band`` around the image's background plane ``t``
+(``fg = t * band[1]``, ``bg = t * band[0]``), or IRN's absolute ``conf_fg`` / ``conf_bg`` when set.
 
 The background plane comes from ``pseudo.threshold_rule``, a rule that reads no ground truth
 (:func:`image_threshold`): ``"fixed"`` - the constant ``pseudo.bg_threshold`` (chosen once on the
@@ -46,7 +49,7 @@ import torch
 from PIL import Image
 
 from . import distributed
-from .config import Config, CrfConfig
+from .config import Config, CrfConfig, PseudoConfig
 from .crf import crf_map, dense_crf
 from .datasets import build_dataset
 from .diagnostics import LabelPathologyMeter, PathologyMeter
@@ -69,6 +72,7 @@ __all__ = [
     "rule_scores",
     "rule_threshold",
     "crf_pseudo_label",
+    "label_planes",
     "labels_dir",
     "pseudo_label",
     "run",
@@ -172,8 +176,6 @@ def rule_threshold(cfg: Config, cam_metrics: dict[str, Any] | None = None) -> fl
             combined with ``pseudo.conf_fg`` / ``conf_bg`` (their planes are fixed values).
     """
     p = cfg.pseudo
-    if tuple(p.band) != (1.0, 1.0) and (p.conf_fg or p.conf_bg):
-        raise ValueError("pseudo.band and pseudo.conf_fg / conf_bg both set an ignore zone; set one of them")
     band_planes(0.5, p.band)  # validates the band
     if p.threshold_rule not in THRESHOLD_RULES:
         raise ValueError(f"pseudo.threshold_rule {p.threshold_rule!r}; rules: {', '.join(THRESHOLD_RULES)}")
@@ -227,6 +229,17 @@ def band_planes(threshold: float, band: tuple[float, float]) -> tuple[float, flo
     if not 0 < lo <= 1 <= hi:
         raise ValueError(f"pseudo.band must satisfy 0 < band[0] <= 1 <= band[1], got {list(band)}")
     return max(threshold, min(threshold * hi, 0.9)), threshold * lo
+
+
+def label_planes(threshold: float, p: PseudoConfig) -> tuple[float, float]:
+    """The (foreground, background) planes of one image whose background plane is ``threshold``.
+
+    IRN's absolute planes ``pseudo.conf_fg`` / ``conf_bg`` when either is set (:func:`score_planes`),
+    otherwise ``pseudo.band`` around the threshold (:func:`band_planes`).
+    """
+    if p.conf_fg or p.conf_bg:
+        return score_planes(threshold, p.conf_fg, p.conf_bg)
+    return band_planes(threshold, p.band)
 
 
 def combine_confident(fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
@@ -426,13 +439,9 @@ def make_labels(
     p = cfg.pseudo
     # A threshold passed in is the oracle's value under that rule, else a fixed plane.
     rule = p.threshold_rule if threshold is None or p.threshold_rule == "oracle" else "fixed"
-    banded = tuple(p.band) != (1.0, 1.0)
-
-    def planes_of(thr: float) -> tuple[float, float]:  # (fg, bg) planes of one image
-        return band_planes(thr, p.band) if banded else score_planes(thr, p.conf_fg, p.conf_bg)
-
-    fixed = None if threshold is None else planes_of(threshold)
-    n_planes = 2 if banded or (fixed is not None and fixed[0] != fixed[1]) else 1
+    fixed = None if threshold is None else label_planes(threshold, p)
+    # one CRF per image without an ignore zone, two with one (IRN)
+    n_planes = 1 if (fixed[0] == fixed[1] if fixed else tuple(p.band) == (1.0, 1.0)) else 2
     split = split or cfg.data.cam_split
     ds = build_dataset(cfg, split)
     # Scored: the cam split's images (with a mask), like the CAMs; the others are only labelled.
@@ -456,12 +465,12 @@ def make_labels(
                 raise ValueError(f"{folder / name}.npy: maps hold NaN or infinite values; recompute the CAMs")
             thr = image_threshold(cam, rule) if threshold is None else threshold
             planes_used.append(thr)
-            fg, bg = planes_of(thr)
+            fg, bg = label_planes(thr, p)
             yield name, img, cam, keys, thr, pseudo_label(cam, keys, thr, fg, bg)
 
     def crf_inputs():  # per image one CRF per plane; the label without CRF rides along as the tag
         for name, img, cam, keys, thr, label in plain_labels():
-            fg, bg = planes_of(thr)
+            fg, bg = label_planes(thr, p)
             ids = np.concatenate([[0], keys]).astype(np.int64)
             for plane in (fg,) if n_planes == 1 else (fg, bg):
                 yield img, cam_probs(cam, plane), (name, ids, label)
@@ -640,7 +649,7 @@ def examples(
         cam, keys = saved["cam"].astype(np.float32), saved["keys"]
         img = to_hwc_uint8(s["img"])
         thr = image_threshold(cam, p.threshold_rule) if threshold is None else threshold
-        fg, bg = band_planes(thr, p.band) if tuple(p.band) != (1.0, 1.0) else score_planes(thr, p.conf_fg, p.conf_bg)
+        fg, bg = label_planes(thr, p)
         plain = pseudo_label(cam, keys, thr, fg, bg)
         crf = crf_pseudo_label(img, cam, keys, cfg.crf, thr, fg, bg)
         rows.append([img, colorize(s["mask"]), colorize(plain), colorize(crf)])

@@ -219,6 +219,8 @@ def headline(metrics: Mapping[str, Any]) -> str:
         if not isinstance(r, dict):  # threshold, threshold_rule: how the background was decided
             continue
         what = f"{key.removesuffix('_crf')} pseudo labels" + (" + dense CRF" if key.endswith("_crf") else "")
+        if r.get("ignore_frac"):  # scored on the labelled pixels only
+            what += f" ({100 * r['ignore_frac']:.1f} % ignored)"
         rows.append({"stage": "pseudo labels (train split)", "what": what, "mIoU (%)": r["miou"]})
     seg = metrics.get("seg", {})
     if seg:
@@ -360,11 +362,14 @@ def settings_tables(runs: Mapping[str, Mapping[str, Any]]) -> str:
         claims.append({
             "setting": name, "body recall": _arrow(pp, cp, "recall_body"), "context FP": _arrow(pp, cp, "fp_context"),
             "distractor FP": _arrow(pp, cp, "fp_distractor"), "pseudo + CRF": crf,
+            "ignored (%)": 100 * ignored if (ignored := pseudo.get(f"{method}_crf", {}).get("ignore_frac")) else None,
             "weak / full (%)": 100 * seg["ratio"] if "ratio" in seg else None,
         })  # fmt: skip
     cols = ["setting", *(CAM_NAMES[k] for k in ("cam", "refined", "proto", "cpmc")), "CPMC thr."]
+    # the labels' ignore share, shown when some setting's labels leave pixels out (pseudo.band)
+    claim_cols = [k for k in (claims[0] if claims else ["setting"]) if k != "ignored (%)" or any(c[k] for c in claims)]
     return (markdown_table(maps, cols) + "\n\n*Prototype CAM → CPMC (%), pseudo labels from the rule that reads no "
-            "ground truth:*\n\n" + markdown_table(claims, list(claims[0]) if claims else ["setting"]))  # fmt: skip
+            "ground truth (scored on their labelled pixels):*\n\n" + markdown_table(claims, claim_cols))  # fmt: skip
 
 
 def _get(m: Mapping[str, Any], path: str) -> float | None:

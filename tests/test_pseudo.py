@@ -110,6 +110,7 @@ def test_stage_png_round_trip_and_miou(tiny_cam_run, save_crf):
 
 def test_crf_helps_blurred_cams(tiny_cam_run):
     cfg, store = tiny_cam_run
+    cfg = cfg.replace(**{"pseudo.band": (1.0, 1.0)})  # no ignore zone: the CRF decides every pixel
     result = pseudo.run(cfg, store, method="cam", progress=False)
     assert result["ignore_frac"] == 0 and result["crf"] is True
     assert result["miou_crf"] > result["miou"]
@@ -181,8 +182,9 @@ def test_stage_band_ignores_the_uncertain_zone_per_image(tiny_cam_run):
         assert (lab[(top > 0.5 * thr) & (top <= thr)] == 255).all()
         ignored += int((lab == 255).sum())
     assert ignored > 0 and result["ignore_frac"] == pytest.approx(ignored / (len(ds.names) * lab.size))
-    with pytest.raises(ValueError, match="set one of them"):
-        pseudo.rule_threshold(cfg.replace(**{"pseudo.threshold_rule": "fixed", "pseudo.conf_fg": 0.5}))
+    irn = cfg.replace(**{"pseudo.threshold_rule": "fixed", "pseudo.conf_fg": 0.5, "pseudo.conf_bg": 0.05}).pseudo
+    assert pseudo.label_planes(0.3, irn) == (0.5, 0.05)  # IRN's absolute planes replace the band
+    assert pseudo.label_planes(0.3, cfg.pseudo) == pytest.approx((0.45, 0.15))
 
 
 def test_band_leaves_the_cache_keys_of_before_it_existed(tiny_cam_run, monkeypatch):
@@ -190,6 +192,7 @@ def test_band_leaves_the_cache_keys_of_before_it_existed(tiny_cam_run, monkeypat
     from cpmc_lib.store import stage_hash
 
     cfg, _ = tiny_cam_run
+    cfg = cfg.replace(**{"pseudo.band": (1.0, 1.0)})  # no zone
     stages = ("pseudo", "segmentation")
     key = {s: stage_hash(cfg, s) for s in stages}
     assert all(stage_hash(cfg.replace(**{"pseudo.band": (0.5, 1.5)}), s) != key[s] for s in stages)
@@ -207,7 +210,8 @@ def test_band_leaves_the_cache_keys_of_before_it_existed(tiny_cam_run, monkeypat
 @pytest.mark.parametrize("rule", ["otsu", "fixed"])
 def test_stage_with_gt_free_rule(tiny_cam_run, rule):
     cfg, store = tiny_cam_run
-    cfg = cfg.replace(**{"pseudo.threshold_rule": rule, "pseudo.bg_threshold": 0.3, "pseudo.crf": False})
+    cfg = cfg.replace(**{"pseudo.threshold_rule": rule, "pseudo.bg_threshold": 0.3, "pseudo.crf": False,
+                         "pseudo.band": (1.0, 1.0)})  # fmt: skip
     result = pseudo.run(cfg, store, method="cam", progress=False)
     assert result["threshold_rule"] == rule
     assert result["threshold"] == (None if rule == "otsu" else 0.3)

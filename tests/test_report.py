@@ -65,6 +65,9 @@ def test_headline_summarises_every_stage_of_a_metrics_file():
     assert "moved +0.3 over its last two epochs of 4, converged by the < 0.5 reading" in headline(flat)
     rising = dict(metrics, seg={**metrics["seg"], "full": {"miou": 75.0, "curve": [70.0, 73.0, 75.0]}})
     assert "moved +5.0 over its last two epochs of 3, still moving" in headline(rising)
+    assert "ignored" not in text  # labels without an ignore zone say nothing about it
+    banded = dict(metrics, pseudo={**metrics["pseudo"], "cpmc_crf": {"miou": 53.0, "ignore_frac": 0.066}})
+    assert "| cpmc pseudo labels + dense CRF (6.6 % ignored) | 53.0 |" in headline(banded)
     # a run that stopped at the CAM stage has no pseudo or segmentation lines
     short = headline({"cams": metrics["cams"]})
     assert "pseudo" not in short and "full supervision" not in short
@@ -143,6 +146,11 @@ def test_promise_tables_name_where_and_by_how_much_a_claim_fails():
     tables = settings_tables(runs)
     assert "| b | 50.0 | 51.0 | 60.0 | 62.0 | 0.40 |" in tables
     assert "| b | 70.0 → 77.0 | 12.0 → 14.0 | 24.0 → 23.0 | 72.0 | 90.0 |" in tables
+    assert "ignored" not in tables  # no setting's labels leave pixels out: no column
+    runs["b"]["pseudo"]["cpmc_crf"]["ignore_frac"] = 0.05
+    tables = settings_tables(runs)
+    assert "| b | 70.0 → 77.0 | 12.0 → 14.0 | 24.0 → 23.0 | 72.0 | 5.0 | 90.0 |" in tables
+    assert "| a | 70.0 → 77.0 | 12.0 → 11.0 | 24.0 → 23.0 | 72.0 | – | 90.0 |" in tables
 
 
 def _patho(body, context):
