@@ -17,7 +17,8 @@ A sweep file (``papermill_runs/<name>.yaml``)::
 
 Each point runs into ``papermill_runs/output/<sweep>/<point>/``: the executed notebook, its
 ``params.json`` and its ``metrics.json`` (written last, so a point counts as finished only when
-it completed). A finished point whose parameters did not change is skipped on rerun; a failing
+it completed). A finished point whose parameters and last stages' cache keys (:func:`stage_keys`:
+a default changed in the code changes them) did not change is skipped on rerun; a failing
 point leaves ``error.txt`` and the sweep goes on. Each point is its own run (``runs/<sweep>-<point>``)
 and the run store links in any stage an earlier point already computed with the same config, so a
 sweep over calibration settings trains the classifier once. Results gather in ``results.csv`` and
@@ -50,7 +51,7 @@ import yaml
 from .config import load_config
 from .io import atomic_write, load_json, save_json
 from .progress import tqdm
-from .store import stage_hash
+from .store import method_hash, stage_hash
 
 __all__ = [
     "Point", "Sweep", "flatten", "load_record", "load_results", "load_sweep", "point_metrics", "run_sweep",
@@ -154,18 +155,41 @@ def _params(sweep: Sweep, point: Point, out: Path) -> dict[str, Any]:
     }
 
 
+# The stages whose cache keys say whether a point's results still hold, per ``until``.
+_LAST_STAGES = {"cams": ("cams",), "pseudo": ("pseudo",), "seg": ("segmentation", "segmentation_gt")}
+
+
+def stage_keys(sweep: Sweep, point: Point) -> dict[str, str]:
+    """The cache keys of the point's last stages (and of each map, ``until: cams``) under this
+    checkout's defaults: a finished point is reused only while they are unchanged."""
+    cfg = load_config(ROOT / sweep.config, [*sweep.base, *point.overrides])
+    keys = {s: stage_hash(cfg, s) for s in _LAST_STAGES.get(sweep.until, ("segmentation",))}
+    if sweep.until == "cams":
+        keys.update({f"map:{m}": method_hash(cfg, m) for m in sweep.methods})
+    return keys
+
+
 def _run_point(sweep: Sweep, point: Point, out: Path) -> tuple[str, str | None]:
-    """Execute one point; returns (status, error). Status: done | skipped | failed."""
+    """Execute one point; returns (status, error). Status: done | skipped | failed.
+
+    Skipped: its ``metrics.json`` exists and ``params.json`` holds the same parameters and the same
+    :func:`stage_keys` (a change of a default in the code reruns the point, as a changed override does).
+    """
     import papermill as pm
 
     params = _params(sweep, point, out)
+    try:
+        keys = stage_keys(sweep, point)
+    except Exception:  # an invalid point: it fails in its notebook, where the error is recorded
+        keys = None
+    saved = {**params, "stage_keys": keys}
     metrics, params_file = out / "metrics.json", out / "params.json"
-    if metrics.is_file() and params_file.is_file() and load_json(params_file) == params:
+    if metrics.is_file() and params_file.is_file() and load_json(params_file) == saved:
         return "skipped", None
     out.mkdir(parents=True, exist_ok=True)
     metrics.unlink(missing_ok=True)
     (out / "error.txt").unlink(missing_ok=True)
-    save_json(params_file, params)
+    save_json(params_file, saved)
     try:
         pm.execute_notebook(
             str(sweep.notebook), str(out / sweep.notebook.name), parameters=params, cwd=str(ROOT),

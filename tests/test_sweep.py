@@ -66,6 +66,24 @@ def test_failing_point_is_reported_and_others_finish(sweep_file, tmp_path):
     assert {r["point"]: r for r in again["rows"]}["good"]["cams.cam.miou"] == 30.0
 
 
+def test_a_finished_point_reruns_when_a_default_changes_its_stages(sweep_file, tmp_path, monkeypatch):
+    from cpmc_lib import sweep
+
+    out = tmp_path / "out"
+    run_sweep(sweep_file, output=out, progress=False)
+    spec = load_sweep(sweep_file)
+    good = next(p for p in spec.points if p.name == "good")
+    saved = json.loads((out / "good" / "params.json").read_text())
+    assert saved["stage_keys"] == sweep.stage_keys(spec, good) and set(saved["stage_keys"]) == {
+        "segmentation", "segmentation_gt"}  # fmt: skip
+    real = sweep.stage_keys
+    monkeypatch.setattr(sweep, "stage_keys", lambda s, p: {k: "0" * 16 for k in real(s, p)})  # new defaults
+    rows = {r["point"]: r["status"] for r in run_sweep(sweep_file, output=out, progress=False)["rows"]}
+    assert rows["good"] == "done"
+    rows = {r["point"]: r["status"] for r in run_sweep(sweep_file, output=out, progress=False)["rows"]}
+    assert rows["good"] == "skipped"  # and reused again under the same keys
+
+
 def test_grid_expands_to_points(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text("name: g\ngrid:\n  a.b: [1, 2]\n  c.d: [x]\n")
