@@ -138,7 +138,7 @@ def tiny_summary(metrics: dict) -> dict:
 
 @pytest.mark.slow
 def test_tiny_pipeline_metrics_are_identical_to_the_recorded_ones(tiny):
-    """The tiny run's scores equal the recorded ones (CAMs unchanged since abdb885; pseudo labels re-recorded for the GT-free rule, segmentation for lr 0.05 at ffeb6a2).
+    """The tiny run's scores equal the recorded ones (CAMs unchanged since abdb885; pseudo labels re-recorded for the GT-free rule and for the default pseudo.band at 0a17e7f, segmentation for lr 0.05 at ffeb6a2).
 
     Bit-for-bit on the CPU build they were recorded with (torch 2.x, this venv). Re-record after an
     intended change of the numbers with ``CPMC_RECORD_TINY=1 pytest tests/test_pipeline.py -k identical``.
