@@ -87,8 +87,10 @@ def main() -> None:
         method = m.get("config", {}).get("pseudo", {}).get("method", "cpmc")
         if method in ps:
             walked = ", after the affinity stage's random walk" if ps.get("affinity") else ""
+            crf = ps.get(method + "_crf", {})
+            ignored = f" ({100 * crf['ignore_frac']:.1f} % of pixels ignored)" if crf.get("ignore_frac") else ""
             print(f"pseudo labels ({method}{walked}, rule {ps.get('threshold_rule')}): {ps[method]['miou']:.1f} mIoU, "
-                  f"{ps.get(method + '_crf', {}).get('miou', float('nan')):.1f} with the CRF")  # fmt: skip
+                  f"{crf.get('miou', float('nan')):.1f} with the CRF{ignored}")  # fmt: skip
         seg = m.get("seg", {})
         for k in ("wsss", "full"):
             if k in seg:

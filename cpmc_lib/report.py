@@ -10,7 +10,7 @@ from typing import Any
 __all__ = [
     "ablation_verdict", "ceiling_moved", "compare", "delta", "direction", "fmt", "headline", "markdown_table", "method_table",
     "promise_summary", "promise_table", "promises", "settings_tables", "spread_table", "label_pathologies",
-    "error_table", "error_gap",
+    "error_table", "error_gap", "label_zone_table",
 ]  # fmt: skip
 
 
@@ -409,6 +409,22 @@ def _method(m: Mapping[str, Any]) -> str:
 def _diff(m: Mapping[str, Any], a: str, b: str) -> float | None:
     x, y = _get(m, a), _get(m, b)
     return None if x is None or y is None else x - y
+
+
+def label_zone_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per run (point name -> ``metrics.json``) of a sweep over the pseudo labels' ignore zone
+    (``papermill_runs/band.yaml``, whose point names give the band): the labels after the CRF (mIoU on
+    their labelled pixels, the share ignored), the network on them and weak / full."""
+    rows = []
+    for name, m in runs.items():
+        method = m.get("config", {}).get("pseudo", {}).get("method", "cpmc")
+        crf = m.get("pseudo", {}).get(f"{method}_crf", {})
+        rows.append({
+            "point": name, "labels + CRF (labelled pixels)": crf.get("miou"), "ignored (%)": 100 * crf.get("ignore_frac", 0.0),
+            "network on pseudo labels": _get(m, "seg.wsss.miou"),
+            "weak / full (%)": 100 * r if (r := _get(m, "seg.ratio")) is not None else None,
+        })  # fmt: skip
+    return markdown_table(rows, list(rows[0]) if rows else ["point"])
 
 
 def spread_table(runs: Mapping[str, Mapping[str, Any]]) -> str:

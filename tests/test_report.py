@@ -209,3 +209,13 @@ def test_spread_table_gives_each_number_per_run_with_mean_and_sd():
     assert "weak / full (%)" in lines and "80.0\u00a0±\u00a00.0" in lines["weak / full (%)"]
     assert "refined CAM mIoU (oracle view)" not in lines  # no run has it
     assert "±\u00a0–" in report.spread_table({"one": runs["seed-0"]})  # no spread from one run
+
+
+def test_label_zone_table_gives_each_band_its_labels_and_network():
+    from cpmc_lib.report import label_zone_table
+
+    runs = {"none": _run(50.0, 60.0, 64.0), "0.15-1.0": _run(50.0, 60.0, 64.0, ratio=0.92)}
+    runs["0.15-1.0"]["pseudo"]["cpmc_crf"]["ignore_frac"] = 0.066
+    table = label_zone_table(runs)
+    assert "| none | 72.0 | 0.0 | 70.0 | 90.0 |" in table
+    assert "| 0.15-1.0 | 72.0 | 6.6 | 70.0 | 92.0 |" in table
