@@ -244,7 +244,9 @@ def headline(metrics: Mapping[str, Any]) -> str:
     crf = [k for k in pseudo if k.endswith("_crf") and k.removesuffix("_crf") in pseudo]
     for k in crf:
         change = delta(pseudo[k.removesuffix("_crf")]["miou"], pseudo[k]["miou"])
-        lines.append(f"- The dense CRF changes {k.removesuffix('_crf')} pseudo-label mIoU by {change}.")
+        zone = pseudo[k].get("ignore_frac") or pseudo[k.removesuffix("_crf")].get("ignore_frac")
+        lines.append(f"- The dense CRF changes {k.removesuffix('_crf')} pseudo-label mIoU by {change}"
+                     + (" (each scored on its own labelled pixels)." if zone else "."))  # fmt: skip
     if seg and len(c := seg["full"].get("curve", [])) >= 3:
         verdict = "converged by the < 0.5 reading" if abs(ceiling_moved(c)) < 0.5 else "still moving: an unfinished ceiling"
         lines.append(f"- The ground-truth ceiling's val mIoU moved {delta(c[-3], c[-1])} over its last two epochs "
@@ -394,7 +396,7 @@ _HEADLINES = [
                         ("distractor labelled object", "fp_distractor"))
       for k in ("proto", "cpmc")),
     ("CPMC mIoU, ground-truth-free decision", lambda m: _get(m, "cams.cpmc.gt_free.miou")),
-    ("pseudo labels + CRF", lambda m: _get(m, f"pseudo.{_method(m)}_crf.miou")),
+    ("pseudo labels + CRF (labelled pixels)", lambda m: _get(m, f"pseudo.{_method(m)}_crf.miou")),
     ("network on pseudo labels", lambda m: _get(m, "seg.wsss.miou")),
     ("network on ground truth", lambda m: _get(m, "seg.full.miou")),
     ("weak / full (%)", lambda m: None if _get(m, "seg.ratio") is None else 100 * _get(m, "seg.ratio")),

@@ -68,6 +68,8 @@ def test_headline_summarises_every_stage_of_a_metrics_file():
     assert "ignored" not in text  # labels without an ignore zone say nothing about it
     banded = dict(metrics, pseudo={**metrics["pseudo"], "cpmc_crf": {"miou": 53.0, "ignore_frac": 0.066}})
     assert "| cpmc pseudo labels + dense CRF (6.6 % ignored) | 53.0 |" in headline(banded)
+    assert "by +3.0 (each scored on its own labelled pixels)." in headline(banded)
+    assert "by +3.0." in text
     # a run that stopped at the CAM stage has no pseudo or segmentation lines
     short = headline({"cams": metrics["cams"]})
     assert "pseudo" not in short and "full supervision" not in short
