@@ -64,6 +64,7 @@ __all__ = [
     "band_planes",
     "combine_confident",
     "compare",
+    "compare_zones",
     "describe_threshold",
     "examples",
     "image_threshold",
@@ -613,6 +614,24 @@ def compare(
             cfg, folder, rule_threshold(cfg, metrics), limit=limit, progress=progress, crf_labels=saved
         )
     return out
+
+
+def compare_zones(
+    cfg: Config, store: RunStore, default: dict[str, Any], limit: int = 0, progress: bool = True
+) -> dict[str, dict[str, Any]]:
+    """``pseudo.method``'s labels without an ignore zone, with ``pseudo.band`` and with IRN's fixed
+    planes (0.30 / 0.05), by name; ``default`` is :func:`compare`'s result for ``cfg`` on the same
+    images, reused for the configuration it equals (the band row is left out when the band is off)."""
+    method = cfg.pseudo.method
+    irn = {"pseudo.threshold_rule": "fixed", "pseudo.conf_fg": 0.3, "pseudo.conf_bg": 0.05}
+    zones = {"no zone": cfg.replace(**{"pseudo.band": (1.0, 1.0)}),
+             f"band {list(cfg.pseudo.band)}": cfg if tuple(cfg.pseudo.band) != (1.0, 1.0) else None,
+             "IRN 0.30 / 0.05 (fixed)": cfg.replace(**irn)}  # fmt: skip
+    return {
+        name: default if c == cfg else compare(c, store, (method,), limit=limit, progress=progress)[method]
+        for name, c in zones.items()
+        if c is not None
+    }
 
 
 def stage_crf_labels(cfg: Config, store: RunStore) -> Path | None:

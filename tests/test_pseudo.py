@@ -299,3 +299,15 @@ def test_describe_threshold_says_the_rule_and_never_hides_the_oracle():
     )
     assert "oracle view" in describe_threshold({"threshold_rule": "oracle", "threshold": 0.25})
     assert "0.250" in describe_threshold({"threshold_rule": "oracle", "threshold": 0.25})
+
+
+def test_compare_zones_reuses_the_default_and_leaves_out_an_absent_band(tiny_cam_run):
+    cfg, store = tiny_cam_run
+    cfg = cfg.replace(**{"pseudo.method": "cam", "pseudo.crf": True})
+    default = pseudo.compare(cfg, store, ("cam",), progress=False)["cam"]
+    zones = pseudo.compare_zones(cfg, store, default, progress=False)
+    assert list(zones) == ["no zone", f"band {list(cfg.pseudo.band)}", "IRN 0.30 / 0.05 (fixed)"]
+    assert zones[f"band {list(cfg.pseudo.band)}"] is default
+    assert zones["no zone"]["ignore_frac"] == 0 and zones["IRN 0.30 / 0.05 (fixed)"]["ignore_frac"] > 0
+    off = cfg.replace(**{"pseudo.band": (1.0, 1.0)})
+    assert list(pseudo.compare_zones(off, store, default, progress=False)) == ["no zone", "IRN 0.30 / 0.05 (fixed)"]
