@@ -125,6 +125,8 @@ class LabelPathologyMeter:
 
     def __init__(self) -> None:
         self._sums = {name: np.zeros(256) for name in ("n", "right", "fg")}
+        # The same per (ground-truth class, code) of object pixels: index class * 256 + code.
+        self._class_sums = {name: np.zeros(256 * 256) for name in ("n", "right", "ignored")}
 
     def update(self, pred: ArrayLike, gt: ArrayLike, diag: ArrayLike) -> None:
         """Add one image (or a stack): ``pred``, ``gt`` and ``diag`` of one shape, class ids, 255 = ignore.
@@ -134,7 +136,13 @@ class LabelPathologyMeter:
         pred, gt, diag = (_numpy(x, np.int64) for x in (pred, gt, diag))
         if not (pred.shape == gt.shape == diag.shape):
             raise ValueError(f"shapes differ: pred {pred.shape}, gt {gt.shape}, diag {diag.shape}")
-        _add_codes(self._sums, diag, **_hits(pred, gt))
+        hits = _hits(pred, gt)
+        _add_codes(self._sums, diag, **hits)
+        obj = (gt > 0) & (gt < IGNORE_INDEX) & (diag < 255)
+        index = gt[obj] * 256 + diag[obj]
+        for name, weights in (("n", None), ("right", hits["right"][obj]), ("ignored", pred[obj] == IGNORE_INDEX)):
+            w = None if weights is None else weights.astype(np.float64)
+            self._class_sums[name] += np.bincount(index, weights=w, minlength=256 * 256)
 
     @property
     def pixels(self) -> int:
@@ -143,14 +151,45 @@ class LabelPathologyMeter:
 
     def all_reduce(self) -> None:
         """Sum the counts over torchrun's ranks (nothing to do in one process)."""
-        names = sorted(self._sums)
-        total = distributed.all_reduce_tensor(torch.from_numpy(np.stack([self._sums[k] for k in names])))
-        self._sums = dict(zip(names, total.numpy(), strict=True))
+        for attr in ("_sums", "_class_sums"):
+            sums = getattr(self, attr)
+            names = sorted(sums)
+            total = distributed.all_reduce_tensor(torch.from_numpy(np.stack([sums[k] for k in names])))
+            setattr(self, attr, dict(zip(names, total.numpy(), strict=True)))
 
     def compute(self) -> dict:
         """``recall_<object code>``, ``fp_<background code>`` (percent) and ``n_<code>``, as in
         :meth:`PathologyMeter.compute` without the activations; NaN for a code with no pixels."""
         return _rates(self._sums)
+
+    def compute_by_class(self) -> dict[str, dict[str, float]]:
+        """The object recalls per ground-truth class: where the labels' misses concentrate.
+
+        Returns:
+            ``{class id (str, a JSON key): {"recall_<name>": percent of the class's <name> pixels
+            labelled with the class, "ignored_<name>": percent labelled 255, "n_<name>": count}}``
+            for ``body``, ``part``, ``atypical``; only classes seen, and the percentages only for
+            codes with pixels (no NaN: a stage's result must compare equal after a JSON round trip).
+
+        Example:
+            >>> meter = LabelPathologyMeter()
+            >>> meter.update(np.array([[0, 2, 3, 255]]), np.array([[2, 2, 3, 3]]), np.array([[1, 2, 1, 1]]))
+            >>> meter.compute_by_class()["3"]["recall_body"], meter.compute_by_class()["3"]["ignored_body"]
+            (50.0, 50.0)
+        """
+        n = self._class_sums["n"].reshape(256, 256)
+        right, ignored = (self._class_sums[k].reshape(256, 256) for k in ("right", "ignored"))
+        out = {}
+        for c in np.flatnonzero(n.sum(1)):
+            row: dict[str, float] = {}
+            for code, name in OBJECT_CODES.items():
+                total = int(n[c, code])
+                if total:
+                    row[f"recall_{name}"] = 100 * float(right[c, code]) / total
+                    row[f"ignored_{name}"] = 100 * float(ignored[c, code]) / total
+                row[f"n_{name}"] = total
+            out[str(int(c))] = row
+        return out
 
 
 def _hits(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:

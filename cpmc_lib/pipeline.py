@@ -12,15 +12,19 @@ stage, each reusing what the run store already holds for its config, and writes
      "cams": {"cam": {"miou", "threshold", "precision", "recall", "pathology", "gt_free"}, "refined": ...,
               "proto": ..., "cpmc": ..., "gradcam": ..., "gradcampp": ..., "layercam": ...},
      "pseudo": {"threshold", "threshold_rule", "split", "images", "scored_on", "scored_images",
-                "cpmc": {"miou": ..}, "cpmc_crf": {"miou": ..}},
+                "cpmc": {"miou", "iou", "ignore_frac", "pathology", "pathology_by_class", ..},
+                "cpmc_crf": {..}},
+     "seg": {"split", "wsss": {"miou", "iou", "curve", "pathology", "pathology_by_class", ..},
+             "full": {..}, "ratio": ..},
+     "seconds": {"<stage>": ..}, "stage_seconds": {..}, "peak_rss_mb": ..}
 
 ``cams.<m>.miou`` is each map at its best threshold against the ground truth (IRN's evaluation
 protocol, an oracle view); ``cams.<m>.gt_free`` scores the same maps at the decision the pseudo
 labels take, ``pseudo.threshold_rule``, which reads no ground truth (for the peers of
 :data:`PEERS` only when one of them is ``pseudo.method``). Pseudo labels are made for the
 seg split (``cfg.seg_split()``, VOC: train_aug) and scored on the cam split's images with masks.
-     "seg": {"split", "wsss": {"miou", "train_images", ..}, "full": {..}, "ratio": ..},
-     "seconds": {"<stage>": ..}, "peak_rss_mb": ..}
+``iou`` is per class (index = class id); ``pathology`` and ``pathology_by_class`` exist on data
+with diagnostic masks (:class:`~cpmc_lib.diagnostics.LabelPathologyMeter`).
 
 All mIoU values are percentages. ``seconds`` is the wall time each stage took in this call (near
 zero when reused; the classifier's includes its pretraining); ``stage_seconds`` is what the stage
@@ -31,6 +35,7 @@ generation.
 
 from __future__ import annotations
 
+import math
 import resource
 import sys
 import time
@@ -216,8 +221,12 @@ def run(
                 f"{method}{suffix}": {
                     # scored on the labelled pixels; ignore_frac: the share labelled 255 (pseudo.band)
                     **{k: pl[f"{k}{suffix}"] for k in ("miou", "precision", "recall", "ignore_frac")},
-                    # which pixels the labels get wrong (synthetic benchmark: its diagnostic masks)
-                    **({"pathology": pl[f"pathology{suffix}"]} if f"pathology{suffix}" in pl else {}),
+                    # which pixels the labels get wrong (synthetic benchmark: its diagnostic masks),
+                    # and per class; stages older than these keys leave them out
+                    **{
+                        k: pl[f"{k}{suffix}"]
+                        for k in ("iou", "pathology", "pathology_by_class") if f"{k}{suffix}" in pl
+                    },
                 }
                 for suffix in ("", "_crf")
             },
@@ -226,11 +235,15 @@ def run(
     if until == "seg":
         wsss = timed("seg_wsss", lambda: ensure(cfg, "segmentation", store, progress=progress))
         full = timed("seg_full", lambda: ensure(cfg, "segmentation_gt", store, progress=progress))
-        # where each network goes wrong on val (synthetic benchmark: its diagnostic masks)
-        pathology = {
-            k: {"pathology": r["val_pathology"]} if "val_pathology" in r else {}
+        # per-class IoU, and where each network goes wrong on val (synthetic benchmark: its diagnostic
+        # masks), also per class
+        detail = {
+            k: {name: r[f"val_{name}"] for name in ("pathology", "pathology_by_class") if f"val_{name}" in r}
             for k, r in (("wsss", wsss), ("full", full))
         }
+        for k, r in (("wsss", wsss), ("full", full)):  # None, as JSON keeps it, for a class absent from val
+            if "val_iou" in r:
+                detail[k]["iou"] = [None if v is None or math.isnan(v) else v for v in r["val_iou"]]
         metrics["seg"] = {
             "split": cfg.seg_split(),  # both networks train on it; scored on val
             "wsss": {
@@ -238,13 +251,13 @@ def run(
                 "labels": f"{method}{'_crf' if pl.get('crf') else ''}",
                 "train_images": wsss.get("train_images"),
                 "curve": wsss.get("curve", []),
-                **pathology["wsss"],
+                **detail["wsss"],
             },
             "full": {
                 "miou": full["val_miou"],
                 "train_images": full.get("train_images"),
                 "curve": full.get("curve", []),
-                **pathology["full"],
+                **detail["full"],
             },
             "ratio": wsss["val_miou"] / full["val_miou"] if full["val_miou"] else float("nan"),
         }

@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ __all__ = [
     "THRESHOLD_RULES",
     "cam_probs",
     "band_planes",
+    "check_band",
     "combine_confident",
     "compare",
     "compare_zones",
@@ -173,11 +175,12 @@ def rule_threshold(cfg: Config, cam_metrics: dict[str, Any] | None = None) -> fl
     the ground truth (``cam_metrics["threshold"]``; comparison only).
 
     Raises:
-        ValueError: an unknown rule, a fixed threshold outside ``(0, 1)``, or a per-image rule
-            combined with ``pseudo.conf_fg`` / ``conf_bg`` (their planes are fixed values).
+        ValueError: an unknown rule, a fixed threshold outside ``(0, 1)``, a band that
+            :func:`check_band` refuses, or a per-image rule combined with ``pseudo.conf_fg`` /
+            ``conf_bg`` (their planes are fixed values).
     """
     p = cfg.pseudo
-    band_planes(0.5, p.band)  # validates the band
+    check_band(p.band)
     if p.threshold_rule not in THRESHOLD_RULES:
         raise ValueError(f"pseudo.threshold_rule {p.threshold_rule!r}; rules: {', '.join(THRESHOLD_RULES)}")
     if p.threshold_rule == "fixed":
@@ -226,10 +229,20 @@ def band_planes(threshold: float, band: tuple[float, float]) -> tuple[float, flo
         >>> band_planes(0.4, (0.5, 1.5))
         (0.6000000000000001, 0.2)
     """
+    lo, hi = check_band(band)
+    return max(threshold, min(threshold * hi, 0.9)), threshold * lo
+
+
+def check_band(band: tuple[float, float]) -> tuple[float, float]:
+    """``pseudo.band`` as (lower, upper) factors after checking ``0 < lower <= 1 <= upper``.
+
+    Raises:
+        ValueError: anything else, naming the setting.
+    """
     lo, hi = band
     if not 0 < lo <= 1 <= hi:
         raise ValueError(f"pseudo.band must satisfy 0 < band[0] <= 1 <= band[1], got {list(band)}")
-    return max(threshold, min(threshold * hi, 0.9)), threshold * lo
+    return lo, hi
 
 
 def label_planes(threshold: float, p: PseudoConfig) -> tuple[float, float]:
@@ -430,8 +443,9 @@ def make_labels(
             PNGs, made from the same maps with the same settings); read instead of running the CRF again.
 
     Returns:
-        dict with ``miou``, ``precision``, ``recall``, ``ignore_frac``, ``pathology`` (with diagnostic
-        masks: :class:`~cpmc_lib.diagnostics.LabelPathologyMeter`) and the same with ``_crf``,
+        dict with ``miou``, ``precision``, ``recall``, ``ignore_frac``, ``iou`` (per class),
+        ``pathology`` and ``pathology_by_class`` (with diagnostic masks:
+        :class:`~cpmc_lib.diagnostics.LabelPathologyMeter`) and the same with ``_crf``,
         plus ``method``, ``threshold`` (None for a per-image rule), ``threshold_rule``,
         ``threshold_mean`` (mean plane over the images), ``planes`` (None per image), ``crf``,
         ``split``, ``images`` (labelled), ``scored_on`` (the cam split: only its images with a
@@ -535,10 +549,13 @@ def make_labels(
                 f"precision{suffix}": scores["precision"],
                 f"recall{suffix}": scores["recall"],
                 f"ignore_frac{suffix}": ignored[suffix] / max(pixels, 1),
+                # None for a class in neither labels nor masks (NaN would not compare equal on reuse)
+                f"iou{suffix}": [None if math.isnan(v) else v for v in scores["iou"]],
             }
         )
         if pathology[suffix].pixels:
             result[f"pathology{suffix}"] = pathology[suffix].compute()
+            result[f"pathology_by_class{suffix}"] = pathology[suffix].compute_by_class()
     result.update(
         crf=p.crf, split=split, images=len(every), scored_on=cfg.data.cam_split,
         scored_images=round(counts["scored"]),

@@ -10,7 +10,7 @@ from typing import Any
 __all__ = [
     "ablation_verdict", "ceiling_moved", "compare", "delta", "direction", "fmt", "headline", "markdown_table", "method_table",
     "promise_summary", "promise_table", "promises", "settings_tables", "spread_table", "label_pathologies",
-    "error_table", "error_gap", "label_zone_table",
+    "error_table", "error_gap", "label_zone_table", "class_table", "class_gap", "body_groups",
 ]  # fmt: skip
 
 
@@ -503,3 +503,85 @@ def error_gap(weak: Mapping[str, float] | None, full: Mapping[str, float] | None
     return (
         "Where the network on pseudo labels loses most to the one on ground truth: " + "; ".join(parts) + "."
     )
+
+
+def class_table(
+    class_names: Sequence[str],
+    pseudo: Mapping[str, Mapping[str, float]] | None,
+    weak: Mapping[str, Mapping[str, float]] | None,
+    weak_iou: Sequence[float] | None,
+    full_iou: Sequence[float] | None,
+    groups: Sequence[int | None] | None = None,
+) -> str:
+    """Per class: how much of its body and atypical body the pseudo labels and the network on them
+    label with the class, and the IoU of both networks (synthetic benchmark).
+
+    Args:
+        class_names: the K names, background first.
+        pseudo, weak: :meth:`~cpmc_lib.diagnostics.LabelPathologyMeter.compute_by_class` dicts of the
+            pseudo labels (train) and of the network on them (val); None where missing.
+        weak_iou, full_iou: the K per-class IoUs (percent) of both networks on val.
+        groups: each class's body group (the card's ``group``; classes of a group share a body).
+
+    Returns:
+        A Markdown table with a row per object class, sorted by the IoU the network on pseudo
+        labels loses to the one on ground truth, largest first; "" without per-class numbers.
+    """
+    if not (weak_iou and full_iou):
+        return ""
+    rows = []
+    for c in range(1, len(class_names)):
+        lab, net = (pseudo or {}).get(str(c), {}), (weak or {}).get(str(c), {})
+        row = {"class": class_names[c]}
+        if groups is not None:
+            row["body group"] = groups[c]
+        row.update({
+            "labels: body (ignored)": f"{fmt(lab.get('recall_body'))} ({fmt(lab.get('ignored_body'))})",
+            "labels: atypical": lab.get("recall_atypical"),
+            "network: body": net.get("recall_body"),
+            "network: atypical": net.get("recall_atypical"),
+            "IoU: network": weak_iou[c],
+            "IoU: ceiling": full_iou[c],
+        })  # fmt: skip
+        rows.append(row)
+    rows.sort(key=lambda r: -_nan_to(_num(r["IoU: ceiling"]) - _num(r["IoU: network"]), -math.inf))
+    return markdown_table(rows, list(rows[0]))
+
+
+def class_gap(
+    class_names: Sequence[str], weak_iou: Sequence[float] | None, full_iou: Sequence[float] | None, top: int = 4
+) -> str:
+    """One sentence: the ``top`` object classes on which the network on pseudo labels loses most IoU to
+    the one on ground truth, and what share of the summed IoU gap (all classes and the background)
+    they make; from the numbers, "" without them."""
+    if not (weak_iou and full_iou) or not len(weak_iou) == len(full_iou) == len(class_names):
+        return ""
+    gaps = [_nan_to(_num(f) - _num(w), 0.0) for w, f in zip(weak_iou, full_iou, strict=True)]
+    total = sum(gaps)
+    if total <= 0:
+        return "Summed over the classes, the network on pseudo labels loses no IoU to the one on ground truth."
+    worst = sorted(range(1, len(gaps)), key=lambda c: -gaps[c])[:top]
+    share = 100 * sum(max(gaps[c], 0.0) for c in worst) / total
+    return (
+        f"{len(worst)} of {len(gaps) - 1} object classes ({', '.join(class_names[c] for c in worst)}) make "
+        f"{share:.0f} % of the IoU the network on pseudo labels loses to the one on ground truth, summed over "
+        "the classes and the background."
+    )
+
+
+def _nan_to(x: float, value: float) -> float:
+    return value if math.isnan(x) else x
+
+
+def _num(x: float | None) -> float:
+    """A missing value (None, as JSON stores it) as NaN."""
+    return float("nan") if x is None else float(x)
+
+
+def body_groups(card: Mapping[str, Any]) -> list[int | None] | None:
+    """Each class's body group from a synthetic benchmark's card (None for the background), for
+    :func:`class_table`; None for a card without class designs (real data)."""
+    classes = card.get("classes")
+    if not classes:
+        return None
+    return [None] + [c.get("group") for c in sorted(classes, key=lambda c: c["id"])]

@@ -191,7 +191,8 @@ def evaluate(
         dict with ``miou``, ``iou``, ``precision``, ``recall`` (of :func:`cpmc_lib.metrics.miou`'s
         confusion protocol); ``pathology`` (:class:`~cpmc_lib.diagnostics.LabelPathologyMeter`:
         recall of body, part and atypical pixels, percent of context and distractor pixels labelled
-        object) when the dataset has diagnostic masks (the synthetic benchmark); and, when ``crf``
+        object) and ``pathology_by_class`` (the recalls per class) when the dataset has diagnostic
+        masks (the synthetic benchmark); and, when ``crf``
         is given, ``miou_crf``, ``precision_crf``, ``recall_crf`` of the dense-CRF post-processed
         predictions.
     """
@@ -226,6 +227,7 @@ def evaluate(
         scores.update({f"{k}_crf": crf_scores[k] for k in ("miou", "iou", "precision", "recall")})
     if pathology.pixels:
         scores["pathology"] = pathology.compute()
+        scores["pathology_by_class"] = pathology.compute_by_class()
     return scores
 
 

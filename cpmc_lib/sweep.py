@@ -48,7 +48,7 @@ from typing import Any
 
 import yaml
 
-from .config import load_config
+from .config import Config, load_config
 from .io import atomic_write, load_json, save_json
 from .progress import tqdm
 from .store import method_hash, stage_hash
@@ -159,10 +159,16 @@ def _params(sweep: Sweep, point: Point, out: Path) -> dict[str, Any]:
 _LAST_STAGES = {"cams": ("cams",), "pseudo": ("pseudo",), "seg": ("segmentation", "segmentation_gt")}
 
 
+def point_config(sweep: Sweep, point: Point) -> Config:
+    """The config a point runs with under this checkout's defaults: the sweep's file, its base
+    overrides, then the point's."""
+    return load_config(ROOT / sweep.config, [*sweep.base, *point.overrides])
+
+
 def stage_keys(sweep: Sweep, point: Point) -> dict[str, str]:
     """The cache keys of the point's last stages (and of each map, ``until: cams``) under this
     checkout's defaults: a finished point is reused only while they are unchanged."""
-    cfg = load_config(ROOT / sweep.config, [*sweep.base, *point.overrides])
+    cfg = point_config(sweep, point)
     keys = {s: stage_hash(cfg, s) for s in _LAST_STAGES.get(sweep.until, ("segmentation",))}
     if sweep.until == "cams":
         keys.update({f"map:{m}": method_hash(cfg, m) for m in sweep.methods})
@@ -346,7 +352,7 @@ def stale_points(name: str, runs: dict[str, dict[str, Any]]) -> list[str]:
     stale = []
     for p in sweep.points:
         recorded = (runs.get(p.name) or {}).get("config_hash")
-        if recorded and recorded != stage_hash(load_config(ROOT / sweep.config, [*sweep.base, *p.overrides]), "segmentation"):
+        if recorded and recorded != stage_hash(point_config(sweep, p), "segmentation"):
             stale.append(p.name)
     return stale
 

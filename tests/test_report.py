@@ -221,3 +221,27 @@ def test_label_zone_table_gives_each_band_its_labels_and_network():
     table = label_zone_table(runs)
     assert "| none | 72.0 | 0.0 | 70.0 | 90.0 |" in table
     assert "| 0.15-1.0 | 72.0 | 6.6 | 70.0 | 92.0 |" in table
+
+
+def test_class_table_sorts_by_the_iou_gap_and_class_gap_names_the_worst():
+    names = ["background", "a", "b", "c"]
+    weak_iou, full_iou = [90.0, 80.0, 50.0, 70.0], [92.0, 81.0, 85.0, 72.0]
+    pseudo = {"2": {"recall_body": 40.0, "ignored_body": 30.0, "recall_atypical": 20.0}}
+    weak = {"2": {"recall_body": 55.0, "recall_atypical": 35.0}}
+    table = report.class_table(names, pseudo, weak, weak_iou, full_iou, groups=[None, 0, 1, 1])
+    lines = table.splitlines()
+    assert lines[2].startswith("| b | 1 | 40.0 (30.0) | 20.0 | 55.0 | 35.0 | 50.0 | 85.0 |")
+    assert [line.split(" | ")[0] for line in lines[3:]] == ["| c", "| a"]  # gaps 2 and 1
+    assert "| – (–) | – |" in lines[3]  # a class without per-class pathology
+    assert report.class_table(names, pseudo, weak, None, full_iou) == ""
+    # gaps 2, 1, 35, 2 -> total 40; the worst two object classes b (35) and c (2) make 37 / 40
+    text = report.class_gap(names, weak_iou, full_iou, top=2)
+    assert "(b, c)" in text and "92 %" in text
+    assert "no IoU" in report.class_gap(names, full_iou, full_iou)
+    assert report.class_gap(names[:2], weak_iou, full_iou) == ""
+
+
+def test_body_groups_from_the_card():
+    card = {"classes": [{"id": 2, "group": 1}, {"id": 1, "group": 0}]}
+    assert report.body_groups(card) == [None, 0, 1]
+    assert report.body_groups({"class_names": ["background", "cat"]}) is None
