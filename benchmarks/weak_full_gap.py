@@ -16,12 +16,14 @@ two segmentation stages have finished (``make book`` or ``python -m cpmc_lib pip
    those labels with the same schedule. Reads no ground truth. Trains one network.
 
 On the synthetic benchmark it first prints which kinds of pixel (body, atypical body, context, ...)
-the run's pseudo labels and both networks get wrong. Nothing is written into the run: the labels and the networks of (2) and (3) live in a temporary
+the run's pseudo labels and both networks get wrong. ``--by-class`` prints only the same split by
+class (:func:`cpmc_lib.report.class_table`) and stops: it works on runs older than the per-class
+keys of ``metrics.json``. Nothing is written into the run: the labels and the networks of (2) and (3) live in a temporary
 folder.
 
 Usage::
 
-    python benchmarks/weak_full_gap.py --config configs/default.yaml [--set key=value] [--agree]
+    python benchmarks/weak_full_gap.py --config configs/default.yaml [--set key=value] [--agree] [--by-class]
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from cpmc_lib.datasets import build_dataset, collate
 from cpmc_lib.diagnostics import LabelPathologyMeter
 from cpmc_lib.io import IGNORE_INDEX, read_mask_png, save_mask_png
 from cpmc_lib.metrics import ConfusionMeter
+from cpmc_lib.pipeline import ensure_data
 from cpmc_lib.runtime import pick_device
 from cpmc_lib.store import RunStore
 from cpmc_lib.transforms import denormalize, eval_transform
@@ -63,16 +66,31 @@ def test_time_scores(cfg, store: RunStore, device: torch.device) -> dict[str, di
     return out
 
 
-def stage_label_pathology(cfg, store: RunStore) -> dict[str, float]:
-    """:class:`~cpmc_lib.diagnostics.LabelPathologyMeter` of the pseudo stage's saved labels ({} without
-    diagnostic masks)."""
+def stage_label_pathology(cfg, store: RunStore) -> LabelPathologyMeter:
+    """:class:`~cpmc_lib.diagnostics.LabelPathologyMeter` over the pseudo stage's saved labels (empty
+    without diagnostic masks)."""
     folder = store.require("pseudo", cfg, "pseudo labels") / "labels"
     ds, meter = build_dataset(cfg, cfg.seg_split()), LabelPathologyMeter()
     for name in ds.names:
         mask, diag = ds.targets(name)
         if mask is not None and diag is not None:
             meter.update(read_mask_png(folder / f"{name}.png"), mask, diag)
-    return meter.compute() if meter.pixels else {}
+    return meter
+
+
+def class_breakdown(cfg, store: RunStore, device: torch.device) -> str:
+    """:func:`cpmc_lib.report.class_gap` and :func:`~cpmc_lib.report.class_table` of a finished run:
+    the saved pseudo labels and both networks scored per class on val (plain test time)."""
+    val = build_dataset(cfg, cfg.data.val_split, eval_transform())
+    scores = {k: segmentation.evaluate(segmentation.load_segnet(cfg, store.path(s) / "model.pt", device), val, device,
+                                       cfg.data.num_classes, progress=False)
+              for k, s in (("weak", "segmentation"), ("full", "segmentation_gt"))}  # fmt: skip
+    labels = stage_label_pathology(cfg, store)
+    names, weak, full = val.class_names, scores["weak"], scores["full"]
+    groups = report.body_groups(ensure_data(cfg, progress=False))
+    by_class = labels.compute_by_class() if labels.pixels else None
+    table = report.class_table(names, by_class, weak.get("pathology_by_class"), weak["iou"], full["iou"], groups)
+    return f"{report.class_gap(names, weak['iou'], full['iou'])}\n\n{table}"
 
 
 def agreement_labels(cfg, store: RunStore, out: Path) -> dict[str, float]:
@@ -173,19 +191,25 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--agree", action="store_true", help="also train a network on CRF-agreement labels")
     ap.add_argument("--self-train", action="store_true", help="also train a network on the weak network's own labels")
+    ap.add_argument("--by-class", action="store_true", help="only the per-class table of the run, then stop")
     args = ap.parse_args()
     cfg = load_config(args.config, args.overrides)
     store, device = RunStore.for_config(cfg), pick_device(cfg.device)
     store.require("segmentation", cfg, "the network trained on pseudo labels")
     store.require("segmentation_gt", cfg, "the network trained on ground truth")
     print(f"run {store.root}, device {device}\n")
+    if args.by_class:
+        print(class_breakdown(cfg, store, device))
+        return
     print("| test time | weak | full | weak / full (%) | weak + CRF | full + CRF | weak / full + CRF (%) |")
     print("|---|---|---|---|---|---|---|")
     scores = test_time_scores(cfg, store, device)
     plain = scores["plain"]
     if "pathology" in plain["weak"]:  # the synthetic benchmark: which kinds of pixel each gets wrong
         weak, full = plain["weak"]["pathology"], plain["full"]["pathology"]
-        print(f"\n{report.error_table(stage_label_pathology(cfg, store), weak, full)}\n\n{report.error_gap(weak, full)}")
+        labels = stage_label_pathology(cfg, store)
+        table = report.error_table(labels.compute() if labels.pixels else {}, weak, full)
+        print(f"\n{table}\n\n{report.error_gap(weak, full)}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.agree:
             labels = Path(tmp) / "agree"

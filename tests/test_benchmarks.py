@@ -236,3 +236,22 @@ def test_tune_over_seeds_keeps_only_settings_that_hold_on_every_seed(tmp_path, c
     assert "| careful | 68.0 | 68.0 | 68.0 ± 0.0 |" in out and "selected (keeps every promise on every seed" in out
     with pytest.raises(ValueError, match="no 'proto' row named 'base'"):
         tos.seed_promises([r for r in grids[0] if r["map"] != "proto"])
+
+
+@pytest.mark.slow
+def test_weak_full_gap_by_class_reads_the_same_table_from_the_saved_artefacts(tiny_pipeline):
+    import torch
+
+    from cpmc_lib import report
+    from cpmc_lib.store import RunStore
+
+    gap = _load("weak_full_gap")
+    cfg, metrics = tiny_pipeline
+    text = gap.class_breakdown(cfg, RunStore.for_config(cfg), torch.device("cpu"))
+    seg, names = metrics["seg"], metrics["dataset"]["class_names"]
+    table = report.class_table(
+        names, metrics["pseudo"]["cpmc_crf"]["pathology_by_class"], seg["wsss"]["pathology_by_class"],
+        seg["wsss"]["iou"], seg["full"]["iou"], report.body_groups(metrics["dataset"]),
+    )  # fmt: skip
+    assert table and text.endswith(table)
+    assert text.startswith(report.class_gap(names, seg["wsss"]["iou"], seg["full"]["iou"]))
