@@ -255,3 +255,14 @@ def test_weak_full_gap_by_class_reads_the_same_table_from_the_saved_artefacts(ti
     )  # fmt: skip
     assert table and text.endswith(table)
     assert text.startswith(report.class_gap(names, seg["wsss"]["iou"], seg["full"]["iou"]))
+
+
+def test_absent_class_probe_completion_fills_only_attached_unlabelled_pixels():
+    import torch
+
+    probe = _load("absent_class_probe")
+    label = np.array([[2, 0, 255, 0, 0, 0]])  # class 2 labelled at the left
+    absent = torch.tensor([[0.1, 0.9, 0.9, 0.2, 0.9, 0.9]])  # an attached run, then a detached blob
+    out = probe.complete(label, absent, present=[2], tau=0.5)
+    assert out.tolist() == [[2, 2, 2, 0, 0, 0]]
+    assert probe.complete(label, absent, present=[2], tau=0.95).tolist() == label.tolist()
