@@ -11,7 +11,8 @@ its last two epochs.
 With ``--sweep heldout`` it prints the same promises for every point of a pipeline sweep, as
 chapter 9 shows them: from the sweep's output when it ran here, else from its committed record
 (``papermill_runs/records/<sweep>.json``), with the commits the record's stages ran at; ``--spread``
-adds every headline number per point with its mean and standard deviation (the robustness sweep).
+adds every headline number per point with its mean and standard deviation (the robustness sweep),
+and per class the IoU the network on pseudo labels loses to the ceiling.
 On the synthetic benchmark it also prints which kinds of pixel the pseudo labels and both
 segmentation networks get wrong (where weak supervision loses to full).
 
@@ -78,6 +79,9 @@ def main() -> None:
         print(f"## sweep {args.sweep}: {source}\n\n{report.settings_tables(runs)}\n")
         if args.spread:
             print(f"{report.spread_table(runs)}\n")
+            by_class = report.class_spread_table(runs)
+            if by_class:  # points with the per-class keys (synthetic benchmark)
+                print(f"*IoU the network on pseudo labels loses to the ceiling, per class:*\n\n{by_class}\n")
         print(f"{report.promise_table(runs)}\n\n{report.promise_summary(runs)}")
         return
     for path in args.metrics:
@@ -101,6 +105,9 @@ def main() -> None:
         found = report.label_pathologies(m)
         if found["weak"] and found["full"]:
             print(f"\n{report.error_table(**found)}\n\n{report.error_gap(found['weak'], found['full'])}")
+        by_class = report.class_spread_table({Path(path).parent.name: m})
+        if by_class:
+            print(f"\n{by_class}")
         clf = m.get("classifier", {})
         if "val_mAP" in clf:
             print(f"classifier val mAP {clf['val_mAP']:.1f}, F1 {clf.get('val_F1', float('nan')):.1f}")

@@ -10,7 +10,7 @@ from typing import Any
 __all__ = [
     "ablation_verdict", "ceiling_moved", "compare", "delta", "direction", "fmt", "headline", "markdown_table", "method_table",
     "promise_summary", "promise_table", "promises", "settings_tables", "spread_table", "label_pathologies",
-    "error_table", "error_gap", "label_zone_table", "class_table", "class_gap", "body_groups",
+    "error_table", "error_gap", "label_zone_table", "class_table", "class_gap", "body_groups", "class_spread_table",
 ]  # fmt: skip
 
 
@@ -439,8 +439,7 @@ def spread_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
         got = [v for v in values.values() if v is not None]
         if not got:
             continue
-        sd = statistics.stdev(got) if len(got) > 1 else float("nan")
-        rows.append({"": label, **values, "mean ± sd": f"{statistics.fmean(got):.1f}\u00a0±\u00a0{fmt(sd)}"})
+        rows.append({"": label, **values, "mean ± sd": _mean_sd(got)})
     return markdown_table(rows, ["", *runs, "mean ± sd"])
 
 
@@ -585,3 +584,48 @@ def body_groups(card: Mapping[str, Any]) -> list[int | None] | None:
     if not classes:
         return None
     return [None] + [c.get("group") for c in sorted(classes, key=lambda c: c["id"])]
+
+
+def class_spread_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per class over several runs of one benchmark (e.g. training seeds): the IoU the network on
+    pseudo labels loses to the one on ground truth in each run, its mean and standard deviation, and
+    the mean body recall of the pseudo labels. Rows sorted by the mean loss, largest first.
+
+    Args:
+        runs: ``{name: metrics.json dict}``; runs without the per-class keys (older than them) are
+            left out.
+
+    Returns:
+        A Markdown table, or "" when no run has the per-class keys.
+    """
+    have = {}
+    for name, m in runs.items():
+        seg, labels = m.get("seg", {}), m.get("pseudo", {}).get(m.get("seg", {}).get("wsss", {}).get("labels", ""), {})
+        if "iou" in seg.get("wsss", {}) and "iou" in seg.get("full", {}) and "pathology_by_class" in labels:
+            have[name] = (seg["wsss"]["iou"], seg["full"]["iou"], labels["pathology_by_class"])
+    if not have:
+        return ""
+    first = runs[next(iter(have))]["dataset"]
+    names, groups = first["class_names"], body_groups(first)
+    rows = []
+    for c in range(1, len(names)):
+        lost = {n: _num(f[c]) - _num(w[c]) for n, (w, f, _) in have.items()}
+        body = [_num(by.get(str(c), {}).get("recall_body")) for _, _, by in have.values()]
+        got, body = [v for v in lost.values() if not math.isnan(v)], [v for v in body if not math.isnan(v)]
+        row: dict[str, Any] = {"class": names[c]}
+        if groups is not None:
+            row["body group"] = groups[c]
+        row.update({f"IoU lost: {n}": v for n, v in lost.items()})
+        row["mean ± sd"] = _mean_sd(got)
+        row["labels: body, mean"] = statistics.fmean(body) if body else None
+        row["_order"] = statistics.fmean(got) if got else -math.inf
+        rows.append(row)
+    rows.sort(key=lambda r: -r["_order"])
+    return markdown_table(rows, [k for k in rows[0] if k != "_order"])
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.fmean(values):.1f}\u00a0±\u00a0{fmt(sd)}"

@@ -245,3 +245,19 @@ def test_body_groups_from_the_card():
     card = {"classes": [{"id": 2, "group": 1}, {"id": 1, "group": 0}]}
     assert report.body_groups(card) == [None, 0, 1]
     assert report.body_groups({"class_names": ["background", "cat"]}) is None
+
+
+def test_class_spread_table_over_runs_with_the_per_class_keys():
+    def run(weak, full, body):
+        return {"dataset": {"class_names": ["background", "a", "b"], "classes": [{"id": 1, "group": 0}, {"id": 2, "group": 0}]},
+                "pseudo": {"cpmc_crf": {"pathology_by_class": {"1": {"recall_body": body}}}},
+                "seg": {"wsss": {"labels": "cpmc_crf", "iou": weak}, "full": {"iou": full}}}  # fmt: skip
+
+    runs = {"s0": run([90.0, 80.0, 50.0], [95.0, 82.0, 90.0], 60.0),
+            "s1": run([90.0, 70.0, 60.0], [95.0, 84.0, 90.0], 40.0),
+            "old": {"dataset": {}, "seg": {"wsss": {"miou": 1.0}}}}  # fmt: skip
+    lines = report.class_spread_table(runs).splitlines()
+    assert lines[0] == "| class | body group | IoU lost: s0 | IoU lost: s1 | mean ± sd | labels: body, mean |"
+    assert lines[2] == "| b | 0 | 40.0 | 30.0 | 35.0\u00a0±\u00a07.1 | – |"  # the larger mean loss first
+    assert lines[3] == "| a | 0 | 2.0 | 14.0 | 8.0\u00a0±\u00a08.5 | 50.0 |"
+    assert report.class_spread_table({"old": runs["old"]}) == ""
