@@ -14,7 +14,7 @@ chapter 9 shows them: from the sweep's output when it ran here, else from its co
 adds every headline number per point with its mean and standard deviation (the robustness sweep),
 and per class the IoU the network on pseudo labels loses to the ceiling.
 On the synthetic benchmark it also prints which kinds of pixel the pseudo labels and both
-segmentation networks get wrong (where weak supervision loses to full).
+segmentation networks get wrong (where weak supervision loses to full), pooled and per class.
 
 Usage::
 
@@ -105,7 +105,7 @@ def main() -> None:
         found = report.label_pathologies(m)
         if found["weak"] and found["full"]:
             print(f"\n{report.error_table(**found)}\n\n{report.error_gap(found['weak'], found['full'])}")
-        by_class = report.class_spread_table({Path(path).parent.name: m})
+        by_class = report.metrics_class_table(m)
         if by_class:
             print(f"\n{by_class}")
         clf = m.get("classifier", {})

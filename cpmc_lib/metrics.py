@@ -19,6 +19,7 @@ number of classes present in one image; ``C = K - 1`` foreground classes for the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "confusion_matrix",
     "default_thresholds",
     "iou_from_confusion",
+    "json_iou",
     "miou",
 ]
 
@@ -117,6 +119,12 @@ def iou_from_confusion(conf: ArrayLike) -> dict:
         "precision": float(100 * tp_fg / pred_fg) if pred_fg > 0 else float("nan"),
         "recall": float(100 * tp_fg / gt_fg) if gt_fg > 0 else float("nan"),
     }
+
+
+def json_iou(iou: Sequence[float | None]) -> list[float | None]:
+    """Per-class IoUs with None, as JSON keeps it, for NaN (a class in neither prediction nor ground
+    truth): a stage's result must compare equal after its JSON round trip, and NaN != NaN."""
+    return [None if v is None or math.isnan(v) else v for v in iou]
 
 
 class ConfusionMeter:

@@ -35,7 +35,6 @@ generation.
 
 from __future__ import annotations
 
-import math
 import resource
 import sys
 import time
@@ -47,6 +46,7 @@ from .config import Config, load_config
 from .datasets import build_dataset
 from .distributed import barrier, is_main
 from .io import load_json, save_json
+from .metrics import json_iou
 from .report import markdown_table
 from .store import RunStore, stage_hash
 
@@ -241,9 +241,9 @@ def run(
             k: {name: r[f"val_{name}"] for name in ("pathology", "pathology_by_class") if f"val_{name}" in r}
             for k, r in (("wsss", wsss), ("full", full))
         }
-        for k, r in (("wsss", wsss), ("full", full)):  # None, as JSON keeps it, for a class absent from val
+        for k, r in (("wsss", wsss), ("full", full)):
             if "val_iou" in r:
-                detail[k]["iou"] = [None if v is None or math.isnan(v) else v for v in r["val_iou"]]
+                detail[k]["iou"] = json_iou(r["val_iou"])
         metrics["seg"] = {
             "split": cfg.seg_split(),  # both networks train on it; scored on val
             "wsss": {

@@ -40,7 +40,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ from .crf import crf_map, dense_crf
 from .datasets import build_dataset
 from .diagnostics import LabelPathologyMeter, PathologyMeter
 from .io import IGNORE_INDEX, read_mask_png, save_mask_png
-from .metrics import ConfusionMeter, cam_to_mask
+from .metrics import ConfusionMeter, cam_to_mask, json_iou
 from .runtime import pick_device
 from .store import RunStore, StageMissingError, missing_stage_message, stage_hash
 
@@ -549,8 +548,7 @@ def make_labels(
                 f"precision{suffix}": scores["precision"],
                 f"recall{suffix}": scores["recall"],
                 f"ignore_frac{suffix}": ignored[suffix] / max(pixels, 1),
-                # None for a class in neither labels nor masks (NaN would not compare equal on reuse)
-                f"iou{suffix}": [None if math.isnan(v) else v for v in scores["iou"]],
+                f"iou{suffix}": json_iou(scores["iou"]),
             }
         )
         if pathology[suffix].pixels:

@@ -10,7 +10,7 @@ from typing import Any
 __all__ = [
     "ablation_verdict", "ceiling_moved", "compare", "delta", "direction", "fmt", "headline", "markdown_table", "method_table",
     "promise_summary", "promise_table", "promises", "settings_tables", "spread_table", "label_pathologies",
-    "error_table", "error_gap", "label_zone_table", "class_table", "class_gap", "body_groups", "class_spread_table",
+    "error_table", "error_gap", "label_zone_table", "class_table", "class_gap", "body_groups", "class_spread_table", "metrics_class_table",
 ]  # fmt: skip
 
 
@@ -450,13 +450,18 @@ _ERROR_COLUMNS = [
 ]  # fmt: skip
 
 
+def _trained_labels(metrics: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ``pseudo`` section of the labels the network on pseudo labels trained on ({} without)."""
+    labels = metrics.get("seg", {}).get("wsss", {}).get("labels", f"{_method(metrics)}_crf")
+    return metrics.get("pseudo", {}).get(labels, {})
+
+
 def label_pathologies(metrics: Mapping[str, Any]) -> dict[str, Mapping[str, float] | None]:
     """The label-map pathology measures of a ``metrics.json``: ``pseudo`` (the labels the network
     trained on), ``weak`` and ``full`` (both networks on val); None where the run has none."""
-    pseudo, seg = metrics.get("pseudo", {}), metrics.get("seg", {})
-    labels = seg.get("wsss", {}).get("labels", f"{_method(metrics)}_crf")
+    seg = metrics.get("seg", {})
     return {
-        "pseudo": pseudo.get(labels, {}).get("pathology"),
+        "pseudo": _trained_labels(metrics).get("pathology"),
         "weak": seg.get("wsss", {}).get("pathology"),
         "full": seg.get("full", {}).get("pathology"),
     }
@@ -577,6 +582,16 @@ def _num(x: float | None) -> float:
     return float("nan") if x is None else float(x)
 
 
+def metrics_class_table(metrics: Mapping[str, Any]) -> str:
+    """:func:`class_gap` and :func:`class_table` of one ``metrics.json`` ("" without the per-class keys)."""
+    seg = metrics.get("seg", {})
+    weak, full = seg.get("wsss", {}), seg.get("full", {})
+    names = metrics.get("dataset", {}).get("class_names", [])
+    table = class_table(names, _trained_labels(metrics).get("pathology_by_class"), weak.get("pathology_by_class"),
+                        weak.get("iou"), full.get("iou"), body_groups(metrics.get("dataset", {})))  # fmt: skip
+    return f"{class_gap(names, weak.get('iou'), full.get('iou'))}\n\n{table}" if table else ""
+
+
 def body_groups(card: Mapping[str, Any]) -> list[int | None] | None:
     """Each class's body group from a synthetic benchmark's card (None for the background), for
     :func:`class_table`; None for a card without class designs (real data)."""
@@ -600,7 +615,7 @@ def class_spread_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     """
     have = {}
     for name, m in runs.items():
-        seg, labels = m.get("seg", {}), m.get("pseudo", {}).get(m.get("seg", {}).get("wsss", {}).get("labels", ""), {})
+        seg, labels = m.get("seg", {}), _trained_labels(m)
         if "iou" in seg.get("wsss", {}) and "iou" in seg.get("full", {}) and "pathology_by_class" in labels:
             have[name] = (seg["wsss"]["iou"], seg["full"]["iou"], labels["pathology_by_class"])
     if not have:

@@ -46,13 +46,8 @@ def test_pipeline_writes_complete_metrics(tiny):
         n = sum(r["n_body"] for r in by_class.values())
         pooled = sum(r["recall_body"] * r["n_body"] for r in by_class.values() if r["n_body"]) / n
         assert n == part["pathology"]["n_body"] and pooled == pytest.approx(part["pathology"]["recall_body"])
-    names = metrics["dataset"]["class_names"]
-    seg = metrics["seg"]
-    table = report.class_table(
-        names, metrics["pseudo"]["cpmc_crf"]["pathology_by_class"], seg["wsss"]["pathology_by_class"],
-        seg["wsss"]["iou"], seg["full"]["iou"],
-    )  # fmt: skip
-    assert len(table.splitlines()) == 2 + 4 and report.class_gap(names, seg["wsss"]["iou"], seg["full"]["iou"])
+    gap, table = report.metrics_class_table(metrics).split("\n\n")
+    assert len(table.splitlines()) == 2 + 4 and gap
     assert metrics["dataset"]["num_classes"] == 5
     assert metrics["peak_rss_mb"] > 0 and metrics["seconds"]["total"] > 0
     # one entry per pass: the CPMC maps and the Grad-CAM family are each made together
