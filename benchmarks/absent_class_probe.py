@@ -14,9 +14,16 @@ This script asks two questions of a finished run's classifier and pseudo labels,
    mIoU on labelled pixels, body recall per class and the background labelled object, before and
    after, for each ``tau``.
 
-The rule is a probe, not part of the pipeline. Usage::
+``--rule ring`` replaces the absent-class CAM of question 2 by a present class's own body evidence:
+the part is where the class's classifier CAM is above ``--part`` of its peak (CAM grid), its *ring*
+the cells just around it, which lie on the object's body since the part sits inside it. The ring's
+mean hierarchical feature is a local prototype; pixels whose cosine similarity to it exceeds ``tau``
+and that connect to the class's labelled pixels through such pixels take the class.
+
+The rules are probes, not part of the pipeline. Usage::
 
     python benchmarks/absent_class_probe.py --config configs/default.yaml [--set key=value] [--images 300]
+    python benchmarks/absent_class_probe.py --rule ring --taus 0.6 0.7 0.8
 """
 
 from __future__ import annotations
@@ -48,11 +55,42 @@ def class_maps(model, img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return max_normalize(cam)[0]
 
 
-def complete(label: np.ndarray, absent: torch.Tensor, present: list[int], tau: float) -> np.ndarray:
-    """Unlabelled pixels (0 or 255) where ``absent > tau``, attached to class c's labelled pixels, take c."""
+@torch.no_grad()
+def ring_maps(
+    model, img: torch.Tensor, label: torch.Tensor, size: tuple[int, int], part: float, background: float = 0.0
+) -> torch.Tensor:
+    """(K-1, H, W) cosine similarity of each present class's ring prototype to every pixel (0 elsewhere).
+
+    The part: cells where the class's classifier CAM exceeds ``part`` x its peak; the ring: the cells
+    8-adjacent to it; the prototype: the ring's mean hierarchical feature. ``background`` > 0: minus
+    the similarity to the image's background prototype (the mean feature where every present class's
+    CAM is below ``background`` x its peak).
+    """
+    out = model(img[None])
+    cam = max_normalize(F.relu(out["cam"]))[0]  # (K-1, h, w)
+    hie = F.normalize(out["hie"][0], dim=0)  # (D, h, w)
+    sims = torch.zeros_like(cam)
+    low = (cam * label[:, None, None]).amax(0) < background if background > 0 else None
+    for k in torch.nonzero(label).flatten().tolist():
+        core = (cam[k] > part).float()[None, None]
+        ring = (F.max_pool2d(core, 3, stride=1, padding=1) - core)[0, 0].bool()
+        if ring.any():
+            proto = F.normalize(hie[:, ring].mean(1), dim=0)
+            sims[k] = torch.einsum("d,dhw->hw", proto, hie)
+            if low is not None and low.any():  # how much nearer the ring than the image's background
+                sims[k] -= torch.einsum("d,dhw->hw", F.normalize(hie[:, low].mean(1), dim=0), hie)
+    return F.interpolate(sims[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def complete(label: np.ndarray, score: torch.Tensor, present: list[int], tau: float) -> np.ndarray:
+    """Unlabelled pixels (0 or 255) where ``score > tau``, attached to class c's labelled pixels, take c.
+
+    ``score`` is one (H, W) map for every class, or (K-1, H, W) with class c's in channel c - 1.
+    """
     out = label.copy()
-    free = torch.from_numpy((label == 0) | (label == IGNORE_INDEX)) & (absent > tau)
+    unlabelled = torch.from_numpy((label == 0) | (label == IGNORE_INDEX))
     for c in present:
+        free = unlabelled & ((score if score.dim() == 2 else score[c - 1]) > tau)
         grown = attached_to(free[None, None], torch.from_numpy(out == c)[None, None])[0, 0].numpy()
         out[grown & ((out == 0) | (out == IGNORE_INDEX))] = c
     return out
@@ -64,6 +102,9 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--taus", type=float, nargs="+", default=[0.3, 0.4, 0.5])
+    ap.add_argument("--rule", choices=("absent", "ring"), default="absent", help="what question 2 fills from")
+    ap.add_argument("--background", type=float, default=0.0, help="--rule ring: score against the background below this")
+    ap.add_argument("--part", type=float, default=0.5, help="--rule ring: the part, share of the CAM's peak")
     args = ap.parse_args()
     cfg = load_config(args.config, args.overrides)
     store = RunStore.for_config(cfg)
@@ -90,8 +131,10 @@ def main() -> None:
                     total[0], total[1] = total[0] + float(a.numpy()[m].sum()), total[1] + int(m.sum())
         label = read_mask_png(labels_dir / f"{s['name']}.png").astype(np.int64)
         present = [c for c in range(1, K) if here[c - 1]]
+        ring = ring_maps(model, s["img"], s["label"], gt.shape, args.part, args.background) if args.rule == "ring" else None
         for r, tau in rows.items():
-            lab = label if tau is None else complete(label, absent, present, tau)
+            score = absent if args.rule == "absent" else ring
+            lab = label if tau is None else complete(label, score, present, tau)
             keep = lab != IGNORE_INDEX
             meters[r][0].update(np.where(keep, lab, 0), np.where(keep, gt, IGNORE_INDEX))
             meters[r][1].update(lab, gt, diag)

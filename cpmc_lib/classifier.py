@@ -38,11 +38,12 @@ from .engine import fit, poly_lr
 from .io import save_json, save_torch
 from .metrics import classification_metrics
 from .models import CamNet, build_model
+from .refinement import max_normalize
 from .runtime import channels_last, loader_options, pick_device, seed_everything, to_device, worker_init_fn
 from .store import RunStore
 from .transforms import eval_transform, train_transform
 
-__all__ = ["classification_loss", "make_optimizer", "predict_logits", "run", "train"]
+__all__ = ["classification_loss", "erase_discriminative", "make_optimizer", "predict_logits", "run", "train"]
 
 
 def classification_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -53,6 +54,27 @@ def classification_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tens
         label: (B, K-1) multi-hot labels.
     """
     return F.multilabel_soft_margin_loss(logits, label)
+
+
+def erase_discriminative(
+    img: torch.Tensor, cam: torch.Tensor, label: torch.Tensor, threshold: float
+) -> torch.Tensor:
+    """Adversarial erasing (AE-PSL, ACoL): blank where a present class's CAM is above ``threshold`` x its peak.
+
+    Args:
+        img: (B, 3, H, W) normalised images (0 is the dataset's mean colour).
+        cam: (B, K-1, h, w) raw class maps of ``img`` (no gradient flows through the mask).
+        label: (B, K-1) multi-hot labels; absent classes erase nothing.
+        threshold: share of each map's peak above which a pixel is erased.
+
+    Returns:
+        (B, 3, H, W) copy of ``img`` with the erased pixels set to 0.
+    """
+    with torch.no_grad():
+        peak = max_normalize(F.relu(cam.float())) * label[..., None, None].float()
+        hot = (peak.amax(1, keepdim=True) > threshold).to(img.dtype)
+        hot = F.interpolate(hot, size=img.shape[-2:], mode="nearest")
+    return img * (1 - hot)
 
 
 def make_optimizer(model: CamNet, cfg: Config) -> torch.optim.Optimizer:
@@ -126,8 +148,15 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
         img, label = to_device(batch["img"], device), batch["label"].to(device)
         out = model(img)
         if consistency:  # CPMC training: + weight x |refined CAM - calibrated prototype CAM|
-            return cpmc_loss(out, label, cfg, img)
-        return {"loss": classification_loss(out["logits"].float(), label)}
+            losses = cpmc_loss(out, label, cfg, img)
+        else:
+            losses = {"loss": classification_loss(out["logits"].float(), label)}
+        if c.erase_weight > 0:  # the objects are still there once their strongest evidence is gone
+            erased = erase_discriminative(img, out["cam"], label, c.erase_threshold)
+            erase = classification_loss(model(erased)["logits"].float(), label)
+            losses["loss"] = losses["loss"] + c.erase_weight * erase
+            losses["erase"] = erase.detach()
+        return losses
 
     def validate(epoch: int, model: CamNet) -> dict[str, float]:
         scores = classification_metrics(*predict_logits(model, val_loader, device))

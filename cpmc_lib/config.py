@@ -113,6 +113,11 @@ class ClassifierConfig:
     lr: float = 0.1  # backbone; new layers get new_lr_mult x (IRN/SIPE: 0.1 / 1.0)
     weight_decay: float = 1e-4
     crop_size: int = 128
+    # Adversarial erasing (AE-PSL, ACoL): > 0 adds erase_weight x the loss of classifying the image
+    # again with the pixels where a present class's CAM exceeds erase_threshold x its peak blanked,
+    # so the classifier must find evidence beyond the most discriminative part. 0: off.
+    erase_weight: float = 0.0
+    erase_threshold: float = 0.5
     num_workers: int = 1  # a worker runs the transforms single-threaded (tiny ops thrash 2 threads)
 
 
