@@ -82,6 +82,9 @@ def main() -> None:
             by_class = report.class_spread_table(runs)
             if by_class:  # points with the per-class keys (synthetic benchmark)
                 print(f"*IoU the network on pseudo labels loses to the ceiling, per class:*\n\n{by_class}\n")
+        by_group = report.group_loss_table(runs)
+        if by_group:  # points with the per-class keys (synthetic benchmark)
+            print(f"*IoU the network on pseudo labels loses to the ceiling, by body group:*\n\n{by_group}\n")
         print(f"{report.promise_table(runs)}\n\n{report.promise_summary(runs)}")
         return
     for path in args.metrics:

@@ -613,11 +613,7 @@ def class_spread_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     Returns:
         A Markdown table, or "" when no run has the per-class keys.
     """
-    have = {}
-    for name, m in runs.items():
-        seg, labels = m.get("seg", {}), _trained_labels(m)
-        if "iou" in seg.get("wsss", {}) and "iou" in seg.get("full", {}) and "pathology_by_class" in labels:
-            have[name] = (seg["wsss"]["iou"], seg["full"]["iou"], labels["pathology_by_class"])
+    have = {name: keys for name, m in runs.items() if (keys := _per_class(m))}
     if not have:
         return ""
     first = runs[next(iter(have))]["dataset"]
@@ -637,6 +633,59 @@ def class_spread_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
         rows.append(row)
     rows.sort(key=lambda r: -r["_order"])
     return markdown_table(rows, [k for k in rows[0] if k != "_order"])
+
+
+def _per_class(metrics: Mapping[str, Any]) -> tuple[list, list, Mapping[str, Any]] | None:
+    """A run's per-class IoU of both networks and its trained labels' per-class pathology, or None
+    for a run older than those keys."""
+    seg, labels = metrics.get("seg", {}), _trained_labels(metrics)
+    if "iou" in seg.get("wsss", {}) and "iou" in seg.get("full", {}) and "pathology_by_class" in labels:
+        return seg["wsss"]["iou"], seg["full"]["iou"], labels["pathology_by_class"]
+    return None
+
+
+def group_loss_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per run of its own synthetic benchmark (e.g. held-out settings): the IoU the network on pseudo
+    labels loses to the one on ground truth, by the size of the classes' body group (range over the
+    classes), and the pseudo labels' body recall of each shared body's best-labelled class against
+    that of its siblings (mean over groups, resp. siblings).
+
+    Args:
+        runs: ``{name: metrics.json dict}``; runs without the per-class keys or the card's class
+            designs are left out.
+
+    Returns:
+        A Markdown table, or "" when no run qualifies.
+    """
+    rows = []
+    for name, m in runs.items():
+        keys, groups = _per_class(m), body_groups(m.get("dataset", {}))
+        if not keys or groups is None:
+            continue
+        weak, full, by_class = keys
+        members: dict[Any, list[int]] = {}
+        for c in range(1, len(groups)):
+            members.setdefault(groups[c], []).append(c)
+        row: dict[str, Any] = {"setting": name, "classes": len(groups) - 1}
+        for size in sorted({len(g) for g in members.values()}, reverse=True):
+            lost = [_num(full[c]) - _num(weak[c]) for g in members.values() if len(g) == size for c in g]
+            lost = [v for v in lost if not math.isnan(v)]
+            row[f"IoU lost: groups of {size}"] = f"{min(lost):.1f}–{max(lost):.1f}" if lost else None
+        best, siblings = [], []
+        for g in (g for g in members.values() if len(g) > 1):
+            body = sorted(v for c in g if not math.isnan(v := _num(by_class.get(str(c), {}).get("recall_body"))))
+            if body:
+                best.append(body[-1])
+                siblings += body[:-1]
+        row["labels: body, best of its group"] = statistics.fmean(best) if best else None
+        row["labels: body, its siblings"] = statistics.fmean(siblings) if siblings else None
+        rows.append(row)
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    sizes = sorted((k for k in columns if k.startswith("IoU lost")), key=lambda k: -int(k.rsplit(" ", 1)[1]))
+    fixed = [k for k in columns if not k.startswith("IoU lost")]
+    return markdown_table(rows, [*fixed[:2], *sizes, *fixed[2:]])
 
 
 def _mean_sd(values: Sequence[float]) -> str:

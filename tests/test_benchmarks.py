@@ -260,3 +260,28 @@ def test_absent_class_probe_completion_fills_only_attached_unlabelled_pixels():
     out = probe.complete(label, absent, present=[2], tau=0.5)
     assert out.tolist() == [[2, 2, 2, 0, 0, 0]]
     assert probe.complete(label, absent, present=[2], tau=0.95).tolist() == label.tolist()
+
+
+def test_absent_class_probe_ring_prototype_is_the_body_around_the_part():
+    import torch
+
+    probe = _load("absent_class_probe")
+    label = np.array([[1, 0, 0, 0, 0, 0]])
+    per_class = torch.tensor([[[0.1, 0.9, 0.9, 0.2, 0.9, 0.9]], [[0.9] * 6]])  # (K-1, H, W): class 2's is ignored
+    assert probe.complete(label, per_class, present=[1], tau=0.5).tolist() == [[1, 1, 1, 0, 0, 0]]
+
+    body, other = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    hie = torch.stack([other] * 2 + [body] * 5 + [other] * 2, 1)[:, None, :]  # (D, 1, 9): a body in the middle
+    cam = torch.zeros(1, 2, 1, 9)
+    cam[0, 0, 0, 4] = 1.0  # class 1's part, at the body's centre
+
+    class Fake(torch.nn.Module):
+        def forward(self, x):
+            return {"cam": cam, "hie": hie[None]}
+
+    sims = probe.ring_maps(Fake(), torch.zeros(3, 1, 9), torch.tensor([1.0, 0.0]), (1, 9), part=0.5)
+    assert sims[0, 0].tolist() == [0.0] * 2 + [1.0] * 5 + [0.0] * 2  # the ring (cells 3, 5) is body
+    assert sims[1].eq(0).all()  # an absent class has no ring
+    against = probe.ring_maps(Fake(), torch.zeros(3, 1, 9), torch.tensor([1.0, 0.0]), (1, 9), 0.5, background=0.5)
+    # the background prototype: the mean of the 8 cells below 0.5 (4 body, 4 other), at 45 degrees to both
+    assert torch.allclose(against[0, 0], sims[0, 0] - 2**-0.5)

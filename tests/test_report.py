@@ -261,3 +261,25 @@ def test_class_spread_table_over_runs_with_the_per_class_keys():
     assert lines[2] == "| b | 0 | 40.0 | 30.0 | 35.0\u00a0±\u00a07.1 | – |"  # the larger mean loss first
     assert lines[3] == "| a | 0 | 2.0 | 14.0 | 8.0\u00a0±\u00a08.5 | 50.0 |"
     assert report.class_spread_table({"old": runs["old"]}) == ""
+
+
+def test_group_loss_table_splits_the_loss_by_body_group_size():
+    def run(weak, full, body, groups):
+        classes = [{"id": c, "group": g} for c, g in enumerate(groups, 1)]
+        return {"dataset": {"class_names": ["background", *"abcde"[: len(groups)]], "classes": classes},
+                "pseudo": {"cpmc_crf": {"pathology_by_class": {str(c): {"recall_body": b} for c, b in body.items()}}},
+                "seg": {"wsss": {"labels": "cpmc_crf", "iou": weak}, "full": {"iou": full}}}  # fmt: skip
+
+    runs = {
+        "s1": run([90.0, 60.0, 70.0, 80.0, 85.0, None], [95.0, 90.0, 90.0, 90.0, 90.0, 90.0],
+                  {1: 98.0, 2: 40.0, 3: 60.0, 4: 90.0, 5: 80.0}, [0, 0, 0, 1, 1]),
+        "few": run([90.0, 80.0], [92.0, 81.0], {1: 70.0}, [0]),  # no shared body: no label columns
+        "old": {"dataset": {}, "seg": {"wsss": {"miou": 1.0}}},
+    }  # fmt: skip
+    lines = report.group_loss_table(runs).splitlines()
+    assert lines[0] == ("| setting | classes | IoU lost: groups of 3 | IoU lost: groups of 2 | IoU lost: groups of 1 "
+                        "| labels: body, best of its group | labels: body, its siblings |")  # fmt: skip
+    # groups of 3: lost 30, 20, 10; of 2: 5 (and a class absent from val); best 98 and 90, siblings 40, 60, 80
+    assert lines[2] == "| s1 | 5 | 10.0–30.0 | 5.0–5.0 | – | 94.0 | 60.0 |"
+    assert lines[3] == "| few | 1 | – | – | 1.0–1.0 | – | – |"
+    assert len(lines) == 4 and report.group_loss_table({"old": runs["old"]}) == ""
