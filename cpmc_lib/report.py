@@ -670,7 +670,7 @@ def group_loss_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
         for size in sorted({len(g) for g in members.values()}, reverse=True):
             lost = [_num(full[c]) - _num(weak[c]) for g in members.values() if len(g) == size for c in g]
             lost = [v for v in lost if not math.isnan(v)]
-            row[f"IoU lost: groups of {size}"] = f"{min(lost):.1f}–{max(lost):.1f}" if lost else None
+            row[f"IoU lost: groups of {size}"] = f"{min(lost):.1f} to {max(lost):.1f}" if lost else None
         best, siblings = [], []
         for g in (g for g in members.values() if len(g) > 1):
             body = sorted(v for c in g if not math.isnan(v := _num(by_class.get(str(c), {}).get("recall_body"))))

@@ -280,6 +280,6 @@ def test_group_loss_table_splits_the_loss_by_body_group_size():
     assert lines[0] == ("| setting | classes | IoU lost: groups of 3 | IoU lost: groups of 2 | IoU lost: groups of 1 "
                         "| labels: body, best of its group | labels: body, its siblings |")  # fmt: skip
     # groups of 3: lost 30, 20, 10; of 2: 5 (and a class absent from val); best 98 and 90, siblings 40, 60, 80
-    assert lines[2] == "| s1 | 5 | 10.0–30.0 | 5.0–5.0 | – | 94.0 | 60.0 |"
-    assert lines[3] == "| few | 1 | – | – | 1.0–1.0 | – | – |"
+    assert lines[2] == "| s1 | 5 | 10.0 to 30.0 | 5.0 to 5.0 | – | 94.0 | 60.0 |"
+    assert lines[3] == "| few | 1 | – | – | 1.0 to 1.0 | – | – |"
     assert len(lines) == 4 and report.group_loss_table({"old": runs["old"]}) == ""
