@@ -2,8 +2,11 @@
 
 The loss is the multi-label soft-margin loss on the GAP scores; the optimiser is SGD with
 momentum (or AdamW), a poly schedule and 10x learning rate on the new layers (head and side
-projections). Training runs through :func:`cpmc_lib.engine.fit`, which checkpoints every epoch
-into the stage folder (``checkpoint.pt``, kept across crashes) and resumes from it.
+projections). With ``classifier.erase_weight`` > 0 (off by default; measured in the README, where it
+hurts), each image is classified again with its present classes' CAM peaks blanked
+(:func:`erase_discriminative`, AE-PSL / ACoL). Training runs through :func:`cpmc_lib.engine.fit`,
+which checkpoints every epoch into the stage folder (``checkpoint.pt``, kept across crashes) and
+resumes from it.
 
 Deviation from IRN/SIPE: IRN's ``PolyOptimizer`` passes the weight decay as SGD's positional
 *momentum* argument, so it effectively trains with momentum 1e-4 (plain SGD). This stage uses
