@@ -131,9 +131,11 @@ def main() -> None:
                     total[0], total[1] = total[0] + float(a.numpy()[m].sum()), total[1] + int(m.sum())
         label = read_mask_png(labels_dir / f"{s['name']}.png").astype(np.int64)
         present = [c for c in range(1, K) if here[c - 1]]
-        ring = ring_maps(model, s["img"], s["label"], gt.shape, args.part, args.background) if args.rule == "ring" else None
+        if args.rule == "ring":
+            score = ring_maps(model, s["img"], s["label"], gt.shape, args.part, args.background)
+        else:
+            score = absent
         for r, tau in rows.items():
-            score = absent if args.rule == "absent" else ring
             lab = label if tau is None else complete(label, score, present, tau)
             keep = lab != IGNORE_INDEX
             meters[r][0].update(np.where(keep, lab, 0), np.where(keep, gt, IGNORE_INDEX))
