@@ -256,6 +256,14 @@ class PseudoConfig:
     # on synth seed 0 through segmentation: `python -m cpmc_lib sweep papermill_runs/band.yaml`.
     band: tuple[float, float] = (0.15, 1.0)
     crf: bool = True  # save the dense-CRF labels (both are scored either way)
+    # Which present class an object pixel gets (pseudo.assign_to_parts). parts: where two or more
+    # classes' maps exceed contest_share x the plane, the class whose classifier-CAM part (the
+    # cells >= part_share of its peak) is nearest - sibling classes share a body, and only the
+    # part inside each body tells them apart; argmax: the maps' arg-max alone. Chosen on synth
+    # seed 0 through segmentation (README, "Whose body is it?").
+    assign: Literal["argmax", "parts"] = "parts"
+    part_share: float = 0.7
+    contest_share: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,9 @@ def ensure(
     cams.run(cfg, store, method=cfg.pseudo.method, progress=progress)
     # the seg split's images outside the cam split (none by default) need maps for their labels
     cams.map_seg_split(cfg, store, method=cfg.pseudo.method, progress=progress)
+    if cfg.pseudo.assign == "parts" and cfg.pseudo.method != "cam":  # the classifier CAMs locate the parts
+        cams.run(cfg, store, method="cam", progress=progress)
+        cams.map_seg_split(cfg, store, method="cam", progress=progress)
     if stage == "affinity" or cfg.affinity.enabled:
         result = affinity.run(cfg, store, progress=progress)
         if stage == "affinity":

@@ -20,6 +20,13 @@ best separates its values into two groups; it adapts where a frozen value would 
 ``"oracle"`` - the CAM method's best threshold against the ground truth of these very images
 (IRN's *evaluation* protocol; an oracle view, kept only to compare with).
 
+Which present class an object pixel gets: the arg-max, and then (after the CRF, when there is one)
+with ``pseudo.assign="parts"``, the default, :func:`assign_to_parts`. Sibling classes share a body,
+so in an image holding two of them each one's map fires on both bodies and the arg-max hands one
+class both. Where two or more maps contend, the pixel goes to the class whose *part* - the peak of
+its classifier CAM, which finds the part - lies nearest. It reads the classifier CAMs of the same
+images and no ground truth.
+
 With the dense CRF the same rule is applied to the argmax of the CRF posterior of
 :func:`cam_probs` (the normalised ``[plane, cam]`` scores as unary probabilities; one CRF per
 plane). Deviation from IRN: IRN feeds *hard* labels to the CRF (``unary_from_labels``, gt_prob
@@ -41,12 +48,14 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from . import distributed
 from .config import Config, CrfConfig, PseudoConfig
@@ -60,6 +69,7 @@ from .store import RunStore, StageMissingError, missing_stage_message, stage_has
 
 __all__ = [
     "THRESHOLD_RULES",
+    "assign_to_parts",
     "cam_probs",
     "band_planes",
     "check_band",
@@ -71,6 +81,7 @@ __all__ = [
     "image_threshold",
     "make_labels",
     "otsu_threshold",
+    "part_folder",
     "rule_scores",
     "rule_threshold",
     "crf_pseudo_label",
@@ -175,11 +186,17 @@ def rule_threshold(cfg: Config, cam_metrics: dict[str, Any] | None = None) -> fl
 
     Raises:
         ValueError: an unknown rule, a fixed threshold outside ``(0, 1)``, a band that
-            :func:`check_band` refuses, or a per-image rule combined with ``pseudo.conf_fg`` /
-            ``conf_bg`` (their planes are fixed values).
+            :func:`check_band` refuses, a per-image rule combined with ``pseudo.conf_fg`` /
+            ``conf_bg`` (their planes are fixed values), or ``pseudo.assign`` settings out of range.
     """
     p = cfg.pseudo
     check_band(p.band)
+    if p.assign not in ("argmax", "parts"):
+        raise ValueError(f"pseudo.assign {p.assign!r}; one of: argmax, parts")
+    if not (0 < p.part_share <= 1 and p.contest_share >= 0):
+        raise ValueError(
+            f"pseudo.part_share must lie in (0, 1] and contest_share be >= 0, got {p.part_share}, {p.contest_share}"
+        )
     if p.threshold_rule not in THRESHOLD_RULES:
         raise ValueError(f"pseudo.threshold_rule {p.threshold_rule!r}; rules: {', '.join(THRESHOLD_RULES)}")
     if p.threshold_rule == "fixed":
@@ -270,6 +287,61 @@ def combine_confident(fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
     out = np.where(fg > 0, fg, IGNORE_INDEX)
     out[(fg == 0) & (bg == 0)] = 0
     return out.astype(np.uint8)
+
+
+def assign_to_parts(
+    label: np.ndarray,
+    cam: np.ndarray,
+    keys: np.ndarray,
+    part_cam: np.ndarray,
+    plane: float,
+    part_share: float = 0.7,
+    contest_share: float = 0.5,
+) -> np.ndarray:
+    """Give each contested object pixel to the present class whose discriminative part is nearest.
+
+    Objects of one group share their body, so a prototype map of one class fires on the bodies of
+    its siblings in the same image, and the arg-max hands a sibling's body to whichever class's map
+    is higher there. What tells the two bodies apart is the part inside each, which the classifier
+    CAM finds. An object pixel is *contested* where two or more present classes' maps exceed
+    ``contest_share * plane``; it goes to the contender whose *part* - the cells where its
+    classifier CAM reaches ``part_share`` of its peak - lies nearest (Euclidean distance). Nothing
+    else changes: background, ignore and uncontested pixels keep their label.
+
+    Args:
+        label: (H, W) uint8 pseudo label (0 background, class ids, 255 ignore) made from ``cam``.
+        cam: (k, H, W) the maps of the present classes the label came from.
+        keys: (k,) their class ids.
+        part_cam: (k, H, W) the classifier CAMs of the same classes, in the same order.
+        plane: the image's background plane (:func:`image_threshold`).
+        part_share, contest_share: ``pseudo.part_share`` and ``pseudo.contest_share``.
+
+    Returns:
+        (H, W) uint8 label.
+
+    Example:
+        >>> cam = np.array([[[0.9, 0.9, 0.9, 0.9]], [[0.8, 0.8, 0.8, 1.0]]])  # both cover all 4 pixels
+        >>> part_cam = np.array([[[1.0, 0.2, 0.0, 0.0]], [[0.0, 0.0, 0.2, 1.0]]])
+        >>> assign_to_parts(np.array([[1, 1, 1, 2]]), cam, [1, 2], part_cam, 0.4).tolist()
+        [[1, 1, 2, 2]]
+    """
+    label, keys = np.asarray(label), np.asarray(keys, dtype=np.int64)
+    if len(keys) < 2:
+        return label
+    cam, part_cam = np.asarray(cam, np.float32), np.asarray(part_cam, np.float32)
+    if part_cam.shape != cam.shape:
+        raise ValueError(f"assign_to_parts: classifier CAMs {part_cam.shape} do not match the maps {cam.shape}")
+    contender = cam > contest_share * plane
+    contested = (contender.sum(0) > 1) & (label > 0) & (label != IGNORE_INDEX)
+    if not contested.any():
+        return label
+    parts = part_cam >= part_share * part_cam.max(axis=(1, 2), keepdims=True)
+    parts &= part_cam > 0
+    dist = np.stack([ndimage.distance_transform_edt(~m) if m.any() else np.full(m.shape, np.inf) for m in parts])
+    dist = np.where(contender, dist, np.inf)
+    nearest = dist.argmin(0)
+    found = np.isfinite(dist.min(0))
+    return np.where(contested & found, keys[nearest], label).astype(label.dtype)
 
 
 def pseudo_label(
@@ -372,6 +444,25 @@ def _cam_folder(cfg: Config, store: RunStore, method: str) -> tuple[Path, dict[s
     return folder, metrics
 
 
+def part_folder(cfg: Config, store: RunStore) -> Path | None:
+    """The classifier CAMs that ``pseudo.assign="parts"`` reads (:func:`assign_to_parts`); None
+    under ``"argmax"``.
+
+    Raises:
+        StageMissingError: the classifier CAMs of the seg split are missing.
+    """
+    if cfg.pseudo.assign != "parts":
+        return None
+    from . import cams  # here, not at the top: CRF worker processes import this module
+
+    folder, _ = _cam_folder(cfg, store, "cam")
+    if not cams.seg_maps_done(cfg, store, "cam"):
+        raise StageMissingError(
+            missing_stage_message(cfg, folder, f"classifier CAMs of the seg split {cfg.seg_split()!r}", "pseudo")
+        )
+    return folder
+
+
 def run(
     cfg: Config, store: RunStore | None = None, method: str | None = None, progress: bool = True
 ) -> dict[str, Any]:
@@ -412,11 +503,30 @@ def _make_labels(cfg: Config, store: RunStore, out: Path, progress: bool) -> dic
     if cfg.affinity.enabled:  # the same maps after the random walk (cpmc_lib.affinity)
         folder, cam_metrics = _cam_folder(cfg, store, "affinity")
     threshold = rule_threshold(cfg, cam_metrics)
-    result = make_labels(cfg, folder, threshold, out=out, progress=progress, split=cfg.seg_split())
+    result = make_labels(
+        cfg, folder, threshold, out=out, progress=progress, split=cfg.seg_split(),
+        part_folder=part_folder(cfg, store),
+    )  # fmt: skip
     # method: whose maps; affinity: whether they went through the random walk first
     result.update(method=cfg.pseudo.method, affinity=cfg.affinity.enabled)
     result.update(seconds=round(time.perf_counter() - start, 1), labels=str(out))
     return result
+
+
+def _part_assigner(
+    part_folder: Path | None, name: str, cam: np.ndarray, keys: np.ndarray, plane: float, p: PseudoConfig
+) -> Callable[[np.ndarray], np.ndarray]:
+    """label -> label for one image: :func:`assign_to_parts` with its classifier CAMs read from
+    ``part_folder``, or the identity when ``part_folder`` is None or the image has under two classes."""
+    if part_folder is None or len(keys) < 2:
+        return lambda label: label
+    saved = np.load(part_folder / f"{name}.npy", allow_pickle=True).item()
+    if not np.array_equal(np.asarray(saved["keys"]), np.asarray(keys)):
+        raise ValueError(
+            f"{part_folder / name}.npy: classes {list(saved['keys'])}, the maps' {list(keys)}; recompute the CAMs"
+        )
+    part = saved["cam"].astype(np.float32)
+    return lambda label: assign_to_parts(label, cam, keys, part, plane, p.part_share, p.contest_share)
 
 
 def make_labels(
@@ -428,6 +538,7 @@ def make_labels(
     progress: bool = True,
     split: str | None = None,
     crf_labels: Path | None = None,
+    part_folder: Path | None = None,
 ) -> dict[str, Any]:
     """Pseudo labels of a split from the maps in ``folder``, scored without and with CRF.
 
@@ -440,6 +551,9 @@ def make_labels(
         split: the images to label (None: the cam split); ``folder`` must hold their maps.
         crf_labels: a folder of these very labels after the CRF (``<name>.png``: the pseudo stage's
             PNGs, made from the same maps with the same settings); read instead of running the CRF again.
+        part_folder: the classifier CAMs (``<name>.npy``) of the same images: contested object pixels
+            of both labels go to the class whose part is nearest (:func:`assign_to_parts`, with
+            ``pseudo.part_share`` / ``contest_share``); None keeps the maps' arg-max.
 
     Returns:
         dict with ``miou``, ``precision``, ``recall``, ``ignore_frac``, ``iou`` (per class),
@@ -480,24 +594,25 @@ def make_labels(
             thr = image_threshold(cam, rule) if threshold is None else threshold
             planes_used.append(thr)
             fg, bg = label_planes(thr, p)
-            yield name, img, cam, keys, thr, pseudo_label(cam, keys, thr, fg, bg)
+            assign = _part_assigner(part_folder, name, cam, keys, thr, p)
+            yield name, img, cam, keys, thr, assign(pseudo_label(cam, keys, thr, fg, bg)), assign
 
     def crf_inputs():  # per image one CRF per plane; the label without CRF rides along as the tag
-        for name, img, cam, keys, thr, label in plain_labels():
+        for name, img, cam, keys, thr, label, assign in plain_labels():
             fg, bg = label_planes(thr, p)
             ids = np.concatenate([[0], keys]).astype(np.int64)
             for plane in (fg,) if n_planes == 1 else (fg, bg):
-                yield img, cam_probs(cam, plane), (name, ids, label)
+                yield img, cam_probs(cam, plane), (name, ids, label, assign)
 
     def with_crf():  # (name, label, label after the CRF)
         bar = progress and distributed.is_main()
         posts = crf_map(crf_inputs(), cfg.crf, len(names) * n_planes, bar, desc=f"pseudo {folder.name}")
-        for post_hi, (name, ids, label) in posts:
+        for post_hi, (name, ids, label, assign) in posts:
             post_lo = next(posts)[0] if n_planes == 2 else post_hi
-            yield name, label, combine_confident(ids[post_hi.argmax(0)], ids[post_lo.argmax(0)])
+            yield name, label, assign(combine_confident(ids[post_hi.argmax(0)], ids[post_lo.argmax(0)]))
 
     def with_saved_crf():  # the same, the CRF labels read from crf_labels
-        for name, _img, _cam, _keys, _thr, label in plain_labels(read_images=False):
+        for name, _img, _cam, _keys, _thr, label, _assign in plain_labels(read_images=False):
             label_crf = read_mask_png(crf_labels / f"{name}.png")
             if label_crf.shape != label.shape:
                 raise ValueError(f"{crf_labels / name}.png is {label_crf.shape}, the maps {label.shape}")
@@ -539,6 +654,7 @@ def make_labels(
         "threshold_rule": rule,
         "threshold_mean": counts["plane_sum"] / max(counts["plane_n"], 1),
         "planes": None if fixed is None else list(fixed),
+        "assign": "argmax" if part_folder is None else "parts",
     }
     for suffix, meter in meters.items():
         scores = meter.compute()
@@ -626,8 +742,9 @@ def compare(
         folder, metrics = _cam_folder(cfg, store, m)
         saved = stage_crf_labels(cfg, store) if m == cfg.pseudo.method else None
         out[m] = make_labels(
-            cfg, folder, rule_threshold(cfg, metrics), limit=limit, progress=progress, crf_labels=saved
-        )
+            cfg, folder, rule_threshold(cfg, metrics), limit=limit, progress=progress, crf_labels=saved,
+            part_folder=part_folder(cfg, store),
+        )  # fmt: skip
     return out
 
 
@@ -677,6 +794,7 @@ def examples(
     from .plots import colorize, to_hwc_uint8
 
     p = cfg.pseudo
+    parts = part_folder(cfg, store)
     rows = []
     for s in samples:
         saved = load_cams(store.root, p.method, s["name"])
@@ -684,7 +802,8 @@ def examples(
         img = to_hwc_uint8(s["img"])
         thr = image_threshold(cam, p.threshold_rule) if threshold is None else threshold
         fg, bg = label_planes(thr, p)
-        plain = pseudo_label(cam, keys, thr, fg, bg)
-        crf = crf_pseudo_label(img, cam, keys, cfg.crf, thr, fg, bg)
+        assign = _part_assigner(parts, s["name"], cam, keys, thr, p)
+        plain = assign(pseudo_label(cam, keys, thr, fg, bg))
+        crf = assign(crf_pseudo_label(img, cam, keys, cfg.crf, thr, fg, bg))
         rows.append([img, colorize(s["mask"]), colorize(plain), colorize(crf)])
     return rows

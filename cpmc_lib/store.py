@@ -140,6 +140,8 @@ def stage_hash(cfg: Config, stage: str) -> str:
         part["affinity"] = d["affinity"]
     if "pseudo" in part and tuple(cfg.pseudo.band) == (1.0, 1.0):  # no band: the keys of before it existed
         part["pseudo"] = {k: v for k, v in part["pseudo"].items() if k != "band"}
+    if "pseudo" in part and cfg.pseudo.assign == "argmax":  # the arg-max alone: the keys of before parts existed
+        part["pseudo"] = {k: v for k, v in part["pseudo"].items() if k not in ("assign", "part_share", "contest_share")}
     # Erasing shapes only the trained classifier (not the backbone's shape the pretrain stage and the
     # ceiling read); off, the keys stay as before it existed.
     if "classifier" in part and (cfg.classifier.erase_weight == 0 or stage in ("pretrain", "segmentation_gt")):

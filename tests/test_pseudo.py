@@ -68,6 +68,8 @@ def _direct_scores(cfg, store, crf: bool):
             )
         else:
             lab = pseudo.pseudo_label(cam, keys, 0.25, cfg.pseudo.conf_fg, cfg.pseudo.conf_bg)
+        if cfg.pseudo.assign == "parts":  # method "cam": its own maps locate the parts
+            lab = pseudo.assign_to_parts(lab, cam, keys, cam, 0.25, cfg.pseudo.part_share, cfg.pseudo.contest_share)
         labels[name] = lab
         gt = ds[i]["mask"].numpy()
         keep = lab != 255
@@ -211,7 +213,7 @@ def test_band_leaves_the_cache_keys_of_before_it_existed(tiny_cam_run, monkeypat
 def test_stage_with_gt_free_rule(tiny_cam_run, rule):
     cfg, store = tiny_cam_run
     cfg = cfg.replace(**{"pseudo.threshold_rule": rule, "pseudo.bg_threshold": 0.3, "pseudo.crf": False,
-                         "pseudo.band": (1.0, 1.0)})  # fmt: skip
+                         "pseudo.band": (1.0, 1.0), "pseudo.assign": "argmax"})  # fmt: skip
     result = pseudo.run(cfg, store, method="cam", progress=False)
     assert result["threshold_rule"] == rule
     assert result["threshold"] == (None if rule == "otsu" else 0.3)
@@ -311,3 +313,69 @@ def test_compare_zones_reuses_the_default_and_leaves_out_an_absent_band(tiny_cam
     assert zones["no zone"]["ignore_frac"] == 0 and zones["IRN 0.30 / 0.05 (fixed)"]["ignore_frac"] > 0
     off = cfg.replace(**{"pseudo.band": (1.0, 1.0)})
     assert list(pseudo.compare_zones(off, store, default, progress=False)) == ["no zone", "IRN 0.30 / 0.05 (fixed)"]
+
+
+def test_assign_to_parts_gives_a_shared_body_to_the_nearest_part():
+    # Two objects of one group side by side: both classes' maps cover both bodies (columns 0-7),
+    # the arg-max gave everything to class 2; each class's classifier CAM peaks on its own part.
+    cam = np.zeros((2, 3, 10), np.float32)
+    cam[0, :, :8], cam[1, :, :8] = 0.7, 0.9
+    part_cam = np.zeros_like(cam)
+    part_cam[0, 1, 1], part_cam[1, 1, 6] = 1.0, 1.0
+    part_cam[0, 1, 2] = 0.5  # below part_share of the peak: not part of the part
+    label = np.full((3, 10), 2, np.uint8)
+    label[:, 8:] = 0
+    label[0, 3] = 255
+    out = pseudo.assign_to_parts(label, cam, [1, 2], part_cam, 0.4, part_share=0.7, contest_share=0.5)
+    nearest_1 = np.zeros((3, 10), bool)
+    nearest_1[:, :4] = True  # columns 0-3 lie nearer column 1 than column 6
+    assert (out[nearest_1 & (label == 2)] == 1).all() and (out[~nearest_1 & (label == 2)] == 2).all()
+    assert out[0, 3] == 255 and (out[:, 8:] == 0).all()  # ignore and background untouched
+    # a pixel only one class's map reaches is not contested: its label stays
+    cam[0, 0, 0] = 0.1
+    assert pseudo.assign_to_parts(label, cam, [1, 2], part_cam, 0.4)[0, 0] == 2
+    # one class, or no class whose part exists: nothing to decide
+    assert (pseudo.assign_to_parts(label, cam[:1], [2], part_cam[:1], 0.4) == label).all()
+    assert (pseudo.assign_to_parts(label, cam, [1, 2], np.zeros_like(cam), 0.4) == label).all()
+    with pytest.raises(ValueError, match="do not match"):
+        pseudo.assign_to_parts(label, cam, [1, 2], part_cam[:, :2], 0.4)
+
+
+def test_assign_argmax_leaves_the_cache_keys_of_before_it_existed(tiny_cam_run, monkeypatch):
+    from cpmc_lib.config import Config
+    from cpmc_lib.store import stage_hash
+
+    cfg, _ = tiny_cam_run
+    cfg = cfg.replace(**{"pseudo.assign": "argmax"})
+    stages = ("pseudo", "segmentation")
+    key = {s: stage_hash(cfg, s) for s in stages}
+    assert all(stage_hash(cfg.replace(**{"pseudo.assign": "parts"}), s) != key[s] for s in stages)
+    assert stage_hash(cfg.replace(**{"pseudo.part_share": 0.5}), "pseudo") == key["pseudo"]  # unread
+    real = Config.to_dict
+
+    def without_assign(self):  # the config as it was before pseudo.assign existed
+        d = real(self)
+        for k in ("assign", "part_share", "contest_share"):
+            d["pseudo"].pop(k)
+        return d
+
+    monkeypatch.setattr(Config, "to_dict", without_assign)
+    assert {s: stage_hash(cfg, s) for s in stages} == key
+
+
+def test_stage_assign_parts_changes_only_contested_object_pixels(tiny_cam_run):
+    cfg, store = tiny_cam_run
+    over = {"pseudo.crf": False, "pseudo.band": (1.0, 1.0)}
+    argmax = pseudo.run(cfg.replace(**over, **{"pseudo.assign": "argmax"}), store, method="cam", progress=False)
+    before = {n: read_mask_png(pseudo.labels_dir(store) / f"{n}.png") for n in build_dataset(cfg, cfg.data.cam_split).names}
+    parts = pseudo.run(cfg.replace(**over, **{"pseudo.assign": "parts"}), store, method="cam", progress=False)
+    assert argmax["assign"] == "argmax" and parts["assign"] == "parts"
+    changed = 0
+    for name, lab in before.items():
+        new = read_mask_png(pseudo.labels_dir(store) / f"{name}.png")
+        diff = new != lab
+        assert ((lab[diff] > 0) & (lab[diff] != 255) & (new[diff] > 0)).all()  # object stays object
+        changed += int(diff.sum())
+    assert changed > 0  # the tiny benchmark has images with two classes of one group
+    with pytest.raises(ValueError, match="part_share"):
+        pseudo.run(cfg.replace(**{"pseudo.part_share": 0.0}), store, method="cam", progress=False)
