@@ -1,6 +1,6 @@
-"""Two cheap ways to close the gap between weak and full supervision, measured on a finished run.
+"""Cheap ways to close the gap between weak and full supervision, measured on a finished run.
 
-Both are common in WSSS code; this script measures whether they move weak / full on a run whose
+The first three are common in WSSS code; this script measures whether they move weak / full on a run whose
 two segmentation stages have finished (``make book`` or ``python -m cpmc_lib pipeline``):
 
 1. **Test-time options** (``segmentation.test_flip``, ``test_scales``, ``test_crf``): both networks
@@ -14,6 +14,10 @@ two segmentation stages have finished (``make book`` or ``python -m cpmc_lib pip
    on pseudo labels relabels its own training images (softmax with the flipped image, classes
    outside the image label set to zero, then the dense CRF), and a second network is trained on
    those labels with the same schedule. Reads no ground truth. Trains one network.
+4. **Oracle diagnostic** (``--oracle-fix class`` or ``missed``, never a method): the labels with
+   one kind of body error set to the ground truth - body given to another present class, or body
+   labelled background or ignored - and a network trained on them: how much of the gap that kind
+   of label error costs. Trains one network, then stops.
 
 On the synthetic benchmark it first prints which kinds of pixel (body, atypical body, context, ...)
 the run's pseudo labels and both networks get wrong. ``--by-class`` prints only the same split by
@@ -24,6 +28,7 @@ folder.
 Usage::
 
     python benchmarks/weak_full_gap.py --config configs/default.yaml [--set key=value] [--agree] [--by-class]
+    python benchmarks/weak_full_gap.py --set pseudo.assign=argmax --oracle-fix class  # the arg-max labels
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from cpmc_lib.metrics import ConfusionMeter
 from cpmc_lib.pipeline import ensure_data
 from cpmc_lib.runtime import pick_device
 from cpmc_lib.store import RunStore
+from cpmc_lib.synth import ATYPICAL, BODY
 from cpmc_lib.transforms import denormalize, eval_transform
 
 TEST_OPTIONS = {"plain": ((1.0,), False), "flip": ((1.0,), True), "3 scales + flip": ((0.75, 1.0, 1.25), True)}
@@ -105,11 +111,13 @@ def agreement_labels(cfg, store: RunStore, out: Path) -> dict[str, float]:
     crf_dir = store.require("pseudo", cfg, "pseudo labels") / "labels"
     cams = store.path("cams") / p.method
     ds = build_dataset(cfg, cfg.seg_split())
+    parts = pseudo.part_folder(cfg, store)  # the stage's class assignment, on both labels alike
     meter, patho, ignored, pixels = ConfusionMeter(cfg.data.num_classes), LabelPathologyMeter(), 0, 0
     for name in ds.names:
         saved = np.load(cams / f"{name}.npy", allow_pickle=True).item()
         cam, keys = saved["cam"].astype(np.float32), saved["keys"]
-        plain = pseudo.pseudo_label(cam, keys, pseudo.image_threshold(cam, p.threshold_rule, p.bg_threshold))
+        thr = pseudo.image_threshold(cam, p.threshold_rule, p.bg_threshold)
+        plain = pseudo._part_assigner(parts, name, cam, keys, thr, p)(pseudo.pseudo_label(cam, keys, thr))
         crf = read_mask_png(crf_dir / f"{name}.png")
         label = np.where(plain == crf, crf, IGNORE_INDEX).astype(np.uint8)
         save_mask_png(out / f"{name}.png", label)
@@ -123,6 +131,37 @@ def agreement_labels(cfg, store: RunStore, out: Path) -> dict[str, float]:
                 patho.update(lab, gt, diag)
     return {"miou": meter.compute()["miou"], "ignored": 100 * ignored / max(pixels, 1),
             "pathology": patho.compute() if patho.pixels else {}}  # fmt: skip
+
+
+ORACLE_FIXES = {
+    "class": "object body given to another present class",
+    "missed": "object body labelled background or ignored",
+}
+
+
+def oracle_fixed_labels(cfg, store: RunStore, out: Path, kind: str) -> dict[str, float]:
+    """ORACLE DIAGNOSTIC, never a method: the stage's pseudo labels with one kind of error on the body
+    and atypical body (:data:`ORACLE_FIXES`) set to the ground truth, saved as PNGs into ``out``.
+
+    A network trained on them says how much of the weak / full gap that kind of label error costs.
+    Needs the benchmark's diagnostic masks. Returns the changed share of body pixels (%).
+    """
+    labels = store.require("pseudo", cfg, "pseudo labels") / "labels"
+    ds = build_dataset(cfg, cfg.seg_split())
+    changed = body = 0
+    for name in ds.names:
+        label = read_mask_png(labels / f"{name}.png")
+        gt, diag = ds.targets(name)
+        if diag is None:
+            raise SystemExit(f"--oracle-fix needs the benchmark's diagnostic masks; {name} has none")
+        obj = (diag == BODY) | (diag == ATYPICAL)
+        if kind == "class":
+            fix = obj & (label > 0) & (label != IGNORE_INDEX) & (label != gt)
+        else:
+            fix = obj & ((label == 0) | (label == IGNORE_INDEX))
+        save_mask_png(out / f"{name}.png", np.where(fix, gt, label).astype(np.uint8))
+        changed, body = changed + int(fix.sum()), body + int(obj.sum())
+    return {"changed": 100 * changed / max(body, 1)}
 
 
 def self_training_labels(cfg, store: RunStore, device: torch.device, out: Path) -> dict[str, float]:
@@ -192,6 +231,8 @@ def main() -> None:
     ap.add_argument("--agree", action="store_true", help="also train a network on CRF-agreement labels")
     ap.add_argument("--self-train", action="store_true", help="also train a network on the weak network's own labels")
     ap.add_argument("--by-class", action="store_true", help="only the per-class table of the run, then stop")
+    ap.add_argument("--oracle-fix", choices=sorted(ORACLE_FIXES), help="only this ORACLE diagnostic, then stop: "
+                    "a network trained on the labels with that kind of body error set to the ground truth")  # fmt: skip
     args = ap.parse_args()
     cfg = load_config(args.config, args.overrides)
     store, device = RunStore.for_config(cfg), pick_device(cfg.device)
@@ -200,6 +241,15 @@ def main() -> None:
     print(f"run {store.root}, device {device}\n")
     if args.by_class:
         print(class_breakdown(cfg, store, device))
+        return
+    if args.oracle_fix:
+        with tempfile.TemporaryDirectory() as tmp:
+            labels = Path(tmp) / "fixed"
+            labels.mkdir()
+            found = oracle_fixed_labels(cfg, store, labels, args.oracle_fix)
+            print(f"ORACLE diagnostic, {ORACLE_FIXES[args.oracle_fix]} set to the ground truth: "
+                  f"{found['changed']:.1f} % of the body pixels changed")  # fmt: skip
+            _retrain(cfg, store, device, labels, Path(tmp) / "net-oracle", {})
         return
     print("| test time | weak | full | weak / full (%) | weak + CRF | full + CRF | weak / full + CRF (%) |")
     print("|---|---|---|---|---|---|---|")

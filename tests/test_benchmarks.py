@@ -163,7 +163,8 @@ def test_weak_full_gap_agreement_labels_ignore_what_the_crf_changed(tiny_cam_run
     for png in sorted(Path(crf_dir).glob("*.png")):
         saved = np.load(store.path("cams") / "cam" / f"{png.stem}.npy", allow_pickle=True).item()
         cam, keys = saved["cam"].astype(np.float32), saved["keys"]
-        plain = pseudo.pseudo_label(cam, keys, pseudo.image_threshold(cam, "otsu"))
+        thr = pseudo.image_threshold(cam, "otsu")
+        plain = pseudo.assign_to_parts(pseudo.pseudo_label(cam, keys, thr), cam, keys, cam, thr)  # method cam
         crf, agree = read_mask_png(png), read_mask_png(out / png.name)
         np.testing.assert_array_equal(agree, np.where(plain == crf, crf, 255))
         n_ignored, n_pixels = n_ignored + int((agree == 255).sum()), n_pixels + agree.size
@@ -172,6 +173,37 @@ def test_weak_full_gap_agreement_labels_ignore_what_the_crf_changed(tiny_cam_run
     # an oracle rule has no ground-truth-free labels to start from
     with pytest.raises(SystemExit, match="GT-free rule"):
         gap.agreement_labels(cfg.replace(**{"pseudo.threshold_rule": "oracle"}), store, out)
+
+
+def test_weak_full_gap_oracle_fix_sets_one_kind_of_body_error_to_the_ground_truth(tiny_cam_run, tmp_path):
+    from cpmc_lib import pseudo
+    from cpmc_lib.datasets import build_dataset
+    from cpmc_lib.io import read_mask_png
+    from cpmc_lib.synth import ATYPICAL, BODY
+
+    gap = _load("weak_full_gap")
+    cfg, store = tiny_cam_run
+    cfg = cfg.replace(**{"pseudo.method": "cam"})
+    labels = Path(pseudo.run(cfg, store, progress=False)["labels"])
+    ds = build_dataset(cfg, cfg.seg_split())
+    for kind in ("class", "missed"):
+        out = tmp_path / kind
+        out.mkdir()
+        found = gap.oracle_fixed_labels(cfg, store, out, kind)
+        changed = body = 0
+        for name in ds.names:
+            before, after = read_mask_png(labels / f"{name}.png"), read_mask_png(out / f"{name}.png")
+            gt, diag = ds.targets(name)
+            obj = (diag == BODY) | (diag == ATYPICAL)
+            diff = before != after
+            assert (after[diff] == gt[diff]).all() and obj[diff].all()  # only body, only to the truth
+            if kind == "class":  # body labelled another class
+                wrong = obj & (before != gt) & (before != 255) & (before > 0)
+            else:  # body labelled background or ignored
+                wrong = obj & ((before == 0) | (before == 255))
+            assert (after[wrong] == gt[wrong]).all()
+            changed, body = changed + int(diff.sum()), body + int(obj.sum())
+        assert found["changed"] == pytest.approx(100 * changed / body)
 
 
 def test_weak_full_gap_self_training_labels_keep_to_the_image_label(tiny_cam_run, tmp_path, monkeypatch):
