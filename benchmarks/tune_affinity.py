@@ -60,14 +60,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("|---|---|---|---|---|---|---|")
     source = store.path("cams") / cfg.pseudo.method
-    plain = pseudo.make_labels(cfg, source, None, limit=len(names), progress=False)
+    parts = pseudo.part_folder(cfg, store)  # the stage's class assignment (pseudo.assign)
+    plain = pseudo.make_labels(cfg, source, None, limit=len(names), progress=False, part_folder=parts)
     print(row("no walk", plain), flush=True)
     for beta, steps in itertools.product(args.beta, args.steps):
         with tempfile.TemporaryDirectory() as tmp:
             affinity.walk_folder(
                 cfg, head, backbone, source, names, Path(tmp), device, beta, steps, progress=False
             )
-            r = pseudo.make_labels(cfg, Path(tmp), None, limit=len(names), progress=False)
+            r = pseudo.make_labels(cfg, Path(tmp), None, limit=len(names), progress=False, part_folder=parts)
         print(row(f"beta {beta:g}, {steps} steps", r), flush=True)
 
 

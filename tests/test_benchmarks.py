@@ -317,3 +317,19 @@ def test_absent_class_probe_ring_prototype_is_the_body_around_the_part():
     against = probe.ring_maps(Fake(), torch.zeros(3, 1, 9), torch.tensor([1.0, 0.0]), (1, 9), 0.5, background=0.5)
     # the background prototype: the mean of the 8 cells below 0.5 (4 body, 4 other), at 45 degrees to both
     assert torch.allclose(against[0, 0], sims[0, 0] - 2**-0.5)
+
+
+def test_tune_assign_reproduces_the_stages_own_row(tiny_pipeline, capsys):
+    from conftest import TINY_OVERRIDES
+
+    cfg, metrics = tiny_pipeline
+    tune = _load("tune_assign")
+    sets = [*TINY_OVERRIDES, f"runs_dir={cfg.runs_dir}", f"data.root={cfg.data.root}"]
+    p = cfg.pseudo
+    args = ["--limit", "0", "--part-share", str(p.part_share), "--contest-share", str(p.contest_share)]
+    tune.main([*args, *(x for s in sets for x in ("--set", s))])
+    out = capsys.readouterr().out
+    stage = metrics["pseudo"]
+    row = f"| parts, part share {p.part_share:g}, contest share {p.contest_share:g} |"
+    assert f"{row} {stage['cpmc']['miou']:.1f} | {stage['cpmc_crf']['miou']:.1f} |" in out
+    assert "| arg-max |" in out
