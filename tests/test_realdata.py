@@ -194,7 +194,8 @@ def test_voc_config_runs_end_to_end_on_a_tiny_voc_folder(tmp_path):
     _assert_complete(metrics, "voc", 21, images=6, seg_split="train_aug", seg_images=6)
     maps = tmp_path / "runs" / "tiny" / "cams"
     assert len(list((maps / "cpmc").glob("*.npy"))) == 6  # the pseudo labels' method: train_aug
-    assert len(list((maps / "cam").glob("*.npy"))) == 4  # the others: train only
+    assert len(list((maps / "cam").glob("*.npy"))) == 6  # the classifier CAMs locate the parts (pseudo.assign)
+    assert len(list((maps / "proto").glob("*.npy"))) == 4  # the others: train only
     assert len(list((tmp_path / "runs" / "tiny" / "pseudo" / "labels").glob("*.png"))) == 6
     assert _digest(tmp_path / "user") == before  # the user's data is read, never written
 
