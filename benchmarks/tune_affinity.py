@@ -21,19 +21,11 @@ import itertools
 import tempfile
 from pathlib import Path
 
-from cpmc_lib import affinity, pseudo
+from cpmc_lib import affinity, pseudo, report
 from cpmc_lib.config import load_config
 from cpmc_lib.datasets import build_dataset
 from cpmc_lib.runtime import pick_device
 from cpmc_lib.store import RunStore
-
-COLUMNS = ("recall_body", "recall_atypical", "fp_context", "fp_distractor")
-
-
-def row(label: str, r: dict) -> str:
-    p = r.get("pathology_crf", {})
-    cells = [f"{r['miou']:.1f}", f"{r['miou_crf']:.1f}", *(f"{p[k]:.1f}" if k in p else "" for k in COLUMNS)]
-    return f"| {label} | " + " | ".join(cells) + " |"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,14 +54,14 @@ def main(argv: list[str] | None = None) -> None:
     source = store.path("cams") / cfg.pseudo.method
     parts = pseudo.part_folder(cfg, store)  # the stage's class assignment (pseudo.assign)
     plain = pseudo.make_labels(cfg, source, None, limit=len(names), progress=False, part_folder=parts)
-    print(row("no walk", plain), flush=True)
+    print(report.label_row("no walk", plain), flush=True)
     for beta, steps in itertools.product(args.beta, args.steps):
         with tempfile.TemporaryDirectory() as tmp:
             affinity.walk_folder(
                 cfg, head, backbone, source, names, Path(tmp), device, beta, steps, progress=False
             )
             r = pseudo.make_labels(cfg, Path(tmp), None, limit=len(names), progress=False, part_folder=parts)
-        print(row(f"beta {beta:g}, {steps} steps", r), flush=True)
+        print(report.label_row(f"beta {beta:g}, {steps} steps", r), flush=True)
 
 
 if __name__ == "__main__":

@@ -20,17 +20,9 @@ from __future__ import annotations
 import argparse
 import itertools
 
-from cpmc_lib import pseudo
+from cpmc_lib import pseudo, report
 from cpmc_lib.config import load_config
 from cpmc_lib.store import RunStore
-
-COLUMNS = ("recall_body", "recall_atypical", "fp_context", "fp_distractor")
-
-
-def row(label: str, r: dict) -> str:
-    p = r.get("pathology_crf", {})
-    cells = [f"{r['miou']:.1f}", f"{r['miou_crf']:.1f}", *(f"{p[k]:.1f}" if k in p else "" for k in COLUMNS)]
-    return f"| {label} | " + " | ".join(cells) + " |"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,11 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("|---|---|---|---|---|---|---|")
     plain = pseudo.make_labels(cfg, folder, threshold, limit=args.limit, progress=False)
-    print(row("arg-max", plain), flush=True)
+    print(report.label_row("arg-max", plain), flush=True)
     for share, contest in itertools.product(args.part_share, args.contest_share):
         c = cfg.replace(**{"pseudo.part_share": share, "pseudo.contest_share": contest})
         r = pseudo.make_labels(c, folder, threshold, limit=args.limit, progress=False, part_folder=parts)
-        print(row(f"parts, part share {share:g}, contest share {contest:g}", r), flush=True)
+        print(report.label_row(f"parts, part share {share:g}, contest share {contest:g}", r), flush=True)
 
 
 if __name__ == "__main__":

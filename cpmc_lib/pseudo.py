@@ -737,13 +737,13 @@ def compare(
     read from the pseudo stage when it finished with ``cfg`` (:func:`stage_crf_labels`): the same
     labels, not made twice.
     """
-    out = {}
+    out, parts = {}, part_folder(cfg, store)
     for m in methods:
         folder, metrics = _cam_folder(cfg, store, m)
         saved = stage_crf_labels(cfg, store) if m == cfg.pseudo.method else None
         out[m] = make_labels(
             cfg, folder, rule_threshold(cfg, metrics), limit=limit, progress=progress, crf_labels=saved,
-            part_folder=part_folder(cfg, store),
+            part_folder=parts,
         )  # fmt: skip
     return out
 

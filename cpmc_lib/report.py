@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "label_row",
     "ablation_verdict", "ceiling_moved", "compare", "delta", "direction", "fmt", "headline", "markdown_table", "method_table",
     "promise_summary", "promise_table", "promises", "settings_tables", "spread_table", "label_pathologies",
     "error_table", "error_gap", "label_zone_table", "class_table", "class_gap", "body_groups", "class_spread_table", "metrics_class_table",
@@ -100,6 +101,24 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], di
     for row in rows:
         lines.append("| " + " | ".join(fmt(row.get(c, float("nan")), digits) for c in columns) + " |")
     return "\n".join(lines)
+
+
+LABEL_COLUMNS = ("recall_body", "recall_atypical", "fp_context", "fp_distractor")
+
+
+def label_row(label: str, result: Mapping[str, Any]) -> str:
+    """One Markdown row of a pseudo-label result (:func:`cpmc_lib.pseudo.make_labels`): mIoU, mIoU
+    after the CRF, then the CRF labels' body and atypical recall and context and distractor labelled
+    object (empty without diagnostic masks), as the tuning scripts print them.
+
+    Example:
+        >>> label_row("x", {"miou": 70.0, "miou_crf": 72.04, "pathology_crf": {"recall_body": 80.0}})
+        '| x | 70.0 | 72.0 | 80.0 |  |  |  |'
+    """
+    p = result.get("pathology_crf", {})
+    cells = [f"{result['miou']:.1f}", f"{result['miou_crf']:.1f}"]
+    cells += [f"{p[k]:.1f}" if k in p else "" for k in LABEL_COLUMNS]
+    return f"| {label} | " + " | ".join(cells) + " |"
 
 
 def method_table(results: Mapping[str, Mapping[str, Any]], pathology: bool = True) -> str:
