@@ -14,10 +14,10 @@ two segmentation stages have finished (``make book`` or ``python -m cpmc_lib pip
    on pseudo labels relabels its own training images (softmax with the flipped image, classes
    outside the image label set to zero, then the dense CRF), and a second network is trained on
    those labels with the same schedule. Reads no ground truth. Trains one network.
-4. **Oracle diagnostic** (``--oracle-fix class`` or ``missed``, never a method): the labels with
-   one kind of body error set to the ground truth - body given to another present class, or body
-   labelled background or ignored - and a network trained on them: how much of the gap that kind
-   of label error costs. Trains one network, then stops.
+4. **Oracle diagnostic** (``--oracle-fix class``, ``missed`` or ``background``, never a method): the
+   labels with one kind of error set to the ground truth - body given to another present class,
+   body labelled background or ignored, or background labelled object - and a network trained on
+   them: how much of the gap that kind of label error costs. Trains one network, then stops.
 
 On the synthetic benchmark it first prints which kinds of pixel (body, atypical body, context, ...)
 the run's pseudo labels and both networks get wrong. ``--by-class`` prints only the same split by
@@ -136,15 +136,19 @@ def agreement_labels(cfg, store: RunStore, out: Path) -> dict[str, float]:
 ORACLE_FIXES = {
     "class": "object body given to another present class",
     "missed": "object body labelled background or ignored",
+    "background": "background (context, distractor, neutral) labelled object",
 }
 
 
 def oracle_fixed_labels(cfg, store: RunStore, out: Path, kind: str) -> dict[str, float]:
-    """ORACLE DIAGNOSTIC, never a method: the stage's pseudo labels with one kind of error on the body
-    and atypical body (:data:`ORACLE_FIXES`) set to the ground truth, saved as PNGs into ``out``.
+    """ORACLE DIAGNOSTIC, never a method: the stage's pseudo labels with one kind of error
+    (:data:`ORACLE_FIXES`) set to the ground truth, saved as PNGs into ``out``. ``class`` and
+    ``missed`` fix body and atypical-body pixels (false negatives), ``background`` fixes background
+    pixels labelled object (false positives; ignored background stays ignored).
 
     A network trained on them says how much of the weak / full gap that kind of label error costs.
-    Needs the benchmark's diagnostic masks. Returns the changed share of body pixels (%).
+    Needs the benchmark's diagnostic masks. Returns ``changed``, the changed share (%) of the pixels
+    of that kind (body and atypical body, or background), and ``of``, which pixels those are.
     """
     labels = store.require("pseudo", cfg, "pseudo labels") / "labels"
     ds = build_dataset(cfg, cfg.seg_split())
@@ -157,11 +161,14 @@ def oracle_fixed_labels(cfg, store: RunStore, out: Path, kind: str) -> dict[str,
         obj = (diag == BODY) | (diag == ATYPICAL)
         if kind == "class":
             fix = obj & (label > 0) & (label != IGNORE_INDEX) & (label != gt)
-        else:
+        elif kind == "missed":
             fix = obj & ((label == 0) | (label == IGNORE_INDEX))
+        else:
+            obj = gt == 0
+            fix = obj & (label > 0) & (label != IGNORE_INDEX)
         save_mask_png(out / f"{name}.png", np.where(fix, gt, label).astype(np.uint8))
         changed, body = changed + int(fix.sum()), body + int(obj.sum())
-    return {"changed": 100 * changed / max(body, 1)}
+    return {"changed": 100 * changed / max(body, 1), "of": "background" if kind == "background" else "body"}
 
 
 def self_training_labels(cfg, store: RunStore, device: torch.device, out: Path) -> dict[str, float]:
@@ -248,7 +255,7 @@ def main() -> None:
             labels.mkdir()
             found = oracle_fixed_labels(cfg, store, labels, args.oracle_fix)
             print(f"ORACLE diagnostic, {ORACLE_FIXES[args.oracle_fix]} set to the ground truth: "
-                  f"{found['changed']:.1f} % of the body pixels changed")  # fmt: skip
+                  f"{found['changed']:.1f} % of the {found['of']} pixels changed")  # fmt: skip
             _retrain(cfg, store, device, labels, Path(tmp) / "net-oracle", {})
         return
     print("| test time | weak | full | weak / full (%) | weak + CRF | full + CRF | weak / full + CRF (%) |")

@@ -175,7 +175,7 @@ def test_weak_full_gap_agreement_labels_ignore_what_the_crf_changed(tiny_cam_run
         gap.agreement_labels(cfg.replace(**{"pseudo.threshold_rule": "oracle"}), store, out)
 
 
-def test_weak_full_gap_oracle_fix_sets_one_kind_of_body_error_to_the_ground_truth(tiny_cam_run, tmp_path):
+def test_weak_full_gap_oracle_fix_sets_one_kind_of_error_to_the_ground_truth(tiny_cam_run, tmp_path):
     from cpmc_lib import pseudo
     from cpmc_lib.datasets import build_dataset
     from cpmc_lib.io import read_mask_png
@@ -186,24 +186,29 @@ def test_weak_full_gap_oracle_fix_sets_one_kind_of_body_error_to_the_ground_trut
     cfg = cfg.replace(**{"pseudo.method": "cam"})
     labels = Path(pseudo.run(cfg, store, progress=False)["labels"])
     ds = build_dataset(cfg, cfg.seg_split())
-    for kind in ("class", "missed"):
+    for kind in ("class", "missed", "background"):
         out = tmp_path / kind
         out.mkdir()
         found = gap.oracle_fixed_labels(cfg, store, out, kind)
-        changed = body = 0
+        changed = total = 0
         for name in ds.names:
             before, after = read_mask_png(labels / f"{name}.png"), read_mask_png(out / f"{name}.png")
             gt, diag = ds.targets(name)
-            obj = (diag == BODY) | (diag == ATYPICAL)
+            obj = (gt == 0) if kind == "background" else (diag == BODY) | (diag == ATYPICAL)
             diff = before != after
-            assert (after[diff] == gt[diff]).all() and obj[diff].all()  # only body, only to the truth
+            assert (after[diff] == gt[diff]).all() and obj[diff].all()  # only that kind, only to the truth
             if kind == "class":  # body labelled another class
                 wrong = obj & (before != gt) & (before != 255) & (before > 0)
-            else:  # body labelled background or ignored
+            elif kind == "missed":  # body labelled background or ignored
                 wrong = obj & ((before == 0) | (before == 255))
+            else:  # background labelled object; ignored background stays ignored
+                wrong = obj & (before > 0) & (before != 255)
+                assert (after[obj & (before == 255)] == 255).all()
             assert (after[wrong] == gt[wrong]).all()
-            changed, body = changed + int(diff.sum()), body + int(obj.sum())
-        assert found["changed"] == pytest.approx(100 * changed / body)
+            changed, total = changed + int(diff.sum()), total + int(obj.sum())
+        assert found["changed"] == pytest.approx(100 * changed / total)
+        assert found["of"] == ("background" if kind == "background" else "body")
+    assert found["changed"] > 0  # the tiny run's labels do put objects on background
 
 
 def test_weak_full_gap_self_training_labels_keep_to_the_image_label(tiny_cam_run, tmp_path, monkeypatch):
