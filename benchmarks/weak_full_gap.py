@@ -152,23 +152,23 @@ def oracle_fixed_labels(cfg, store: RunStore, out: Path, kind: str) -> dict[str,
     """
     labels = store.require("pseudo", cfg, "pseudo labels") / "labels"
     ds = build_dataset(cfg, cfg.seg_split())
-    changed = body = 0
+    changed = total = 0
     for name in ds.names:
         label = read_mask_png(labels / f"{name}.png")
         gt, diag = ds.targets(name)
         if diag is None:
             raise SystemExit(f"--oracle-fix needs the benchmark's diagnostic masks; {name} has none")
-        obj = (diag == BODY) | (diag == ATYPICAL)
+        labelled = (label > 0) & (label != IGNORE_INDEX)
+        region = (gt == 0) if kind == "background" else (diag == BODY) | (diag == ATYPICAL)
         if kind == "class":
-            fix = obj & (label > 0) & (label != IGNORE_INDEX) & (label != gt)
+            fix = region & labelled & (label != gt)
         elif kind == "missed":
-            fix = obj & ((label == 0) | (label == IGNORE_INDEX))
+            fix = region & ~labelled
         else:
-            obj = gt == 0
-            fix = obj & (label > 0) & (label != IGNORE_INDEX)
+            fix = region & labelled
         save_mask_png(out / f"{name}.png", np.where(fix, gt, label).astype(np.uint8))
-        changed, body = changed + int(fix.sum()), body + int(obj.sum())
-    return {"changed": 100 * changed / max(body, 1), "of": "background" if kind == "background" else "body"}
+        changed, total = changed + int(fix.sum()), total + int(region.sum())
+    return {"changed": 100 * changed / max(total, 1), "of": "background" if kind == "background" else "body"}
 
 
 def self_training_labels(cfg, store: RunStore, device: torch.device, out: Path) -> dict[str, float]:
