@@ -14,9 +14,10 @@ two segmentation stages have finished (``make book`` or ``python -m cpmc_lib pip
    on pseudo labels relabels its own training images (softmax with the flipped image, classes
    outside the image label set to zero, then the dense CRF), and a second network is trained on
    those labels with the same schedule. Reads no ground truth. Trains one network.
-4. **Oracle diagnostic** (``--oracle-fix class``, ``missed`` or ``background``, never a method): the
-   labels with one kind of error set to the ground truth - body given to another present class,
-   body labelled background or ignored, or background labelled object - and a network trained on
+4. **Oracle diagnostic** (``--oracle-fix class``, ``missed``, ``background``, ``context`` or
+   ``distractor``, never a method): the labels with one kind of error set to the ground truth - body
+   given to another present class, body labelled background or ignored, background labelled object,
+   or only its context or distractor pixels - and a network trained on
    them: how much of the gap that kind of label error costs. Trains one network, then stops.
 
 On the synthetic benchmark it first prints which kinds of pixel (body, atypical body, context, ...)
@@ -51,7 +52,7 @@ from cpmc_lib.metrics import ConfusionMeter
 from cpmc_lib.pipeline import ensure_data
 from cpmc_lib.runtime import pick_device
 from cpmc_lib.store import RunStore
-from cpmc_lib.synth import ATYPICAL, BODY
+from cpmc_lib.synth import ATYPICAL, BODY, CONTEXT_ABSENT, CONTEXT_PRESENT, DISTRACTOR
 from cpmc_lib.transforms import denormalize, eval_transform
 
 TEST_OPTIONS = {"plain": ((1.0,), False), "flip": ((1.0,), True), "3 scales + flip": ((0.75, 1.0, 1.25), True)}
@@ -137,18 +138,24 @@ ORACLE_FIXES = {
     "class": "object body given to another present class",
     "missed": "object body labelled background or ignored",
     "background": "background (context, distractor, neutral) labelled object",
+    "context": "context background (of a present or an absent class) labelled object",
+    "distractor": "distractor (a body without its part) labelled object",
 }
+# Which background pixels each false-positive kind fixes (diagnostic codes of cpmc_lib.synth).
+FP_REGIONS = {"context": (CONTEXT_PRESENT, CONTEXT_ABSENT), "distractor": (DISTRACTOR,)}
 
 
 def oracle_fixed_labels(cfg, store: RunStore, out: Path, kind: str) -> dict[str, float]:
     """ORACLE DIAGNOSTIC, never a method: the stage's pseudo labels with one kind of error
     (:data:`ORACLE_FIXES`) set to the ground truth, saved as PNGs into ``out``. ``class`` and
     ``missed`` fix body and atypical-body pixels (false negatives), ``background`` fixes background
-    pixels labelled object (false positives; ignored background stays ignored).
+    pixels labelled object (false positives; ignored background stays ignored), ``context`` and
+    ``distractor`` only the background pixels of that diagnostic kind (:data:`FP_REGIONS`).
 
     A network trained on them says how much of the weak / full gap that kind of label error costs.
     Needs the benchmark's diagnostic masks. Returns ``changed``, the changed share (%) of the pixels
-    of that kind (body and atypical body, or background), and ``of``, which pixels those are.
+    of that kind (body and atypical body, background, context or distractor), and ``of``, which
+    pixels those are.
     """
     labels = store.require("pseudo", cfg, "pseudo labels") / "labels"
     ds = build_dataset(cfg, cfg.seg_split())
@@ -159,7 +166,12 @@ def oracle_fixed_labels(cfg, store: RunStore, out: Path, kind: str) -> dict[str,
         if diag is None:
             raise SystemExit(f"--oracle-fix needs the benchmark's diagnostic masks; {name} has none")
         labelled = (label > 0) & (label != IGNORE_INDEX)
-        region = (gt == 0) if kind == "background" else (diag == BODY) | (diag == ATYPICAL)
+        if kind == "background":
+            region = gt == 0
+        elif kind in FP_REGIONS:
+            region = (gt == 0) & np.isin(diag, FP_REGIONS[kind])
+        else:
+            region = (diag == BODY) | (diag == ATYPICAL)
         if kind == "class":
             fix = region & labelled & (label != gt)
         elif kind == "missed":
@@ -168,7 +180,8 @@ def oracle_fixed_labels(cfg, store: RunStore, out: Path, kind: str) -> dict[str,
             fix = region & labelled
         save_mask_png(out / f"{name}.png", np.where(fix, gt, label).astype(np.uint8))
         changed, total = changed + int(fix.sum()), total + int(region.sum())
-    return {"changed": 100 * changed / max(total, 1), "of": "background" if kind == "background" else "body"}
+    of = kind if kind in FP_REGIONS else "background" if kind == "background" else "body"
+    return {"changed": 100 * changed / max(total, 1), "of": of}
 
 
 def self_training_labels(cfg, store: RunStore, device: torch.device, out: Path) -> dict[str, float]:
@@ -239,7 +252,7 @@ def main() -> None:
     ap.add_argument("--self-train", action="store_true", help="also train a network on the weak network's own labels")
     ap.add_argument("--by-class", action="store_true", help="only the per-class table of the run, then stop")
     ap.add_argument("--oracle-fix", choices=sorted(ORACLE_FIXES), help="only this ORACLE diagnostic, then stop: "
-                    "a network trained on the labels with that kind of body error set to the ground truth")  # fmt: skip
+                    "a network trained on the labels with that kind of error set to the ground truth")  # fmt: skip
     args = ap.parse_args()
     cfg = load_config(args.config, args.overrides)
     store, device = RunStore.for_config(cfg), pick_device(cfg.device)

@@ -264,6 +264,13 @@ class PseudoConfig:
     assign: Literal["argmax", "parts"] = "parts"
     part_share: float = 0.7
     contest_share: float = 0.5
+    # Negative prototypes (cpmc_lib.negatives): a class's labels are ignored (255) where its
+    # features are nearer what its classifier CAM fires on in images *without* it (cells >=
+    # negative_share x its mean peak on images with it; negative_clusters k-means prototypes) than
+    # its own confident cells (>= part_share of the image's peak). Off: labels as before.
+    negatives: bool = False
+    negative_share: float = 0.5
+    negative_clusters: int = 4
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -66,6 +66,9 @@ from .io import IGNORE_INDEX, read_mask_png, save_mask_png
 from .metrics import ConfusionMeter, cam_to_mask, json_iou
 from .runtime import pick_device
 from .store import RunStore, StageMissingError, missing_stage_message, stage_hash
+
+if TYPE_CHECKING:  # not at run time: CRF worker processes import this module
+    from .negatives import NegativeBank
 
 __all__ = [
     "THRESHOLD_RULES",
@@ -503,9 +506,14 @@ def _make_labels(cfg: Config, store: RunStore, out: Path, progress: bool) -> dic
     if cfg.affinity.enabled:  # the same maps after the random walk (cpmc_lib.affinity)
         folder, cam_metrics = _cam_folder(cfg, store, "affinity")
     threshold = rule_threshold(cfg, cam_metrics)
+    bank = None
+    if cfg.pseudo.negatives:
+        from .negatives import build_bank  # here, not at the top: CRF worker processes import this module
+
+        bank = build_bank(cfg, store, progress)
     result = make_labels(
         cfg, folder, threshold, out=out, progress=progress, split=cfg.seg_split(),
-        part_folder=part_folder(cfg, store),
+        part_folder=part_folder(cfg, store), negatives=bank,
     )  # fmt: skip
     # method: whose maps; affinity: whether they went through the random walk first
     result.update(method=cfg.pseudo.method, affinity=cfg.affinity.enabled)
@@ -539,6 +547,7 @@ def make_labels(
     split: str | None = None,
     crf_labels: Path | None = None,
     part_folder: Path | None = None,
+    negatives: NegativeBank | None = None,
 ) -> dict[str, Any]:
     """Pseudo labels of a split from the maps in ``folder``, scored without and with CRF.
 
@@ -554,6 +563,8 @@ def make_labels(
         part_folder: the classifier CAMs (``<name>.npy``) of the same images: contested object pixels
             of both labels go to the class whose part is nearest (:func:`assign_to_parts`, with
             ``pseudo.part_share`` / ``contest_share``); None keeps the maps' arg-max.
+        negatives: the run's negative prototypes and masks (:func:`cpmc_lib.negatives.build_bank`):
+            both labels are ignored where a class looks like its negatives; None leaves them.
 
     Returns:
         dict with ``miou``, ``precision``, ``recall``, ``ignore_frac``, ``iou`` (per class),
@@ -625,6 +636,11 @@ def make_labels(
     ignored = {"": 0, "_crf": 0}
     pixels = scored = 0
     for name, label, label_crf in with_crf() if crf_labels is None else with_saved_crf():
+        if negatives is not None:
+            from .negatives import ignore_negatives
+
+            keys, drop = negatives.masks[name]
+            label, label_crf = (ignore_negatives(lab, keys, drop) for lab in (label, label_crf))
         if out is not None:
             save_mask_png(out / f"{name}.png", label_crf if p.crf else label)
         mask, diag = ds.targets(name) if name in cam_names else (None, None)
@@ -656,6 +672,8 @@ def make_labels(
         "planes": None if fixed is None else list(fixed),
         "assign": "argmax" if part_folder is None else "parts",
     }
+    if negatives is not None:  # which classes had negative prototypes, and how many
+        result["negatives"] = negatives.summary(list(ds.class_names))
     for suffix, meter in meters.items():
         scores = meter.compute()
         result.update(

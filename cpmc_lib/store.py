@@ -142,6 +142,8 @@ def stage_hash(cfg: Config, stage: str) -> str:
         part["pseudo"] = {k: v for k, v in part["pseudo"].items() if k != "band"}
     if "pseudo" in part and cfg.pseudo.assign == "argmax":  # the arg-max alone: the keys of before parts existed
         part["pseudo"] = {k: v for k, v in part["pseudo"].items() if k not in ("assign", "part_share", "contest_share")}
+    if "pseudo" in part and not cfg.pseudo.negatives:  # off: the keys of before negatives existed
+        part["pseudo"] = {k: v for k, v in part["pseudo"].items() if not k.startswith("negative")}
     # Erasing shapes only the trained classifier (not the backbone's shape the pretrain stage and the
     # ceiling read); off, the keys stay as before it existed.
     if "classifier" in part and (cfg.classifier.erase_weight == 0 or stage in ("pretrain", "segmentation_gt")):

@@ -179,14 +179,16 @@ def test_weak_full_gap_oracle_fix_sets_one_kind_of_error_to_the_ground_truth(tin
     from cpmc_lib import pseudo
     from cpmc_lib.datasets import build_dataset
     from cpmc_lib.io import read_mask_png
-    from cpmc_lib.synth import ATYPICAL, BODY
+    from cpmc_lib.synth import ATYPICAL, BODY, CONTEXT_ABSENT, CONTEXT_PRESENT, DISTRACTOR
 
     gap = _load("weak_full_gap")
+    regions = {"context": (CONTEXT_PRESENT, CONTEXT_ABSENT), "distractor": (DISTRACTOR,)}
     cfg, store = tiny_cam_run
     cfg = cfg.replace(**{"pseudo.method": "cam"})
     labels = Path(pseudo.run(cfg, store, progress=False)["labels"])
     ds = build_dataset(cfg, cfg.seg_split())
-    for kind in ("class", "missed", "background"):
+    changed_by_kind = {}
+    for kind in ("class", "missed", "background", "context", "distractor"):
         out = tmp_path / kind
         out.mkdir()
         found = gap.oracle_fixed_labels(cfg, store, out, kind)
@@ -194,21 +196,29 @@ def test_weak_full_gap_oracle_fix_sets_one_kind_of_error_to_the_ground_truth(tin
         for name in ds.names:
             before, after = read_mask_png(labels / f"{name}.png"), read_mask_png(out / f"{name}.png")
             gt, diag = ds.targets(name)
-            obj = (gt == 0) if kind == "background" else (diag == BODY) | (diag == ATYPICAL)
+            if kind == "background":
+                obj = gt == 0
+            elif kind in regions:
+                obj = (gt == 0) & np.isin(diag, regions[kind])
+            else:
+                obj = (diag == BODY) | (diag == ATYPICAL)
             diff = before != after
             assert (after[diff] == gt[diff]).all() and obj[diff].all()  # only that kind, only to the truth
             if kind == "class":  # body labelled another class
                 wrong = obj & (before != gt) & (before != 255) & (before > 0)
             elif kind == "missed":  # body labelled background or ignored
                 wrong = obj & ((before == 0) | (before == 255))
-            else:  # background labelled object; ignored background stays ignored
+            else:  # background (or its context / distractor) labelled object; ignored stays ignored
                 wrong = obj & (before > 0) & (before != 255)
                 assert (after[obj & (before == 255)] == 255).all()
             assert (after[wrong] == gt[wrong]).all()
             changed, total = changed + int(diff.sum()), total + int(obj.sum())
+            changed_by_kind[kind] = changed_by_kind.get(kind, 0) + int(diff.sum())
         assert found["changed"] == pytest.approx(100 * changed / total)
-        assert found["of"] == ("background" if kind == "background" else "body")
-    assert found["changed"] > 0  # the tiny run's labels do put objects on background
+        assert found["of"] == {"class": "body", "missed": "body"}.get(kind, kind)
+    assert changed_by_kind["background"] > 0  # the tiny run's labels do put objects on background
+    # context and distractor are parts of the background: their fixes are among its fixes
+    assert changed_by_kind["context"] + changed_by_kind["distractor"] <= changed_by_kind["background"]
 
 
 def test_weak_full_gap_self_training_labels_keep_to_the_image_label(tiny_cam_run, tmp_path, monkeypatch):
