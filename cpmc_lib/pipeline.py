@@ -218,6 +218,8 @@ def run(
             "threshold_rule": pl["threshold_rule"],
             "threshold_mean": pl.get("threshold_mean"),
             "affinity": bool(pl.get("affinity")),  # the maps went through the random walk
+            # pseudo.negatives: the classes that had negative prototypes (cpmc_lib.negatives)
+            **({"negatives": pl["negatives"]} if "negatives" in pl else {}),
             # labels made for `split`; the scores below cover `scored_images` images of `scored_on`
             **{k: pl.get(k) for k in ("split", "images", "scored_on", "scored_images")},
             **{

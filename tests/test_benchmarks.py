@@ -348,3 +348,28 @@ def test_tune_assign_reproduces_the_stages_own_row(tiny_pipeline, capsys):
     row = f"| parts, part share {p.part_share:g}, contest share {p.contest_share:g} |"
     assert f"{row} {stage['cpmc']['miou']:.1f} | {stage['cpmc_crf']['miou']:.1f} |" in out
     assert "| arg-max |" in out
+
+
+def test_negatives_gain_compares_each_point_with_the_default_it_reruns(tmp_path):
+    gain = _load("negatives_gain")
+
+    def metrics(labels, net, ratio, negatives=None):
+        patho = {"fp_context": 10.0, "fp_distractor": 20.0}
+        m = {"pseudo": {"cpmc_crf": {"miou": labels, "pathology": patho}},
+             "seg": {"wsss": {"miou": net, "pathology": patho}, "ratio": ratio}}  # fmt: skip
+        if negatives is not None:
+            m["pseudo"]["negatives"] = negatives
+        return {"metrics": m}
+
+    records = {
+        "negatives": {"seed-1": metrics(82.0, 76.0, 0.84, {"black-disc": 4})},
+        "robustness": {"seed-1": metrics(80.0, 74.5, 0.82)},
+        "heldout": {},
+    }
+    for name, points in records.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({"points": points}))
+    lines = gain.table(tmp_path).splitlines()
+    assert len(lines) == 2 + len(gain.PAIRS)
+    seed1 = next(line for line in lines if line.startswith("| seed-1 "))
+    assert "black-disc" in seed1 and "80.0 -> 82.0" in seed1 and "74.5 -> 76.0 (+1.5)" in seed1 and "82.0 -> 84.0" in seed1
+    assert sum("missing from the records" in line for line in lines) == len(gain.PAIRS) - 1
