@@ -98,13 +98,18 @@ def main() -> None:
             ignored = f" ({100 * crf['ignore_frac']:.1f} % of pixels ignored)" if crf.get("ignore_frac") else ""
             print(f"pseudo labels ({method}{walked}, rule {ps.get('threshold_rule')}): {ps[method]['miou']:.1f} mIoU, "
                   f"{crf.get('miou', float('nan')):.1f} with the CRF{ignored}")  # fmt: skip
+            if "negatives" in ps:  # pseudo.negatives: which classes fired on images without them, which got any
+                firing = ", ".join(f"{k} {v:.2f} %" for k, v in ps.get("negative_firing", {}).items()) or "none"
+                print(f"negative prototypes: {ps['negatives'] or 'none'} (fired on images without them: {firing})")
         seg = m.get("seg", {})
         for k in ("wsss", "full"):
             if k in seg:
                 curve = " -> ".join(f"{v:.1f}" for v in seg[k].get("curve", []))
-                print(f"segmentation {k}: {seg[k]['miou']:.1f} val mIoU (curve {curve})")
+                crf = f", {seg[k]['miou_crf']:.1f} with the dense CRF" if "miou_crf" in seg[k] else ""
+                print(f"segmentation {k}: {seg[k]['miou']:.1f} val mIoU{crf} (curve {curve})")
         if "ratio" in seg:
-            print(f"weak / full: {100 * seg['ratio']:.1f} %")
+            crf = f"; with the dense CRF on both networks {100 * seg['ratio_crf']:.1f} %" if "ratio_crf" in seg else ""
+            print(f"weak / full: {100 * seg['ratio']:.1f} %{crf}")
         found = report.label_pathologies(m)
         if found["weak"] and found["full"]:
             print(f"\n{report.error_table(**found)}\n\n{report.error_gap(found['weak'], found['full'])}")

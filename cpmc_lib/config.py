@@ -271,6 +271,10 @@ class PseudoConfig:
     negatives: bool = False
     negative_share: float = 0.5
     negative_clusters: int = 4
+    # Only classes whose CAM fires on images without them (>= negative_share x peak) at least
+    # negative_outlier x as often as the median class get negatives (negatives.firing_outliers):
+    # where most classes fire, the classifier confuses look-alike classes, not a cue like context.
+    negative_outlier: float = 3.0
 
 
 @dataclass(frozen=True)

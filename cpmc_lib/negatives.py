@@ -10,7 +10,11 @@ segmentation network learns ``c`` neither there nor against it.
 
 A class gets negative prototypes only where its raw classifier CAM, on images without it, reaches
 ``share`` x its mean peak on images with it; a classifier that stays quiet on such images leaves
-its class's labels untouched. Nothing here reads ground truth.
+its class's labels untouched. And only a class that fires there far more often than the typical
+class (:func:`firing_outliers`): the method is for a classifier that leans on a cue outside its
+objects, such as context. Where most classes fire on images without them, the classifier confuses
+look-alike classes, their negative cells are bodies like their own, and ignoring what resembles
+them would take each class's own body away. Nothing here reads ground truth.
 
 Shapes: ``cam`` (B, K-1, h, w) raw class projection (:meth:`cpmc_lib.models.CamNet.forward`),
 ``feat`` (B, D, h, w) prototype features, ``label`` (B, K-1) multi-hot; class ``c`` of the
@@ -38,7 +42,10 @@ from .runtime import pick_device
 from .store import RunStore
 from .transforms import eval_transform
 
-__all__ = ["NegativeBank", "build_bank", "ignore_negatives", "negative_cells", "negative_mask", "negative_prototypes"]
+__all__ = [
+    "NegativeBank", "build_bank", "firing_outliers", "ignore_negatives", "negative_cells", "negative_mask",
+    "negative_prototypes",
+]  # fmt: skip
 
 
 def negative_cells(
@@ -60,6 +67,28 @@ def negative_cells(
         hot = F.relu(cam[neg, c].float()) >= share * peak[c]  # (n, h, w)
         out.append(unit[neg][hot])
     return out
+
+
+def firing_outliers(rate: torch.Tensor, factor: float) -> torch.Tensor:
+    """Which classes fire on images without them far more often than the typical class.
+
+    Args:
+        rate: (K-1,) per class, the share of images without it where its CAM reaches the
+            negative share of its peak somewhere.
+        factor: ``pseudo.negative_outlier``; a class qualifies where ``rate >= factor x`` the
+            median rate over the classes (and ``rate > 0``). 0 lets every firing class qualify.
+
+    Returns:
+        (K-1,) bool.
+
+    Example:
+        >>> firing_outliers(torch.tensor([0.0, 0.0, 0.3, 0.01]), 3.0).tolist()
+        [False, False, True, True]
+        >>> firing_outliers(torch.tensor([0.2, 0.3, 0.25, 0.1]), 3.0).tolist()  # most classes fire
+        [False, False, False, False]
+    """
+    rate = rate.float()
+    return (rate > 0) & (rate >= factor * rate.median())
 
 
 def negative_prototypes(cells: torch.Tensor, clusters: int) -> torch.Tensor | None:
@@ -116,10 +145,15 @@ class NegativeBank:
 
     prototypes: list[torch.Tensor | None]  # per class channel: (M, D) or None
     masks: dict[str, tuple[list[int], torch.Tensor]]  # image name -> (keys, (k, h, w) bool)
+    rates: list[float]  # per class channel: share of images without it where it fires (firing_outliers)
 
     def summary(self, class_names: list[str]) -> dict[str, int]:
         """Class name -> number of negative prototypes, for the classes that have any."""
         return {class_names[c + 1]: len(p) for c, p in enumerate(self.prototypes) if p is not None}
+
+    def firing(self, class_names: list[str]) -> dict[str, float]:
+        """Class name -> % of the images without it where it fires, for the classes that fire at all."""
+        return {class_names[c + 1]: round(100 * r, 2) for c, r in enumerate(self.rates) if r > 0}
 
 
 def _outputs(model: CamNet, cfg: Config, split: str, device: torch.device, desc: str, progress: bool
@@ -138,9 +172,9 @@ def _outputs(model: CamNet, cfg: Config, split: str, device: torch.device, desc:
 
 
 def build_bank(cfg: Config, store: RunStore, progress: bool = True) -> NegativeBank:
-    """Negative prototypes from the cam split (``pseudo.negative_share``, ``negative_clusters``) and
-    the masks of every seg-split image. Three passes of the trained classifier: class peaks,
-    negative cells, masks."""
+    """Negative prototypes from the cam split (``pseudo.negative_share``, ``negative_clusters``, for
+    the classes :func:`firing_outliers` picks with ``negative_outlier``) and the masks of every
+    seg-split image. Three passes of the trained classifier: class peaks, negative cells, masks."""
     p = cfg.pseudo
     store.require("classifier", cfg, "trained classifier")
     device = pick_device(cfg.device)
@@ -153,16 +187,21 @@ def build_bank(cfg: Config, store: RunStore, progress: bool = True) -> NegativeB
         peak_n[on] += 1
     peak = peak_sum / peak_n.clamp_min(1)
     cells: list[list[torch.Tensor]] = [[] for _ in range(k)]
+    negative_images = torch.zeros(k)
     for _, cam, feat, label in _outputs(model, cfg, cfg.data.cam_split, device, "negatives: cells", progress):
+        negative_images += 1 - label.float()
         for c, found in enumerate(negative_cells(cam[None], feat[None], label[None], peak, p.negative_share)):
             if len(found):
                 cells[c].append(found)
+    rate = torch.tensor([float(len(found)) for found in cells]) / negative_images.clamp_min(1)
+    chosen = firing_outliers(rate, p.negative_outlier)
     prototypes = [
-        negative_prototypes(torch.cat(found), p.negative_clusters) if found else None for found in cells
+        negative_prototypes(torch.cat(found), p.negative_clusters) if found and chosen[c] else None
+        for c, found in enumerate(cells)
     ]
     masks = {}
     for name, cam, feat, label in _outputs(model, cfg, cfg.seg_split(), device, "negatives: masks", progress):
         keys = (label.nonzero().flatten() + 1).tolist()
         masks[name] = (keys, negative_mask(cam, feat, keys, prototypes, p.part_share))
-    return NegativeBank(prototypes, masks)
+    return NegativeBank(prototypes, masks, rate.tolist())
 

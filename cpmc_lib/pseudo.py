@@ -674,6 +674,7 @@ def make_labels(
     }
     if negatives is not None:  # which classes had negative prototypes, and how many
         result["negatives"] = negatives.summary(list(ds.class_names))
+        result["negative_firing"] = negatives.firing(list(ds.class_names))
     for suffix, meter in meters.items():
         scores = meter.compute()
         result.update(
@@ -746,39 +747,56 @@ def rule_scores(cfg: Config, store: RunStore, method: str) -> dict[str, Any]:
 
 
 def compare(
-    cfg: Config, store: RunStore, methods: tuple[str, ...], limit: int = 0, progress: bool = True
+    cfg: Config,
+    store: RunStore,
+    methods: tuple[str, ...],
+    limit: int = 0,
+    progress: bool = True,
+    negatives: NegativeBank | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Pseudo-label scores of several CAM methods (each under ``pseudo.threshold_rule``), nothing saved.
 
     Reads each method's maps from the run store (:func:`cpmc_lib.pipeline.ensure` makes them).
     ``limit`` scores the first images only. For ``pseudo.method`` the labels after the CRF are
     read from the pseudo stage when it finished with ``cfg`` (:func:`stage_crf_labels`): the same
-    labels, not made twice.
+    labels, not made twice. Under ``pseudo.negatives`` every method's labels are ignored where the
+    run's negative prototypes say so: pass ``negatives`` (:func:`cpmc_lib.negatives.build_bank`)
+    to build the bank once for several calls; None builds it here.
     """
     out, parts = {}, part_folder(cfg, store)
+    if cfg.pseudo.negatives and negatives is None:
+        from .negatives import build_bank  # here, not at the top: CRF worker processes import this module
+
+        negatives = build_bank(cfg, store, progress)
     for m in methods:
         folder, metrics = _cam_folder(cfg, store, m)
         saved = stage_crf_labels(cfg, store) if m == cfg.pseudo.method else None
         out[m] = make_labels(
             cfg, folder, rule_threshold(cfg, metrics), limit=limit, progress=progress, crf_labels=saved,
-            part_folder=parts,
+            part_folder=parts, negatives=negatives if cfg.pseudo.negatives else None,
         )  # fmt: skip
     return out
 
 
 def compare_zones(
-    cfg: Config, store: RunStore, default: dict[str, Any], limit: int = 0, progress: bool = True
+    cfg: Config,
+    store: RunStore,
+    default: dict[str, Any],
+    limit: int = 0,
+    progress: bool = True,
+    negatives: NegativeBank | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``pseudo.method``'s labels without an ignore zone, with ``pseudo.band`` and with IRN's fixed
     planes (0.30 / 0.05), by name; ``default`` is :func:`compare`'s result for ``cfg`` on the same
-    images, reused for the configuration it equals (the band row is left out when the band is off)."""
+    images, reused for the configuration it equals (the band row is left out when the band is off).
+    ``negatives``: as in :func:`compare`."""
     method = cfg.pseudo.method
     irn = {"pseudo.threshold_rule": "fixed", "pseudo.conf_fg": 0.3, "pseudo.conf_bg": 0.05}
     zones = {"no zone": cfg.replace(**{"pseudo.band": (1.0, 1.0)}),
              f"band {list(cfg.pseudo.band)}": cfg if tuple(cfg.pseudo.band) != (1.0, 1.0) else None,
              "IRN 0.30 / 0.05 (fixed)": cfg.replace(**irn)}  # fmt: skip
     return {
-        name: default if c == cfg else compare(c, store, (method,), limit=limit, progress=progress)[method]
+        name: default if c == cfg else compare(c, store, (method,), limit, progress, negatives)[method]
         for name, c in zones.items()
         if c is not None
     }

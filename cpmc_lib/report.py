@@ -235,7 +235,7 @@ def headline(metrics: Mapping[str, Any]) -> str:
     ]
     pseudo = metrics.get("pseudo", {})
     for key, r in pseudo.items():
-        if not isinstance(r, dict):  # threshold, threshold_rule: how the background was decided
+        if not isinstance(r, dict) or "miou" not in r:  # threshold, rule, negatives: how the labels were made
             continue
         what = f"{key.removesuffix('_crf')} pseudo labels" + (" + dense CRF" if key.endswith("_crf") else "")
         if r.get("ignore_frac"):  # scored on the labelled pixels only
@@ -247,6 +247,10 @@ def headline(metrics: Mapping[str, Any]) -> str:
                      "mIoU (%)": seg["wsss"]["miou"]})  # fmt: skip
         rows.append({"stage": "segmentation (val split)", "what": "trained on ground truth (ceiling)",
                      "mIoU (%)": seg["full"]["miou"]})  # fmt: skip
+        if "ratio_crf" in seg:  # segmentation.test_crf: both networks again after the dense CRF
+            for k, what in (("wsss", "trained on pseudo labels"), ("full", "trained on ground truth (ceiling)")):
+                rows.append({"stage": "segmentation (val split)", "what": f"{what} + dense CRF",
+                             "mIoU (%)": seg[k]["miou_crf"]})  # fmt: skip
     columns = ["stage", "what", "mIoU (%)"]
     if any(r.get("GT-free (%)") is not None for r in rows):
         columns.append("GT-free (%)")
@@ -270,7 +274,11 @@ def headline(metrics: Mapping[str, Any]) -> str:
         verdict = "converged by the < 0.5 reading" if abs(ceiling_moved(c)) < 0.5 else "still moving: an unfinished ceiling"
         lines.append(f"- The ground-truth ceiling's val mIoU moved {delta(c[-3], c[-1])} over its last two epochs "
                      f"of {len(c)}, {verdict} (its learning curve is in chapter 8).")  # fmt: skip
-    if seg:
+    if seg and "ratio_crf" in seg:
+        lines.append(f"- Weak supervision reaches {100 * seg['ratio']:.1f} % of full supervision, "
+                     f"{100 * seg['ratio_crf']:.1f} % with the dense CRF on both networks, the field's protocol "
+                     "(with it, SIPE reaches 89 % and SFC 92 % of a DeepLabV2 ceiling on PASCAL VOC).")  # fmt: skip
+    elif seg:
         lines.append(f"- Weak supervision reaches {100 * seg['ratio']:.1f} % of full supervision "
                      "(the best published WSSS methods reach about 90 % on PASCAL VOC).")  # fmt: skip
     return "\n".join(lines)
@@ -310,7 +318,11 @@ def promises(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     if rule is not None:
         add("GT-free pseudo labels", None, f"pseudo-label rule {rule!r} reads no ground truth", holds=rule != "oracle")
     seg = metrics.get("seg", {})
-    if "ratio" in seg:
+    if "ratio_crf" in seg:  # the field's protocol: both networks with the dense CRF (method notes: SIPE 0.89)
+        add("weak/full >= 0.88", 100 * (seg["ratio_crf"] - 0.88),
+            f"weak / full {seg['ratio_crf']:.3f} >= 0.88 (both networks + dense CRF; "
+            f"{seg['ratio']:.3f} without)")  # fmt: skip
+    elif "ratio" in seg:
         add("weak/full >= 0.88", 100 * (seg["ratio"] - 0.88), f"weak / full {seg['ratio']:.3f} >= 0.88")
     curve = seg.get("full", {}).get("curve", [])
     if len(curve) >= 3:
@@ -385,10 +397,13 @@ def settings_tables(runs: Mapping[str, Mapping[str, Any]]) -> str:
             "distractor FP": _arrow(pp, cp, "fp_distractor"), "pseudo + CRF": crf,
             "ignored (%)": 100 * ignored if (ignored := pseudo.get(f"{method}_crf", {}).get("ignore_frac")) else None,
             "weak / full (%)": 100 * seg["ratio"] if "ratio" in seg else None,
+            "weak / full + CRF (%)": 100 * seg["ratio_crf"] if "ratio_crf" in seg else None,
         })  # fmt: skip
     cols = ["setting", *(CAM_NAMES[k] for k in ("cam", "refined", "proto", "cpmc")), "CPMC thr."]
     # the labels' ignore share, shown when some setting's labels leave pixels out (pseudo.band)
-    claim_cols = [k for k in (claims[0] if claims else ["setting"]) if k != "ignored (%)" or any(c[k] for c in claims)]
+    # ... and weak / full after the dense CRF when some setting scored it (segmentation.test_crf)
+    optional = ("ignored (%)", "weak / full + CRF (%)")
+    claim_cols = [k for k in (claims[0] if claims else ["setting"]) if k not in optional or any(c[k] for c in claims)]
     return (markdown_table(maps, cols) + "\n\n*Prototype CAM → CPMC (%), pseudo labels from the rule that reads no "
             "ground truth (scored on their labelled pixels):*\n\n" + markdown_table(claims, claim_cols))  # fmt: skip
 
@@ -419,6 +434,9 @@ _HEADLINES = [
     ("network on pseudo labels", lambda m: _get(m, "seg.wsss.miou")),
     ("network on ground truth", lambda m: _get(m, "seg.full.miou")),
     ("weak / full (%)", lambda m: None if _get(m, "seg.ratio") is None else 100 * _get(m, "seg.ratio")),
+    ("network on pseudo labels + CRF", lambda m: _get(m, "seg.wsss.miou_crf")),
+    ("network on ground truth + CRF", lambda m: _get(m, "seg.full.miou_crf")),
+    ("weak / full + CRF (%)", lambda m: None if _get(m, "seg.ratio_crf") is None else 100 * _get(m, "seg.ratio_crf")),
 ]  # fmt: skip
 
 

@@ -363,9 +363,10 @@ def test_negatives_gain_compares_each_point_with_the_default_it_reruns(tmp_path)
 
     records = {
         "negatives": {"seed-1": metrics(82.0, 76.0, 0.84, {"black-disc": 4})},
-        "robustness": {"seed-1": metrics(80.0, 74.5, 0.82)},
-        "heldout": {},
+        "parts/robustness": {"seed-1": metrics(80.0, 74.5, 0.82)},
+        "parts/heldout": {},
     }
+    (tmp_path / "parts").mkdir()
     for name, points in records.items():
         (tmp_path / f"{name}.json").write_text(json.dumps({"points": points}))
     lines = gain.table(tmp_path).splitlines()
@@ -373,3 +374,9 @@ def test_negatives_gain_compares_each_point_with_the_default_it_reruns(tmp_path)
     seed1 = next(line for line in lines if line.startswith("| seed-1 "))
     assert "black-disc" in seed1 and "80.0 -> 82.0" in seed1 and "74.5 -> 76.0 (+1.5)" in seed1 and "82.0 -> 84.0" in seed1
     assert sum("missing from the records" in line for line in lines) == len(gain.PAIRS) - 1
+    # a sweep's previous-default record against its current one, with the CRF ratio where scored
+    current = metrics(83.0, 77.0, 0.85, {"black-disc": 4})
+    current["metrics"]["seg"]["ratio_crf"] = 0.88
+    (tmp_path / "robustness.json").write_text(json.dumps({"points": {"seed-1": current}}))
+    lines = gain.table(tmp_path, sweep="robustness").splitlines()
+    assert len(lines) == 3 and "74.5 -> 77.0 (+2.5)" in lines[2] and "82.0 -> 85.0 (with CRF 88.0)" in lines[2]

@@ -57,23 +57,42 @@ def test_ignore_negatives_sets_only_that_class_to_ignore():
     assert negatives.ignore_negatives(label, [1, 2], torch.zeros(2, 1, 2, dtype=torch.bool)) is label
 
 
-def test_stage_negatives_only_ignore_class_pixels_and_keep_the_old_keys_when_off(tiny_cam_run):
+def test_firing_outliers_pick_the_classes_that_fire_far_more_often_than_the_median():
+    rate = torch.tensor([0.0, 0.0, 0.0, 0.35, 0.002])
+    assert negatives.firing_outliers(rate, 3.0).tolist() == [False, False, False, True, True]  # median 0
+    rate = torch.tensor([0.1, 0.12, 0.5, 0.09, 0.11])  # most classes fire: only the far outlier
+    assert negatives.firing_outliers(rate, 3.0).tolist() == [False, False, True, False, False]
+    assert negatives.firing_outliers(rate, 10.0).tolist() == [False] * 5
+    assert negatives.firing_outliers(rate, 0.0).tolist() == [True] * 5  # 0: every firing class
+    assert not negatives.firing_outliers(torch.zeros(3), 0.0).any()  # none fires: none qualifies
+
+
+def _labels_without_negatives(cfg, store):
+    """An untrained classifier in the run (it fires at random), the stage's labels without negative
+    prototypes (argmax, no CRF), those labels by image name, and the overrides they were made with."""
     from cpmc_lib.io import save_torch
     from cpmc_lib.models import build_model
-    from cpmc_lib.store import stage_hash
 
-    cfg, store = tiny_cam_run
-    with store.stage("classifier", cfg) as st:  # an untrained classifier: it fires at random
+    with store.stage("classifier", cfg) as st:
         torch.manual_seed(0)
         save_torch(st.path / "model.pt", build_model(cfg, pretrained=False).state_dict())
         st.result = {}
     over = {"pseudo.crf": False, "pseudo.assign": "argmax"}
     off = pseudo.run(cfg.replace(**over), store, method="cam", progress=False)
     names = build_dataset(cfg, cfg.data.cam_split).names
-    before = {n: read_mask_png(pseudo.labels_dir(store) / f"{n}.png") for n in names}
-    on_cfg = cfg.replace(**over, **{"pseudo.negatives": True, "pseudo.negative_share": 0.05, "pseudo.negative_clusters": 1})
+    return off, {n: read_mask_png(pseudo.labels_dir(store) / f"{n}.png") for n in names}, over
+
+
+def test_stage_negatives_only_ignore_class_pixels_and_keep_the_old_keys_when_off(tiny_cam_run):
+    from cpmc_lib.store import stage_hash
+
+    cfg, store = tiny_cam_run
+    off, before, over = _labels_without_negatives(cfg, store)
+    on_cfg = cfg.replace(**over, **{"pseudo.negatives": True, "pseudo.negative_share": 0.05,
+                                    "pseudo.negative_clusters": 1, "pseudo.negative_outlier": 0.0})  # fmt: skip
     on = pseudo.run(on_cfg, store, method="cam", progress=False)
     assert "negatives" not in off and on["negatives"]  # some class had negative prototypes
+    assert set(on["negatives"]) <= set(on["negative_firing"])  # only classes that fired on images without them
     ignored = 0
     for name, lab in before.items():
         new = read_mask_png(pseudo.labels_dir(store) / f"{name}.png")
@@ -85,3 +104,14 @@ def test_stage_negatives_only_ignore_class_pixels_and_keep_the_old_keys_when_off
     assert stage_hash(cfg.replace(**{"pseudo.negative_share": 0.9}), "pseudo") == stage_hash(cfg, "pseudo")  # unread
     assert stage_hash(on_cfg, "pseudo") != stage_hash(cfg.replace(**over), "pseudo")
 
+
+def test_stage_without_outliers_leaves_the_labels_as_they_were(tiny_cam_run):
+    cfg, store = tiny_cam_run
+    off, before, over = _labels_without_negatives(cfg, store)
+    guarded = cfg.replace(**over, **{"pseudo.negatives": True, "pseudo.negative_share": 0.05,
+                                     "pseudo.negative_outlier": 1e9})  # fmt: skip
+    on = pseudo.run(guarded, store, method="cam", progress=False)
+    assert on["negative_firing"] and not on["negatives"]  # classes fired, none far more than the median
+    for name, lab in before.items():
+        assert (read_mask_png(pseudo.labels_dir(store) / f"{name}.png") == lab).all()
+    assert on["ignore_frac"] == off["ignore_frac"]

@@ -54,6 +54,12 @@ def test_pipeline_writes_complete_metrics(tiny):
     passes = {k for k in metrics["stage_seconds"] if k.startswith("cams_")}
     assert passes == {"cams_cam", "cams_refined+proto+cpmc", "cams_gradcam+gradcampp+layercam"}
     assert "weak / full" in pipeline.format_metrics(metrics)
+    # the default config scores both networks with the dense CRF too: the field's weak / full
+    seg = metrics["seg"]
+    assert cfg.segmentation.test_crf and seg["ratio_crf"] == seg["wsss"]["miou_crf"] / seg["full"]["miou_crf"]
+    assert "with the dense CRF on both" in pipeline.format_metrics(metrics)
+    # and builds negative prototypes: which classes fired on images without them, which got any
+    assert cfg.pseudo.negatives and set(metrics["pseudo"]["negatives"]) <= set(metrics["pseudo"]["negative_firing"])
 
 
 @pytest.mark.slow
@@ -143,7 +149,7 @@ def tiny_summary(metrics: dict) -> dict:
         "cams": {
             m: {"miou": r["miou"], "threshold": r["threshold"]} for m, r in sorted(metrics["cams"].items())
         },
-        "pseudo": {k: v["miou"] for k, v in sorted(metrics["pseudo"].items()) if isinstance(v, dict)},
+        "pseudo": {k: v["miou"] for k, v in sorted(metrics["pseudo"].items()) if isinstance(v, dict) and "miou" in v},
         "seg": {"wsss": metrics["seg"]["wsss"]["miou"], "full": metrics["seg"]["full"]["miou"]},
     }
 

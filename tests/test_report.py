@@ -70,6 +70,13 @@ def test_headline_summarises_every_stage_of_a_metrics_file():
     assert "| cpmc pseudo labels + dense CRF (6.6 % ignored) | 53.0 |" in headline(banded)
     assert "by +3.0 (each scored on its own labelled pixels)." in headline(banded)
     assert "by +3.0." in text
+    # negative prototypes and CRF scores of both networks (pseudo.negatives, segmentation.test_crf)
+    crf = dict(metrics, pseudo={**metrics["pseudo"], "negatives": {"black-disc": 4}},
+               seg={"wsss": {"miou": 60.0, "miou_crf": 66.0}, "full": {"miou": 75.0, "miou_crf": 80.0},
+                    "ratio": 0.8, "ratio_crf": 0.825})  # fmt: skip
+    text_crf = headline(crf)
+    assert "| trained on pseudo labels + dense CRF | 66.0 |" in text_crf and "black-disc" not in text_crf
+    assert "80.0 % of full supervision, 82.5 % with the dense CRF on both networks" in text_crf
     # a run that stopped at the CAM stage has no pseudo or segmentation lines
     short = headline({"cams": metrics["cams"]})
     assert "pseudo" not in short and "full supervision" not in short
@@ -127,6 +134,13 @@ def test_promises_hold_and_fail_with_their_margins():
     assert bad["distractor FP <= proto"]["margin"] == -1.5 and not bad["distractor FP <= proto"]["holds"]
     assert not bad["GT-free pseudo labels"]["holds"] and bad["GT-free pseudo labels"]["margin"] is None
     assert not bad["weak/full >= 0.88"]["holds"] and not bad["ceiling converged"]["holds"]
+    # with both networks scored after the dense CRF, the claim reads that ratio (the field's protocol)
+    crf = _run(50.0, 60.0, 64.0, ratio=0.85)
+    crf["seg"]["ratio_crf"] = 0.89
+    check = {p["claim"]: p for p in promises(crf)}["weak/full >= 0.88"]
+    assert check["holds"] and abs(check["margin"] - 1.0) < 1e-9 and "0.850 without" in check["detail"]
+    crf["seg"]["ratio_crf"] = 0.87
+    assert not {p["claim"]: p for p in promises(crf)}["weak/full >= 0.88"]["holds"]
     # a run that stopped at the CAM stage has no pseudo-label or segmentation claims
     assert {p["claim"] for p in promises({"cams": _run(50.0, 60.0, 64.0)["cams"]})} == {
         "CAM < proto < CPMC", "CPMC >= CAM + 10", "CPMC >= proto + 3", "body recall >= proto + 5",
@@ -153,6 +167,10 @@ def test_promise_tables_name_where_and_by_how_much_a_claim_fails():
     tables = settings_tables(runs)
     assert "| b | 70.0 → 77.0 | 12.0 → 14.0 | 24.0 → 23.0 | 72.0 | 5.0 | 90.0 |" in tables
     assert "| a | 70.0 → 77.0 | 12.0 → 11.0 | 24.0 → 23.0 | 72.0 | – | 90.0 |" in tables
+    assert "CRF (%)" not in tables  # no setting scored its networks with the CRF: no column
+    runs["a"]["seg"]["ratio_crf"] = 0.91
+    tables = settings_tables(runs)
+    assert "| a | 70.0 → 77.0 | 12.0 → 11.0 | 24.0 → 23.0 | 72.0 | – | 90.0 | 91.0 |" in tables
 
 
 def _patho(body, context):
@@ -209,6 +227,10 @@ def test_spread_table_gives_each_number_per_run_with_mean_and_sd():
         == "| CPMC − classifier CAM | 20.0 | 21.0 | 22.0 | 21.0\u00a0±\u00a01.0 |"
     )
     assert "weak / full (%)" in lines and "80.0\u00a0±\u00a00.0" in lines["weak / full (%)"]
+    assert "weak / full + CRF (%)" not in lines  # recorded without the test-time CRF
+    runs["seed-1"]["seg"]["ratio_crf"] = 0.9
+    lines = {line.split(" | ")[0].strip("| "): line for line in report.spread_table(runs).splitlines()}
+    assert "| – | 90.0 | – |" in lines["weak / full + CRF (%)"]
     assert "refined CAM mIoU (oracle view)" not in lines  # no run has it
     assert "±\u00a0–" in report.spread_table({"one": runs["seed-0"]})  # no spread from one run
 
