@@ -98,9 +98,8 @@ def main() -> None:
             ignored = f" ({100 * crf['ignore_frac']:.1f} % of pixels ignored)" if crf.get("ignore_frac") else ""
             print(f"pseudo labels ({method}{walked}, rule {ps.get('threshold_rule')}): {ps[method]['miou']:.1f} mIoU, "
                   f"{crf.get('miou', float('nan')):.1f} with the CRF{ignored}")  # fmt: skip
-            if "negatives" in ps:  # pseudo.negatives: which classes fired on images without them, which got any
-                firing = ", ".join(f"{k} {v:.2f} %" for k, v in ps.get("negative_firing", {}).items()) or "none"
-                print(f"negative prototypes: {ps['negatives'] or 'none'} (fired on images without them: {firing})")
+            if line := report.negatives_line(ps):  # pseudo.negatives
+                print(line)
         seg = m.get("seg", {})
         for k in ("wsss", "full"):
             if k in seg:

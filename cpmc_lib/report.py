@@ -106,6 +106,40 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], di
 LABEL_COLUMNS = ("recall_body", "recall_atypical", "fp_context", "fp_distractor")
 
 
+def label_variants_table(head: str, variants: Mapping[str, Mapping[str, Any]]) -> str:
+    """One Markdown row per variant of the same images' pseudo labels (name -> :func:`cpmc_lib.pseudo.make_labels`'s
+    result): mIoU after the CRF, the share ignored, then its body / atypical recall and context /
+    distractor labelled object where the data has diagnostic masks; ``head`` names the first column.
+
+    Example:
+        >>> print(label_variants_table("zone", {"on": {"miou_crf": 80.0, "ignore_frac_crf": 0.05}}).splitlines()[2])
+        | on | 80.0 | 5.0 | – | – | – | – |
+    """
+    names = {"recall_body": "body recall", "recall_atypical": "atypical recall",
+             "fp_context": "context labelled object (%)", "fp_distractor": "distractor labelled object (%)"}  # fmt: skip
+    rows = []
+    for name, r in variants.items():
+        patho = r.get("pathology_crf", {})
+        rows.append({head: name, "mIoU + CRF": r["miou_crf"], "ignored (%)": 100 * r["ignore_frac_crf"],
+                     **{names[k]: patho.get(k) for k in LABEL_COLUMNS}})  # fmt: skip
+    return markdown_table(rows, [head, "mIoU + CRF", "ignored (%)", *names.values()])
+
+
+def negatives_line(pseudo: Mapping[str, Any]) -> str:
+    """Which classes got negative prototypes and how often each class fired on images without it, from
+    the pseudo stage's result or ``metrics.json``'s ``pseudo`` section ('' without ``pseudo.negatives``).
+
+    Example:
+        >>> negatives_line({"negatives": {"black-disc": 4}, "negative_firing": {"black-disc": 45.0}})
+        'negative prototypes: black-disc (4); fired on images without them: black-disc 45.00 %'
+    """
+    if "negatives" not in pseudo:
+        return ""
+    got = ", ".join(f"{k} ({n})" for k, n in pseudo["negatives"].items()) or "none"
+    firing = ", ".join(f"{k} {v:.2f} %" for k, v in pseudo.get("negative_firing", {}).items()) or "none"
+    return f"negative prototypes: {got}; fired on images without them: {firing}"
+
+
 def label_row(label: str, result: Mapping[str, Any]) -> str:
     """One Markdown row of a pseudo-label result (:func:`cpmc_lib.pseudo.make_labels`): mIoU, mIoU
     after the CRF, then the CRF labels' body and atypical recall and context and distractor labelled

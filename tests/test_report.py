@@ -305,3 +305,18 @@ def test_group_loss_table_splits_the_loss_by_body_group_size():
     assert lines[2] == "| s1 | 5 | 10.0 to 30.0 | 5.0 to 5.0 | – | 94.0 | 60.0 |"
     assert lines[3] == "| few | 1 | – | – | 1.0 to 1.0 | – | – |"
     assert len(lines) == 4 and report.group_loss_table({"old": runs["old"]}) == ""
+
+
+def test_label_variants_table_and_negatives_line():
+    patho = {"recall_body": 70.0, "recall_atypical": 50.0, "fp_context": 4.0, "fp_distractor": 15.0}
+    table = report.label_variants_table("negative prototypes", {
+        "off": {"miou_crf": 82.4, "ignore_frac_crf": 0.066},
+        "on": {"miou_crf": 84.7, "ignore_frac_crf": 0.091, "pathology_crf": patho},
+    })  # fmt: skip
+    lines = table.splitlines()
+    assert lines[0].startswith("| negative prototypes | mIoU + CRF | ignored (%) | body recall |")
+    assert lines[2] == "| off | 82.4 | 6.6 | – | – | – | – |"  # no diagnostic masks: dashes
+    assert lines[3] == "| on | 84.7 | 9.1 | 70.0 | 50.0 | 4.0 | 15.0 |"
+    assert report.negatives_line({"threshold_rule": "otsu"}) == ""  # negatives off
+    line = report.negatives_line({"negatives": {}, "negative_firing": {"a": 0.06}})
+    assert line == "negative prototypes: none; fired on images without them: a 0.06 %"
