@@ -47,7 +47,7 @@ from .datasets import build_dataset
 from .distributed import barrier, is_main
 from .io import load_json, save_json
 from .metrics import json_iou
-from .report import markdown_table
+from .report import markdown_table, scored_labels
 from .store import RunStore, stage_hash
 
 __all__ = [
@@ -292,7 +292,7 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     out += [markdown_table(cam_rows, ["method", "miou", "threshold", "precision", "recall"]), ""]
     if "pseudo" in metrics:
         pl = metrics["pseudo"]
-        rows = [{"labels": k, **v} for k, v in pl.items() if isinstance(v, dict) and "miou" in v]
+        rows = [{"labels": k, **v} for k, v in scored_labels(pl).items()]
         thr = "per image" if pl.get("threshold") is None else pl["threshold"]
         where = (f"{pl['images']} {pl['split']} images, scored on {pl['scored_images']} of {pl['scored_on']}"
                  if pl.get("split") else "cam split")  # fmt: skip

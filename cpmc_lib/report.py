@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
-    "label_row",
+    "label_row", "label_variants_table", "negatives_line", "scored_labels",
     "ablation_verdict", "ceiling_moved", "compare", "delta", "direction", "fmt", "headline", "markdown_table", "method_table",
     "promise_summary", "promise_table", "promises", "settings_tables", "spread_table", "label_pathologies",
     "error_table", "error_gap", "label_zone_table", "class_table", "class_gap", "body_groups", "class_spread_table", "metrics_class_table",
@@ -104,6 +104,17 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], di
 
 
 LABEL_COLUMNS = ("recall_body", "recall_atypical", "fp_context", "fp_distractor")
+
+
+def scored_labels(pseudo: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The scored label sets of ``metrics.json``'s ``pseudo`` section (``cpmc``, ``cpmc_crf``, ...), without
+    the entries that say how the labels were made (threshold, rule, negative prototypes).
+
+    Example:
+        >>> list(scored_labels({"threshold_rule": "otsu", "negatives": {"black-disc": 4}, "cpmc": {"miou": 1.0}}))
+        ['cpmc']
+    """
+    return {k: v for k, v in pseudo.items() if isinstance(v, dict) and "miou" in v}
 
 
 def label_variants_table(head: str, variants: Mapping[str, Mapping[str, Any]]) -> str:
@@ -268,9 +279,7 @@ def headline(metrics: Mapping[str, Any]) -> str:
         for m, r in metrics.get("cams", {}).items()
     ]
     pseudo = metrics.get("pseudo", {})
-    for key, r in pseudo.items():
-        if not isinstance(r, dict) or "miou" not in r:  # threshold, rule, negatives: how the labels were made
-            continue
+    for key, r in scored_labels(pseudo).items():
         what = f"{key.removesuffix('_crf')} pseudo labels" + (" + dense CRF" if key.endswith("_crf") else "")
         if r.get("ignore_frac"):  # scored on the labelled pixels only
             what += f" ({100 * r['ignore_frac']:.1f} % ignored)"

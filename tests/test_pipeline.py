@@ -149,7 +149,7 @@ def tiny_summary(metrics: dict) -> dict:
         "cams": {
             m: {"miou": r["miou"], "threshold": r["threshold"]} for m, r in sorted(metrics["cams"].items())
         },
-        "pseudo": {k: v["miou"] for k, v in sorted(metrics["pseudo"].items()) if isinstance(v, dict) and "miou" in v},
+        "pseudo": {k: v["miou"] for k, v in sorted(report.scored_labels(metrics["pseudo"]).items())},
         "seg": {"wsss": metrics["seg"]["wsss"]["miou"], "full": metrics["seg"]["full"]["miou"]},
     }
 

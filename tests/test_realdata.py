@@ -23,6 +23,7 @@ from cpmc_lib import pipeline
 from cpmc_lib.config import load_config
 from cpmc_lib.io import load_json, save_mask_png, voc_palette
 from cpmc_lib.models import DeepLabV2Head, build_segnet
+from cpmc_lib.report import scored_labels
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -173,7 +174,7 @@ def _assert_complete(
     assert set(metrics["cams"]) == set(pipeline.CAM_REPORT)
     for m, r in metrics["cams"].items():
         assert 0 <= r["miou"] <= 100 and 0 <= r["threshold"] <= 1, m
-    scored = {k: v for k, v in metrics["pseudo"].items() if isinstance(v, dict) and "miou" in v}
+    scored = scored_labels(metrics["pseudo"])
     assert set(scored) == {"cpmc", "cpmc_crf"} and all(0 <= v["miou"] <= 100 for v in scored.values())
     assert metrics["pseudo"]["threshold_rule"] in ("fixed", "otsu")  # never the ground-truth oracle
     seg = metrics["seg"]
