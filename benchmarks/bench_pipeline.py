@@ -101,13 +101,15 @@ def run_stage(cfg: Config, stage: str) -> dict:
     if stage == "pretrain":
         return pretrain.run(cfg, RunStore.for_config(cfg), progress=False)
     if stage == "classifier":
-        return classifier.run(cfg, progress=False)
+        return classifier.run(cfg, RunStore.for_config(cfg), progress=False)
     if stage.startswith("cams_"):
-        return cams.run(cfg, method=stage.removeprefix("cams_"), progress=False)
+        return cams.run(cfg, RunStore.for_config(cfg), method=stage.removeprefix("cams_"), progress=False)
     if stage == "pseudo":
-        return pseudo.run(cfg, progress=False)
-    if stage.startswith("seg_"):
-        return segmentation.run(cfg, labels="pseudo" if stage == "seg_wsss" else "gt", progress=False)
+        return pseudo.run(cfg, RunStore.for_config(cfg), progress=False)
+    if stage == "seg_wsss":
+        return segmentation.run(cfg, RunStore.for_config(cfg), progress=False)
+    if stage == "seg_full":
+        return segmentation.run_gt(cfg, RunStore.for_config(cfg), progress=False)
     raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(stages(cfg))}")
 
 

@@ -1,6 +1,7 @@
 """The import graph of ``cpmc_lib`` as floors: modules that import nothing of the package first.
 
-Every ``import`` statement counts, at the top of a module or inside a function. A module's floor
+Every ``import`` statement counts, at the top of a module or inside a function, except those under
+``if TYPE_CHECKING:`` (read by type checkers only, never run). A module's floor
 is one above the highest floor of the modules it imports, so each floor imports only from the
 floors below it; the modules of an import cycle share a floor, shown as ``[a b c]``.
 
@@ -15,26 +16,65 @@ import ast
 import sys
 from pathlib import Path
 
-__all__ = ["floors", "import_graph"]
+__all__ = ["floors", "import_graph", "module_files"]
+
+
+def module_files(package: Path) -> dict[str, Path]:
+    """Module name -> file: ``x`` for ``x.py``; a sub-package ``p`` is the module ``p`` (its
+    ``__init__.py``) and its files are ``p.x`` (``__init__`` and ``__main__`` of the package itself left out)."""
+    files = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
+        if any(not (package.joinpath(*parts[:i]) / "__init__.py").exists() for i in range(1, len(parts))):
+            continue  # not inside a sub-package
+        if parts[-1] == "__init__" and len(parts) > 1:
+            files[".".join(parts[:-1])] = path
+        elif not parts[-1].startswith("__"):
+            files[".".join(parts)] = path
+    return files
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` but the bodies of ``if TYPE_CHECKING:`` blocks."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo.extend(node.orelse)
+            continue
+        yield node
+        todo.extend(ast.iter_child_nodes(node))
 
 
 def import_graph(package: Path) -> dict[str, set[str]]:
-    """Module -> the package's modules it imports (``__init__`` and ``__main__`` left out)."""
-    modules = {p.stem for p in package.glob("*.py") if not p.stem.startswith("__")}
+    """Module -> the package's modules it imports (``__init__`` and ``__main__`` left out; the modules
+    of a sub-package ``p`` as ``p.x``, its ``__init__`` as ``p``)."""
+    files = module_files(package)
     name = package.name
+
+    def owner(dotted: str) -> str:  # the module a dotted name belongs to: its longest prefix that is one
+        while dotted and dotted not in files:
+            dotted = dotted.rpartition(".")[0]
+        return dotted
+
     graph: dict[str, set[str]] = {}
-    for m in sorted(modules):
+    for m in sorted(files):
+        parent = m if files[m].name == "__init__.py" else m.rpartition(".")[0]
         deps: set[str] = set()
-        for node in ast.walk(ast.parse((package / f"{m}.py").read_text())):
+        for node in _runtime_nodes(ast.parse(files[m].read_text())):
             if isinstance(node, ast.ImportFrom):
-                if node.level == 1 or node.module == name or (node.module or "").startswith(f"{name}."):
-                    base = (node.module or "") if node.level else (node.module or "").removeprefix(name)
-                    base = base.lstrip(".").split(".")[0]
-                    targets = [base] if base else [a.name for a in node.names]
-                    deps |= {t for t in targets if t in modules}
+                if node.level:
+                    parts = parent.split(".") if parent else []
+                    mod = [node.module] if node.module else []
+                    base = ".".join([*parts[: len(parts) - node.level + 1], *mod])
+                elif node.module == name or (node.module or "").startswith(f"{name}."):
+                    base = node.module.removeprefix(name).lstrip(".")
+                else:
+                    continue
+                deps |= {owner(f"{base}.{a.name}" if base else a.name) for a in node.names}
             elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith(f"{name}.")}
-        graph[m] = deps - {m}
+                deps |= {owner(a.name.removeprefix(f"{name}.")) for a in node.names if a.name.startswith(f"{name}.")}
+        graph[m] = (deps & set(files)) - {m}
     return graph
 
 

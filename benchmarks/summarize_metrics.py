@@ -33,7 +33,7 @@ from typing import Any
 from cpmc_lib import report, sweep
 
 ROWS = (("cam", "classifier CAM"), ("refined", "+ context refinement"), ("proto", "prototype CAM"),
-        ("cpmc", "**CPMC**"), ("affinity", "CPMC + random walk (affinity stage)"))  # fmt: skip
+        ("cpmc", "**CPMC**"))  # fmt: skip
 
 
 def table(m: dict[str, Any]) -> str:
@@ -43,7 +43,7 @@ def table(m: dict[str, Any]) -> str:
         " | distractor labelled object | same, GT-free (context / distractor) |\n|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
-    cams = {**m["cams"], **({"affinity": m["affinity"]} if "affinity" in m else {})}
+    cams = m["cams"]
     for key, name in ROWS:
         if key not in cams:
             continue
@@ -93,10 +93,9 @@ def main() -> None:
         ps = m.get("pseudo", {})
         method = m.get("config", {}).get("pseudo", {}).get("method", "cpmc")
         if method in ps:
-            walked = ", after the affinity stage's random walk" if ps.get("affinity") else ""
             crf = ps.get(method + "_crf", {})
             ignored = f" ({100 * crf['ignore_frac']:.1f} % of pixels ignored)" if crf.get("ignore_frac") else ""
-            print(f"pseudo labels ({method}{walked}, rule {ps.get('threshold_rule')}): {ps[method]['miou']:.1f} mIoU, "
+            print(f"pseudo labels ({method}, rule {ps.get('threshold_rule')}): {ps[method]['miou']:.1f} mIoU, "
                   f"{crf.get('miou', float('nan')):.1f} with the CRF{ignored}")  # fmt: skip
             if line := report.negatives_line(ps):  # pseudo.negatives
                 print(line)

@@ -1,6 +1,6 @@
 """Tune the part-anchored class assignment of the pseudo labels: scores for a grid of its two shares.
 
-``pseudo.assign="parts"`` (:func:`cpmc_lib.pseudo.assign_to_parts`) gives each *contested* object
+``pseudo.assign="parts"`` (:func:`cpmc_lib.labels.assign_to_parts`) gives each *contested* object
 pixel - two or more present classes' maps above ``contest_share`` x the image's plane - to the class
 whose part (its classifier CAM at ``part_share`` of the peak or more) lies nearest. This script
 labels the first ``--limit`` images of the cam split as the pseudo stage does (the config's
@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 
-from cpmc_lib import pseudo, report
+from cpmc_lib import labels, pseudo, report
 from cpmc_lib.config import load_config
 from cpmc_lib.store import RunStore
 
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.set)
     store = RunStore.for_config(cfg)
-    folder, metrics = pseudo._cam_folder(cfg, store, cfg.pseudo.method)
-    threshold = pseudo.rule_threshold(cfg, metrics)
+    folder, metrics = store.require_maps(cfg, cfg.pseudo.method)
+    threshold = labels.rule_threshold(cfg, metrics)
     parts = pseudo.part_folder(cfg.replace(**{"pseudo.assign": "parts"}), store)
     print(f"first {args.limit or 'all'} images of {cfg.data.cam_split}, rule {cfg.pseudo.threshold_rule}, run {store.root}\n")
     print(

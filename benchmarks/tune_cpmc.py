@@ -3,9 +3,10 @@
 Reproduces the tuning behind the defaults of ``RefinementConfig``, ``PrototypeConfig`` and
 ``CalibrationConfig``. The network is run once per image (and its horizontal flip) and its
 outputs are cached; every setting then re-runs only :func:`cpmc_lib.cpmc.cpmc_maps`, fuses the
-flip and normalises exactly as the "cams" stage does (single scale), and scores the maps with the
-stage's own evaluators: best-threshold mIoU (:class:`~cpmc_lib.metrics.CamEvaluator`) and the
-pathology diagnostics at that threshold (:class:`~cpmc_lib.diagnostics.PathologyMeter`).
+flip and normalises with the "cams" stage's own functions (:func:`cpmc_lib.cam_methods.fuse_views`,
+:func:`~cpmc_lib.cam_methods.normalize_cams`; single scale), and scores the maps with the stage's
+own evaluators: best-threshold mIoU (:class:`~cpmc_lib.metrics.CamEvaluator`) and the pathology
+diagnostics at that threshold (:class:`~cpmc_lib.diagnostics.PathologyMeter`).
 
 Usage::
 
@@ -14,17 +15,18 @@ Usage::
 
 ``--limit N`` scores the first N images of the cam split (0 = all); ``--model`` scores other
 weights (e.g. a checkpoint's model state); ``--side-from MODEL`` swaps in the side projections of
-another classifier. Without consistency training nothing trains them, so they stay a seeded random
-draw (up to scale); swapping them separates that draw from the backbone. Columns: map, setting, mIoU at the best threshold (the
+another classifier. Nothing trains them (the classification loss does not reach them), so they stay
+a seeded random draw (up to scale); swapping them separates that draw from the backbone. Columns: map, setting, mIoU at the best threshold (the
 oracle view of IRN's protocol) and that threshold, body / atypical-body recall, % of present-class
 context and of distractor pixels labelled object there; then the ground-truth-free decisions of
 the pseudo labels: mIoU with Otsu's per-image threshold and with the frozen ``pseudo.bg_threshold``,
 and body recall / context / distractor labelled object under Otsu; FN / FP region cells per image.
 
 Grids: ``refine``, ``proto``, ``proto_options``, ``cpmc`` (the tuning order of the defaults; each
-grid holds the default value of every field it varies), ``fpfn`` (issue 16: attachment gates, FP
-prototypes that lower their class, pure FN clusters, several prototypes per class) and ``final``
-(the defaults' row and the ablations of its parts). The frozen ``pseudo.bg_threshold`` is the
+grid holds the default value of every field it varies), ``fpfn`` (the guards against false
+positives: attachment gates, FP prototypes that lower their class, several prototypes per class) and
+``final`` (the book's ablation, ``papermill_runs/ablation.yaml``: the defaults' rows and the
+ablations of their parts). The frozen ``pseudo.bg_threshold`` is the
 ``thr`` column of the ``final`` grid's default CPMC row on the tuning seed. ``fpfn`` starts with
 the classifier-CAM and prototype-CAM rows its promises compare against, so its ``--out`` files of
 several training seeds can be checked together by ``benchmarks/tune_over_seeds.py``.
@@ -40,16 +42,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cpmc_lib.cam_methods import normalize_cams
+from cpmc_lib.cam_methods import fuse_views, normalize_cams
 from cpmc_lib.config import load_config
 from cpmc_lib.cpmc import cpmc_maps, foreground_maps
 from cpmc_lib.datasets import build_dataset
 from cpmc_lib.diagnostics import PathologyMeter
+from cpmc_lib.labels import image_threshold
 from cpmc_lib.metrics import CamEvaluator, ConfusionMeter, cam_to_mask
 from cpmc_lib.models import load_classifier
-from cpmc_lib.pseudo import image_threshold
 from cpmc_lib.refinement import classifier_cam, context_features, pixel_affinity, refine_with_context
 from cpmc_lib.store import RunStore
+from cpmc_lib.sweep import ablation_rows
 from cpmc_lib.transforms import eval_transform
 
 
@@ -132,8 +135,6 @@ def _grid_cpmc() -> list[tuple[str, str, dict]]:
         rows.append(("cpmc", f"fp radius {r}", {"calibration.fp_radius": r}))
     rows.append(("cpmc", "FN only", {"calibration.use_fp": False}))
     rows.append(("cpmc", "FP only", {"calibration.use_fn": False}))
-    for w in (0.3, 0.7):
-        rows.append(("cpmc", f"fuse refined {w}", {"calibration.fuse_refined": w}))
     for mode in ("drop", "subtract", "gate"):
         rows.append(("cpmc", f"bg_mode {mode}", {"prototypes.bg_mode": mode}))
     return rows
@@ -169,16 +170,11 @@ def _grid_fpfn_options() -> list[tuple[str, str, dict]]:
             o = {"calibration.fp_action": action, "calibration.fp_radius": r}
             rows.append(("cpmc", f"fp {action} r{r}", o))
     for m in (2, 3):
-        for pure in (False, True):
-            o = {"calibration.clusters": m, "calibration.fn_purity": pure}
-            rows.append(("cpmc", f"local clusters {m}{' pure' if pure else ''}", o))
+        rows.append(("cpmc", f"local clusters {m}", {"calibration.clusters": m}))
     rows.append(("cpmc", "global clusters 2", {"prototypes.clusters": 2, "prototypes.min_size": 4}))
     rows.append(("proto", "global clusters 2", {"prototypes.clusters": 2, "prototypes.min_size": 4}))
     both = {"calibration.fp_action": "both"}
     rows.append(("cpmc", "gate cam + fp both", {**gate, **both}))
-    pure3 = {"calibration.clusters": 3, "calibration.fn_purity": True}
-    rows.append(("cpmc", "gate cam + pure 3", {**gate, **pure3}))
-    rows.append(("cpmc", "gate cam + pure 3 + fp both", {**gate, **pure3, **both}))
     for r in (0, 1, 2):  # FN prototypes acting near their object only
         rows.append(("cpmc", f"fn radius {r}", {"calibration.fn_radius": r}))
         rows.append(("cpmc", f"fn radius {r} + gate cam", {"calibration.fn_radius": r, **gate}))
@@ -188,31 +184,14 @@ def _grid_fpfn_options() -> list[tuple[str, str, dict]]:
     return rows
 
 
-# The literal reading of the abstract: the prototype CAM's errors against the refined CAM.
-FIRST_READING = {"calibration.pairing": "proto", "calibration.detached": "keep", "calibration.use_fp": False}
-
 GRIDS: dict[str, list[tuple[str, str, dict]]] = {
     "refine": _grid_refine(),
     "proto": _grid_proto(),
     "proto_options": _grid_options("proto"),
     "cpmc": _grid_cpmc(),
     "fpfn": _grid_fpfn(),
-    "final": [
-        ("cam", "classifier CAM", {}),
-        ("refined", "default", {}),
-        ("proto", "default", {}),
-        ("cpmc", "default", {}),
-        ("cpmc", "FN only", {"calibration.use_fp": False}),
-        ("cpmc", "FP only", {"calibration.use_fn": False}),
-        ("cpmc", "no FN, no FP", {"calibration.use_fn": False, "calibration.use_fp": False}),
-        ("cpmc", "no split", {"calibration.detached": "keep", "calibration.use_fp": False}),
-        ("cpmc", "FP everywhere", {"calibration.fp_radius": -1}),
-        ("cpmc", "first reading", FIRST_READING),
-        ("cpmc", "no strict prototype labels", {"calibration.proto_bg_factor": 1.0}),
-        ("cpmc", "FN prototypes everywhere", {"calibration.fn_radius": -1}),
-        ("cpmc", "no attachment gate", {"calibration.gate": "none"}),
-        ("cpmc", "unguarded", UNGUARDED),
-    ],
+    # the book's ablation, written once in papermill_runs/ablation.yaml
+    "final": [(m, title, o) for title, (m, o) in ablation_rows().items()],
 }
 
 
@@ -276,11 +255,8 @@ def fg_maps(cache: dict, sl: slice, cfg, which: str) -> tuple[torch.Tensor, dict
 
 
 def _fuse(m: torch.Tensor, b: int, label: torch.Tensor, cache: dict) -> torch.Tensor:
-    """Flip fusion, resize to the image and normalisation, as the cams stage does."""
-    m = m[:b] + m[b:].flip(-1)
-    size = cache["mask"].shape[-2:]
-    m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-    return normalize_cams(m, label)
+    """Flip fusion, resize to the image and normalisation: the cams stage's own functions."""
+    return normalize_cams(fuse_views(m, b, tuple(cache["mask"].shape[-2:])), label)
 
 
 def evaluate(
@@ -327,47 +303,6 @@ def evaluate(
     }  # fmt: skip
 
 
-def train_consistency(cfg, init: Path, out: Path, epochs: int) -> Path:
-    """Fine-tune a trained classifier with :func:`cpmc_lib.cpmc.cpmc_loss` (consistency weight > 0).
-
-    The hook the classifier stage needs is the same ``step``: ``cpmc_loss(model(img), label, cfg,
-    img)["loss"]`` in place of the classification loss.
-    """
-    from torch.utils.data import DataLoader
-
-    from cpmc_lib.classifier import make_optimizer
-    from cpmc_lib.cpmc import cpmc_loss
-    from cpmc_lib.datasets import collate
-    from cpmc_lib.engine import fit, poly_lr
-    from cpmc_lib.transforms import train_transform
-
-    c = cfg.classifier
-    model = load_classifier(init, cfg)
-    train_set = build_dataset(cfg, cfg.data.train_split, train_transform(c.crop_size))
-
-    def make_loader(gen: torch.Generator) -> DataLoader:
-        return DataLoader(
-            train_set,
-            batch_size=c.batch_size,
-            shuffle=True,
-            drop_last=True,
-            generator=gen,
-            collate_fn=collate,
-        )
-
-    def step(model, batch):
-        return cpmc_loss(model(batch["img"]), batch["label"], cfg, batch["img"])
-
-    opt = make_optimizer(model, cfg)
-    total = epochs * (len(train_set) // c.batch_size)
-    out.mkdir(parents=True, exist_ok=True)
-    history = fit(model, make_loader, step, opt, epochs, out / "checkpoint.pt", cfg.seed, torch.device("cpu"),
-                  scheduler=poly_lr(opt, total), progress=False, desc="consistency")  # fmt: skip
-    print(json.dumps(history), flush=True)
-    torch.save(model.state_dict(), out / "model.pt")
-    return out / "model.pt"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=None)
@@ -383,17 +318,11 @@ def main() -> None:
         "--side-from", default="", metavar="MODEL",
         help="replace the side projections (the prototypes' features) by those of another classifier's weights",
     )  # fmt: skip
-    ap.add_argument(
-        "--train-consistency", default="", metavar="DIR", help="first fine-tune into DIR with cpmc_loss"
-    )
-    ap.add_argument("--epochs", type=int, default=3, help="epochs of --train-consistency")
     args = ap.parse_args()
     overrides = [*args.overrides, f"run={args.run}"] + ([f"data.root={args.data}"] if args.data else [])
     cfg = load_config(args.config, overrides)
     start = time.perf_counter()
     weights = Path(args.model) if args.model else RunStore.for_config(cfg).path("classifier") / "model.pt"
-    if args.train_consistency:
-        weights = train_consistency(cfg, weights, Path(args.train_consistency), args.epochs)
     torch.set_grad_enabled(False)
     if args.cache and Path(args.cache).is_file():
         cache = torch.load(args.cache)

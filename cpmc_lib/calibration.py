@@ -37,14 +37,20 @@ Example:
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
-from .config import CalibrationConfig
 from .prototypes import cluster_prototypes, one_hot_labels, prototype_set_cam
-from .refinement import max_normalize
+from .refinement import label_mask, max_normalize
+
+if TYPE_CHECKING:
+    from .config import CalibrationConfig
 
 __all__ = [
+    "area_cells",
     "attached_to",
     "attachment_gate",
     "calibrated_cam",
@@ -52,8 +58,10 @@ __all__ = [
     "false_negative_regions",
     "false_positive_regions",
     "fp_suppression",
+    "grid_cells",
     "local_prototypes",
-    "pure_prototypes",
+    "mutual_calibration",
+    "radius_cells",
     "reference_labels",
     "region_labels",
 ]
@@ -243,7 +251,7 @@ def calibration_regions(
         label: (B, K-1) multi-hot labels.
         cal: the calibration settings.
         fp_radius: the FP scope's radius in cells of this grid (``cal.fp_radius`` when None;
-            :func:`cpmc_lib.cpmc.grid_cells` converts it for grids other than ``grid_ref``).
+            :func:`grid_cells` converts it for grids other than ``grid_ref``).
 
     Returns:
         ``(fn, fp, scope)``: (B, K, h, w) bool regions and the (B, K, h, w) bool FP scope or None.
@@ -272,41 +280,6 @@ def calibration_regions(
         if cal.use_fp and r >= 0:
             scope = F.max_pool2d(fp.float(), 2 * r + 1, stride=1, padding=r).bool()
     return fn, fp, scope
-
-
-def pure_prototypes(
-    local: tuple[torch.Tensor, torch.Tensor], glob: tuple[torch.Tensor, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """FN local prototypes that stay pure: keep a cluster only if it is nearer its class than background.
-
-    A false-negative region attached to an object can hold the object's missed body and the
-    context around it; split into k-means clusters (:func:`local_prototypes` with M > 1), each
-    cluster's prototype ``q`` is kept when ``max_m cos(q, p_c^m) > max_m cos(q, p_bg^m)`` over the
-    global (seed) prototypes of its class ``c`` and of the background (POT-style several prototypes
-    per class, filtered by the seeds' own evidence, not by any mask).
-
-    Args:
-        local: FN local prototypes ``(B, K, M, C)`` and ``(B, K, M)`` valid.
-        glob: global prototype sets ``(B, K, G, C)`` and ``(B, K, G)`` valid, background at 0.
-
-    Returns:
-        ``(proto, valid)``: the same prototypes, ``valid`` cleared for the impure ones (and for
-        every cluster of an image without a background prototype: nothing to compare with).
-
-    Example:
-        >>> glob = (torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]]), torch.ones(1, 2, 1, dtype=torch.bool))
-        >>> local = (torch.tensor([[[[0.0, 0.0], [0.0, 0.0]], [[0.2, 1.0], [1.0, 0.1]]]]), torch.ones(1, 2, 2, dtype=torch.bool))
-        >>> pure_prototypes(local, glob)[1][0, 1].tolist()
-        [True, False]
-    """
-    proto, valid = local
-    gp, gv = glob
-    q = F.normalize(proto, dim=-1)  # (B, K, M, C)
-    g = F.normalize(gp, dim=-1)  # (B, K, G, C)
-    to_own = torch.einsum("bkmc,bkgc->bkmg", q, g).masked_fill(~gv[:, :, None], -2.0).amax(-1)
-    to_bg = torch.einsum("bkmc,bgc->bkmg", q, g[:, 0]).masked_fill(~gv[:, :1, None], -2.0).amax(-1)
-    keep = (to_own > to_bg) & gv[:, 0].any(-1)[:, None, None]
-    return proto, valid & keep
 
 
 def fp_suppression(cam: torch.Tensor, fp_act: torch.Tensor, scope: torch.Tensor | None = None) -> torch.Tensor:
@@ -367,3 +340,119 @@ def attachment_gate(cam: torch.Tensor, label: torch.Tensor, ref: torch.Tensor, b
     anchor = one_hot_labels(ref, k) & region
     detached = region & ~attached_to(region, anchor)
     return cam.masked_fill(detached, 0.0)
+
+
+def area_cells(cells: int, cal: CalibrationConfig, grid: tuple[int, int]) -> int:
+    """An area of ``cells`` cells of the ``grid_ref`` x ``grid_ref`` grid, in cells of an ``(h, w)`` grid.
+
+    It keeps its fraction of the grid: ``max(1, round(cells * s**2))`` cells with
+    ``s = sqrt(h * w) / grid_ref`` (halves round up); ``grid_ref=0`` returns ``cells`` as written.
+    The smallest region of ``calibration.min_size`` and ``prototypes.min_size`` alike.
+
+    Example:
+        >>> from cpmc_lib.config import CalibrationConfig
+        >>> cal = CalibrationConfig(grid_ref=16)
+        >>> area_cells(2, cal, (16, 16)), area_cells(2, cal, (32, 32)), area_cells(2, cal, (8, 8))
+        (2, 8, 1)
+    """
+    if cal.grid_ref <= 0:
+        return cells
+    s2 = grid[0] * grid[1] / cal.grid_ref**2
+    return max(1, math.floor(cells * s2 + 0.5))
+
+
+def radius_cells(cells: int, cal: CalibrationConfig, grid: tuple[int, int]) -> int:
+    """A reach of ``cells`` cells of the ``grid_ref`` x ``grid_ref`` grid, in cells of an ``(h, w)`` grid.
+
+    ``round(cells * s)`` with ``s = sqrt(h * w) / grid_ref`` (halves round up); -1 (everywhere)
+    stays -1 and ``grid_ref=0`` returns ``cells`` as written. The reach of ``calibration.fp_radius``
+    and ``calibration.fn_radius`` alike.
+
+    Example:
+        >>> from cpmc_lib.config import CalibrationConfig
+        >>> cal = CalibrationConfig(grid_ref=16)
+        >>> radius_cells(1, cal, (16, 16)), radius_cells(1, cal, (32, 32)), radius_cells(-1, cal, (32, 32))
+        (1, 2, -1)
+    """
+    if cal.grid_ref <= 0 or cells < 0:
+        return cells
+    return math.floor(cells * math.sqrt(grid[0] * grid[1]) / cal.grid_ref + 0.5)
+
+
+def grid_cells(cal: CalibrationConfig, grid: tuple[int, int]) -> tuple[int, int]:
+    """``calibration.fp_radius`` and ``min_size`` in cells of an ``(h, w)`` CAM grid.
+
+    Both are written for a ``grid_ref`` x ``grid_ref`` grid and keep their fraction of the grid
+    (:func:`radius_cells`, :func:`area_cells`); ``grid_ref=0`` returns them as written.
+
+    Example:
+        >>> from cpmc_lib.config import CalibrationConfig
+        >>> cal = CalibrationConfig(fp_radius=1, min_size=2, grid_ref=16)
+        >>> grid_cells(cal, (16, 16)), grid_cells(cal, (32, 32)), grid_cells(cal, (8, 8))
+        ((1, 2), (2, 8), (1, 1))
+    """
+    return radius_cells(cal.fp_radius, cal, grid), area_cells(cal.min_size, cal, grid)
+
+
+def mutual_calibration(
+    feat: torch.Tensor,
+    glob: tuple[torch.Tensor, torch.Tensor],
+    cam: torch.Tensor,
+    refined: torch.Tensor,
+    proto: torch.Tensor,
+    label: torch.Tensor,
+    cal: CalibrationConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step 5 as a whole: the calibrated CAM of the global prototypes, completed by FN and cleaned by
+    FP local prototypes, with the guards of the configuration.
+
+    1. regions (:func:`calibration_regions`): FN and FP cells of the two maps, and the FP scope;
+    2. local prototypes (:func:`local_prototypes`) of each region (``use_fn`` / ``use_fp``);
+    3. FN prototypes act within ``fn_radius`` cells of their region and of the map's own region of
+       the class (-1: everywhere), so that body look-alikes elsewhere stay out;
+    4. :func:`calibrated_cam`: FN prototypes join their class, FP prototypes raise the background
+       (``fp_action`` "background" or "both"); with "suppress" or "both" they also lower their
+       class where they match better (:func:`fp_suppression`);
+    5. the attachment gate (``gate``, part of the FP side): class regions touching no classifier
+       evidence - the refined CAM's labels, or the raw CAM's - are set to 0 (:func:`attachment_gate`).
+
+    Args:
+        feat: (B, C, h, w) prototype features.
+        glob: the global prototype sets ``(B, K, M, C)``, ``(B, K, M)`` valid (step 4).
+        cam: (B, K, h, w) classifier CAM with background (the gate's anchor with ``gate="attached_cam"``).
+        refined: (B, K, h, w) refined classifier CAM.
+        proto: (B, K, h, w) max-normalised prototype CAM.
+        label: (B, K-1) multi-hot labels.
+        cal: the calibration settings; its cell counts are written for the ``grid_ref`` grid
+            (:func:`grid_cells`) and converted to this one.
+
+    Returns:
+        ``(calibrated, fn, fp)``: the (B, K, h, w) max-normalised calibrated CAM and the
+        (B, K, h, w) bool FN and FP regions.
+    """
+    grid = cam.shape[-2:]
+    fp_radius, min_size = grid_cells(cal, grid)  # fractions of the grid -> cells of this one
+    fn, fp, scope = calibration_regions(refined, proto, label, cal, fp_radius)
+    fn_local = local_prototypes(feat, fn, cal.clusters, min_size) if cal.use_fn else None
+    fp_local = local_prototypes(feat, fp, cal.clusters, min_size) if cal.use_fp else None
+    raise_bg = fp_local if cal.fp_action in ("background", "both") else None
+    fn_scope = None
+    fn_radius = radius_cells(cal.fn_radius, cal, grid)
+    if fn_local is not None and fn_radius >= 0:  # FN prototypes act near the object they complete
+        with torch.no_grad():
+            k, r = cam.shape[1], fn_radius
+            own = reference_labels(refined, label, cal) if cal.pairing == "classifier" else region_labels(
+                proto, label, cal.proto_bg_factor
+            )  # the map whose misses the FN regions are
+            near = fn | (one_hot_labels(own, k) & label_mask(label).bool()[..., None, None])
+            fn_scope = F.max_pool2d(near.float(), 2 * r + 1, stride=1, padding=r).bool()
+    calibrated = calibrated_cam(feat, glob, fn_local, raise_bg, scope, fn_scope)
+    if fp_local is not None and cal.fp_action in ("suppress", "both"):  # FP prototypes lower their class
+        calibrated = max_normalize(fp_suppression(calibrated, prototype_set_cam(feat, *fp_local), scope))
+    if cal.gate != "none" and cal.use_fp:  # FP side: class regions touching no classifier evidence are noise
+        with torch.no_grad():  # anchor: the refined CAM's labels, or the raw CAM's (no affinity spread)
+            anchor = reference_labels(refined, label, cal) if cal.gate == "attached" else region_labels(
+                cam, label, cal.ref_bg_factor
+            )
+        calibrated = max_normalize(attachment_gate(calibrated, label, anchor, cal.proto_bg_factor))
+    return calibrated, fn, fp

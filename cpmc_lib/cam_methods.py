@@ -39,15 +39,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Config
 from .cpmc import cpmc_maps, foreground_maps
 from .models import CamNet
+
+if TYPE_CHECKING:
+    from .config import Config
 
 __all__ = [
     "CAM_METHODS",
@@ -61,10 +63,13 @@ __all__ = [
     "JointCpmcCam",
     "JointGradCam",
     "LayerCamMethod",
+    "OURS",
     "OutputCam",
+    "PEERS",
     "PrototypeCam",
     "RefinedCam",
     "explain",
+    "fuse_views",
     "joint_group",
     "make_cam_method",
     "make_joint_method",
@@ -99,12 +104,21 @@ def multiscale_flip(
         y = label
         if flip:
             x, y = torch.cat([x, x.flip(-1)]), torch.cat([label, label])
-        m = compute(x, y)
-        if flip:
-            m = m[:B] + m[B:].flip(-1)
-        m = F.interpolate(m.float(), size=(H, W), mode="bilinear", align_corners=False)
+        m = fuse_views(compute(x, y), B, (H, W), flip)
         total = m if total is None else total + m
     return total
+
+
+def fuse_views(maps: torch.Tensor, batch: int, size: tuple[int, int], flip: bool = True) -> torch.Tensor:
+    """One scale's maps at image size: with ``flip``, the maps of ``[img, hflip(img)]`` (2B, C, h, w)
+    with the flipped half flipped back and added; then resized bilinearly to ``size``.
+
+    Returns:
+        (B, C, H, W) float maps.
+    """
+    if flip:
+        maps = maps[:batch] + maps[batch:].flip(-1)
+    return F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
 
 
 def normalize_cams(cams: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -126,11 +140,20 @@ class CamMethod:
 
     Subclasses implement :meth:`compute`. Calling the method gives normalised maps.
 
+    Class attributes (read by the run store's cache keys and the reports through :data:`CAM_METHODS`):
+    ``title`` names the map in tables; ``sections`` are the config sections it reads beyond
+    ``cams`` (a change there recomputes only this map); ``peer`` marks a baseline from another
+    paper, compared in the oracle view only.
+
     Args:
         model: the trained classifier (already on its device).
         scales: image resize factors (``cams.scales``).
         flip: add the horizontally flipped image (``cams.flip``).
     """
+
+    title: str = ""
+    sections: tuple[str, ...] = ()
+    peer: bool = False
 
     def __init__(self, model: CamNet, scales: tuple[float, ...] = (1.0,), flip: bool = True) -> None:
         self.model = model
@@ -166,6 +189,8 @@ class OutputCam(CamMethod):
 
 class ClassifierCam(OutputCam):
     """The classifier CAM of IRN: ``ReLU(W^T feat)``, the head's per-pixel class scores."""
+
+    title = "classifier CAM"
 
     def from_output(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         return F.relu(out["cam"].float())
@@ -254,6 +279,9 @@ class GradCamMethod(CamMethod):
     fuses and normalises as for "cam".
     """
 
+    title = "Grad-CAM (peer)"
+    peer = True
+
     @staticmethod
     def cam_class() -> type:
         """The pytorch-grad-cam class (imported when first used)."""
@@ -268,6 +296,8 @@ class GradCamMethod(CamMethod):
 class GradCamPlusPlusMethod(GradCamMethod):
     """Grad-CAM++ (Chattopadhay et al. 2018) from pytorch-grad-cam."""
 
+    title = "Grad-CAM++ (peer)"
+
     @staticmethod
     def cam_class() -> type:
         from pytorch_grad_cam import GradCAMPlusPlus
@@ -277,6 +307,8 @@ class GradCamPlusPlusMethod(GradCamMethod):
 
 class LayerCamMethod(GradCamMethod):
     """LayerCAM (Jiang et al. 2021) from pytorch-grad-cam."""
+
+    title = "LayerCAM (peer)"
 
     @staticmethod
     def cam_class() -> type:
@@ -330,13 +362,13 @@ class _CpmcMethod(OutputCam):
 
     key = "cpmc"
 
-    def __init__(self, model, scales=(1.0,), flip=True, cfg: Config | None = None) -> None:
+    def __init__(self, model, cfg: Config, scales=(1.0,), flip=True) -> None:
         super().__init__(model, scales, flip)
-        self.cfg = cfg or Config()
+        self.cfg = cfg
 
     @classmethod
     def from_config(cls, model, cfg: Config, **kwargs: Any) -> _CpmcMethod:
-        return cls(model, scales=cfg.cams.scales, flip=cfg.cams.flip, cfg=cfg, **kwargs)
+        return cls(model, cfg, scales=cfg.cams.scales, flip=cfg.cams.flip, **kwargs)
 
     def _maps(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
         c = self.cfg
@@ -365,9 +397,9 @@ class JointCpmcCam(_CpmcMethod, JointCam):
 
     group = ("refined", "proto", "cpmc")
 
-    def __init__(self, model, scales=(1.0,), flip=True, cfg: Config | None = None, parts=None):
+    def __init__(self, model, cfg: Config, scales=(1.0,), flip=True, parts=None):
         JointCam.__init__(self, model, scales, flip, parts)
-        self.cfg = cfg or Config()
+        self.cfg = cfg
 
     def from_output(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         maps = self._maps(out, img, label)
@@ -379,30 +411,40 @@ class RefinedCam(_CpmcMethod):
     """The classifier CAM after context refinement (``refinement``)."""
 
     key = "refined"
+    title = "+ context refinement"
+    sections = ("refinement",)
 
 
 class PrototypeCam(_CpmcMethod):
     """The prototype CAM (IS-CAM) seeded by the refined CAM (``prototypes``)."""
 
     key = "proto"
+    title = "prototype CAM"
+    sections = ("refinement", "prototypes")
 
 
 class CpmcCam(_CpmcMethod):
     """The calibrated CPMC map: global + FN local prototypes, background + FP local prototypes."""
 
     key = "cpmc"
+    title = "CPMC (calibrated)"
+    sections = ("refinement", "prototypes", "calibration")
 
 
-# Name -> method class.
+# Name -> method class: the one list of CAM methods (ours first, then the peers), read by the config
+# checks, the cams stage's keys, the pipeline, the reports and the explorer.
 CAM_METHODS: dict[str, type[CamMethod]] = {
     "cam": ClassifierCam,
-    "gradcam": GradCamMethod,
-    "gradcampp": GradCamPlusPlusMethod,
-    "layercam": LayerCamMethod,
     "refined": RefinedCam,
     "proto": PrototypeCam,
     "cpmc": CpmcCam,
+    "gradcam": GradCamMethod,
+    "gradcampp": GradCamPlusPlusMethod,
+    "layercam": LayerCamMethod,
 }
+# The peer baselines, compared in the oracle view only, and this book's maps.
+PEERS = tuple(m for m, c in CAM_METHODS.items() if c.peer)
+OURS = tuple(m for m in CAM_METHODS if m not in PEERS)
 
 # Groups of methods made from one pass (the intermediates of cpmc_lib.cpmc.cpmc_maps; the
 # gradient explainers, which share a forward and backward pass): whichever members of a group a

@@ -7,19 +7,19 @@ trained classifier of the run store, saves the maps and scores them (IRN's ``mak
 naming the command that trains it when it is missing (:func:`cpmc_lib.pipeline.ensure` runs the
 stages in order).
 
-Outputs in ``runs/<run>/cams/<method>/``: ``<name>.npy`` per image (IRN style, a pickled dict
-``{"keys": (k,) int64 class ids in 1..K-1, "cam": (k, H, W) float16}`` of the present classes;
-read it with :func:`load_cams`) and ``metrics.json``. All methods share the one "cams" stage of
-the run store (its hash covers every CAM-related config section); each method lives in its own
-sub-folder and a method whose ``metrics.json`` exists there is reused, not recomputed.
+Outputs in ``runs/<run>/cams/<method>/``: one map file per image (:mod:`cpmc_lib.mapfile`: the
+present classes' ids and their (k, H, W) maps) and ``metrics.json``. All methods share the one
+"cams" stage of the run store (its key covers data, classifier and CAM inference); each method
+lives in its own sub-folder, and a method whose ``metrics.json`` records its current key
+(:meth:`~cpmc_lib.store.RunStore.map_metrics`) is reused, not recomputed.
 
 When the segmentation split (``cfg.seg_split()``, VOC: train_aug) holds images the cam split
-lacks, :func:`map_seg_split` adds their maps to the pseudo-label method's folder, unscored (CAMs
-are scored on the cam split, as IRN, SIPE and SFC do), with a ``seg_split.json`` written last
-that records the method's hash and the split.
+lacks, ``run(..., seg_split=True)`` adds their maps to the method's folder, unscored (CAMs are
+scored on the cam split, as IRN, SIPE and SFC do), with a ``seg_split.json`` written last that
+records the method's key and the split; the pipeline asks for it for the maps the pseudo labels read.
 
 Example:
-    >>> result = run(cfg, method="cam")  # doctest: +SKIP
+    >>> result = run(cfg, store, method="cam")  # doctest: +SKIP
     >>> result["miou"], result["threshold"]  # doctest: +SKIP
 """
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,43 +39,18 @@ from .cam_methods import CAM_METHODS, CamMethod, joint_group, make_cam_method, m
 from .config import Config
 from .datasets import build_dataset, collate
 from .diagnostics import PathologyMeter
-from .io import atomic_write, load_json, save_json
+from .io import save_json
+from .mapfile import load_map, map_path, save_map
 from .metrics import CamEvaluator
 from .models import load_classifier
 from .progress import tqdm
 from .runtime import pick_device
-from .store import RunStore, StageMissingError, method_hash, missing_stage_message
 from .transforms import eval_transform
 
-__all__ = [
-    "cached_metrics",
-    "evaluate_cams",
-    "load_cams",
-    "map_seg_split",
-    "run",
-    "save_cams",
-    "seg_maps_done",
-]
+if TYPE_CHECKING:
+    from .store import RunStore
 
-
-def _save_npy(path: Path, obj: dict[str, np.ndarray]) -> None:
-    with atomic_write(path, "wb") as f:
-        np.save(f, obj, allow_pickle=True)
-
-
-def load_cams(store_path: str | Path, method: str, name: str) -> dict[str, np.ndarray]:
-    """One image's saved maps: ``{"keys": (k,) class ids, "cam": (k, H, W) float16}``.
-
-    Args:
-        store_path: the run folder (``RunStore.root``) or the "cams" stage folder.
-    """
-    root = Path(store_path)
-    if (root / "cams").is_dir():
-        root = root / "cams"
-    path = root / method / f"{name}.npy"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; run the cams stage with method={method!r}")
-    return np.load(path, allow_pickle=True).item()
+__all__ = ["evaluate_cams", "run", "save_cams"]
 
 
 def save_cams(
@@ -110,10 +85,7 @@ def save_cams(
             keys = label.nonzero().flatten()
             parts = cam if cam.dim() == 4 else cam[None]  # (M, K-1, H, W)
             for folder, part in zip(folders, parts, strict=True):
-                _save_npy(
-                    folder / f"{name}.npy",
-                    {"keys": (keys + 1).numpy(), "cam": part[keys].numpy().astype(np.float16)},
-                )
+                save_map(folder, name, (keys + 1).numpy(), part[keys].numpy())
             n += 1
     return n
 
@@ -122,7 +94,7 @@ def evaluate_cams(folder: str | Path, dataset, num_classes: int, step: float = 0
     """Score saved maps: best-threshold mIoU (threshold sweep) and, with diagnostics, pathologies.
 
     Args:
-        folder: the method's folder of ``<name>.npy`` files.
+        folder: the method's folder of map files (:mod:`cpmc_lib.mapfile`).
         dataset: the split's dataset; its masks and, if present, diagnostic codes are read with
             :meth:`~cpmc_lib.datasets.SegmentationDataset.targets`.
 
@@ -139,11 +111,11 @@ def evaluate_cams(folder: str | Path, dataset, num_classes: int, step: float = 0
         has_diag |= diag is not None
         if mask is None:  # an image without a mask (VOC's train_aug beyond train) scores nothing
             continue
-        saved = np.load(folder / f"{name}.npy", allow_pickle=True).item()
+        saved = load_map(folder, name)
         try:
-            evaluator.update(saved["cam"].astype(np.float32), saved["keys"], mask)
+            evaluator.update(saved.cam.astype(np.float32), saved.keys, mask)
         except ValueError as e:  # name the image: e.g. NaN maps of a diverged classifier
-            raise ValueError(f"{folder / name}.npy: {e}") from None
+            raise ValueError(f"{map_path(folder, name)}: {e}") from None
     metrics = evaluator.compute()
     if has_diag:
         meter = PathologyMeter(metrics["threshold"])
@@ -151,42 +123,28 @@ def evaluate_cams(folder: str | Path, dataset, num_classes: int, step: float = 0
             mask, diag = dataset.targets(name)
             if mask is None or diag is None:
                 continue
-            saved = np.load(folder / f"{name}.npy", allow_pickle=True).item()
-            meter.update(saved["cam"].astype(np.float32), saved["keys"], mask, diag)
+            saved = load_map(folder, name)
+            meter.update(saved.cam.astype(np.float32), saved.keys, mask, diag)
         metrics["pathology"] = meter.compute()
     return metrics
 
 
-def cached_metrics(cfg: Config, store: RunStore, method: str) -> dict[str, Any] | None:
-    """The saved metrics of ``method``'s maps if they were made with ``cfg``'s settings, else None.
-
-    The cams stage folder is shared by all methods (its hash covers data, classifier and CAM
-    inference); each method's ``metrics.json`` records :func:`~cpmc_lib.store.method_hash`,
-    which adds the sections that method reads, so changing a calibration setting recomputes only
-    the "cpmc" maps.
-    """
-    path = store.path("cams") / method / "metrics.json"  # written last: present means complete
-    if path.is_file():
-        metrics = load_json(path)
-        if metrics.get("method_hash") == method_hash(cfg, method):
-            return metrics
-    return None
-
-
 def run(
-    cfg: Config, store: RunStore | None = None, method: str = "cam", progress: bool = True
+    cfg: Config, store: RunStore, method: str = "cam", progress: bool = True, seg_split: bool = False
 ) -> dict[str, Any]:
     """Stage "cams" for one method: maps of every ``cfg.data.cam_split`` image, saved and scored.
 
     Reads the run store's trained classifier (``python -m cpmc_lib train`` makes it). Reuses
-    ``cams/<method>/metrics.json`` if it exists in the stage folder for this config. Asked for a
-    member of :data:`~cpmc_lib.cam_methods.JOINT_METHODS`, it also makes whichever of the others
-    are missing, in the same pass (``made_with`` lists them).
+    ``cams/<method>/`` if it holds this config's maps. Asked for a member of
+    :data:`~cpmc_lib.cam_methods.JOINT_METHODS`, it also makes whichever of the others are
+    missing, in the same pass (``made_with`` lists them).
+
+    Args:
+        seg_split: also map the seg-split images that the cam split lacks (unscored), for the pseudo labels.
 
     Returns:
         The metrics of :func:`evaluate_cams` plus ``method``, ``images``, ``seconds`` and ``folder``.
     """
-    store = store or RunStore.for_config(cfg)
     device = pick_device(cfg.device)
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; methods: {', '.join(CAM_METHODS)}")
@@ -195,43 +153,13 @@ def run(
     # Under torchrun each rank maps its shard of the images (i % world == rank) into the shared
     # folder; rank 0 scores them all once every rank is done.
     with store.stage("cams", cfg, device=str(device), keep=tuple(CAM_METHODS)) as st:
-        metrics = cached_metrics(cfg, store, method)
+        metrics = store.map_metrics(cfg, method)
         todo = [method]
         if metrics is None:  # the missing members of its group come almost free (in the group's order)
-            todo = [m for m in joint_group(method) if m == method or cached_metrics(cfg, store, m) is None]
+            todo = [m for m in joint_group(method) if m == method or store.map_metrics(cfg, m) is None]
         distributed.barrier()  # every rank has looked before rank 0 clears
         if metrics is None:
-            start = time.perf_counter()
-            folders = {m: st.path / m for m in todo}
-            for folder in folders.values():
-                if folder.exists() and distributed.is_main():  # maps of other settings: replace them
-                    shutil.rmtree(folder)
-            distributed.barrier()
-            model = load_classifier(store.path("classifier") / "model.pt", cfg).to(device)
-            dataset = distributed.shard_dataset(build_dataset(cfg, cfg.data.cam_split, eval_transform()))
-            if len(todo) > 1:
-                cam_method = make_joint_method(todo, model, cfg)
-            else:
-                cam_method = make_cam_method(method, model, cfg)
-            n = save_cams(
-                cam_method, dataset, folders if len(todo) > 1 else folders[method], device,
-                cfg.cams.batch_size, progress and distributed.is_main(),
-            )  # fmt: skip
-            n = round(distributed.all_reduce_sum({"n": n})["n"])  # also waits for every rank's maps
-            made = {}
-            if distributed.is_main():
-                raw = build_dataset(cfg, cfg.data.cam_split)  # masks only: skip the image normalisation
-                for m, folder in folders.items():
-                    made[m] = evaluate_cams(folder, raw, cfg.data.num_classes, cfg.cams.thresholds_step)
-                # seconds: the whole pass and its scoring, the same for every method made in it
-                seconds = round(time.perf_counter() - start, 1)
-                for m, folder in folders.items():
-                    made[m].update(
-                        method=m, method_hash=method_hash(cfg, m), images=n, made_with=todo,
-                        seconds=seconds, folder=str(folder),
-                    )  # fmt: skip
-                    save_json(folder / "metrics.json", made[m])
-            made = distributed.broadcast_object(made)
+            made = _make_maps(cfg, store, todo, device, progress)
             metrics = made[method]
         else:
             made = {method: metrics}
@@ -243,53 +171,58 @@ def run(
                     for m, r in made.items()
                 },
             }
+    if seg_split:
+        _map_seg_split(cfg, store, method, device, progress)
     return metrics
 
 
-def _seg_key(cfg: Config, method: str) -> dict[str, Any]:
-    return {"method_hash": method_hash(cfg, method), "seg_split": cfg.seg_split()}
+def _make_maps(
+    cfg: Config, store: RunStore, todo: list[str], device: torch.device, progress: bool
+) -> dict[str, dict[str, Any]]:
+    """Make the cam-split maps of the methods ``todo`` (one pass for a joint group) and score them."""
+    start = time.perf_counter()
+    folders = {m: store.maps_dir(m) for m in todo}
+    for folder in folders.values():
+        if folder.exists() and distributed.is_main():  # maps of other settings: replace them
+            shutil.rmtree(folder)
+    distributed.barrier()
+    model = load_classifier(store.path("classifier") / "model.pt", cfg).to(device)
+    dataset = distributed.shard_dataset(build_dataset(cfg, cfg.data.cam_split, eval_transform()))
+    if len(todo) > 1:
+        cam_method = make_joint_method(todo, model, cfg)
+    else:
+        cam_method = make_cam_method(todo[0], model, cfg)
+    n = save_cams(
+        cam_method, dataset, folders if len(todo) > 1 else folders[todo[0]], device,
+        cfg.cams.batch_size, progress and distributed.is_main(),
+    )  # fmt: skip
+    n = round(distributed.all_reduce_sum({"n": n})["n"])  # also waits for every rank's maps
+    made = {}
+    if distributed.is_main():
+        raw = build_dataset(cfg, cfg.data.cam_split)  # masks only: skip the image normalisation
+        for m, folder in folders.items():
+            made[m] = evaluate_cams(folder, raw, cfg.data.num_classes, cfg.cams.thresholds_step)
+        # seconds: the whole pass and its scoring, the same for every method made in it
+        seconds = round(time.perf_counter() - start, 1)
+        for m, folder in folders.items():
+            made[m].update(
+                method=m, method_hash=store.method_key(cfg, m), images=n, made_with=todo,
+                seconds=seconds, folder=str(folder),
+            )  # fmt: skip
+            save_json(folder / "metrics.json", made[m])  # written last: present means complete
+    return distributed.broadcast_object(made)
 
 
-def seg_maps_done(cfg: Config, store: RunStore, method: str) -> bool:
-    """True when ``method``'s folder holds maps of every seg-split image for ``cfg``.
-
-    Always true when the seg split is the cam split (the cams stage maps it).
-    """
-    if cfg.seg_split() == cfg.data.cam_split:
-        return cached_metrics(cfg, store, method) is not None
-    marker = store.path("cams") / method / "seg_split.json"
-    return marker.is_file() and load_json(marker).get("key") == _seg_key(cfg, method)
-
-
-def map_seg_split(
-    cfg: Config, store: RunStore | None = None, method: str = "cam", progress: bool = True
-) -> dict[str, Any]:
+def _map_seg_split(cfg: Config, store: RunStore, method: str, device: torch.device, progress: bool) -> None:
     """Maps of the seg-split images that the cam split lacks, for the pseudo labels; not scored.
 
-    Reads the classifier and needs ``method``'s cam-split maps (:func:`run`) in the store. Nothing
-    is made when the seg split is the cam split, or when ``seg_split.json`` says the maps exist.
-
-    Returns:
-        dict with ``seg_split`` and ``made`` (maps computed by this call), and, when the splits
-        differ, ``images`` (the seg split's size, all of them mapped).
-
-    Raises:
-        StageMissingError: the classifier or the method's cam-split maps are missing.
+    Nothing is made when the seg split is the cam split, or when ``seg_split.json`` says the maps exist.
     """
-    split = cfg.seg_split()
-    if split == cfg.data.cam_split:
-        return {"seg_split": split, "made": 0}
-    store = store or RunStore.for_config(cfg)
-    folder = store.path("cams") / method
-    if cached_metrics(cfg, store, method) is None:
-        raise StageMissingError(missing_stage_message(cfg, folder, f"{method!r} maps", "cams", method=method))
-    marker = folder / "seg_split.json"
-    if seg_maps_done(cfg, store, method):
-        return load_json(marker)["result"]
-    store.require("classifier", cfg, "trained classifier")
-    device = pick_device(cfg.device)
+    if store.has_seg_maps(cfg, method):
+        return
+    folder = store.maps_dir(method)
     mapped = set(build_dataset(cfg, cfg.data.cam_split).names)
-    ds = build_dataset(cfg, split, eval_transform())
+    ds = build_dataset(cfg, cfg.seg_split(), eval_transform())
     todo = Subset(ds, [i for i, name in enumerate(ds.names) if name not in mapped])
     model = load_classifier(store.path("classifier") / "model.pt", cfg).to(device)
     n = save_cams(
@@ -297,8 +230,7 @@ def map_seg_split(
         cfg.cams.batch_size, progress and distributed.is_main(),
     )  # fmt: skip
     n = round(distributed.all_reduce_sum({"n": n})["n"])  # also waits for every rank's maps
-    result = {"seg_split": split, "images": len(ds), "made": n}
     if distributed.is_main():  # written last: present means complete
-        save_json(marker, {"key": _seg_key(cfg, method), "result": result})
+        result = {"seg_split": cfg.seg_split(), "images": len(ds), "made": n}
+        save_json(folder / "seg_split.json", {"key": store.seg_maps_key(cfg, method), "result": result})
     distributed.barrier()
-    return result

@@ -6,6 +6,8 @@ and body recall, context activation, and where the prototype CAM fails relative 
 CAM. :func:`benchmark_calibration` measures them for a config (chapter 3 shows them).
 
 Example:
+    >>> for m in ("cam", "proto"):  # doctest: +SKIP
+    ...     cl.pipeline.ensure(cfg, "cams", store, method=m)
     >>> calibration = benchmark_calibration(cfg, store)  # doctest: +SKIP
     >>> calibration["recall_part"] - calibration["recall_body"]  # doctest: +SKIP
 """
@@ -17,14 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from .cams import load_cams
 from .config import Config
 from .datasets import build_dataset
 from .diagnostics import fn_fp_fractions
 from .io import load_json, save_json
+from .mapfile import load_map
 from .metrics import cam_to_mask
-from .pipeline import ensure
-from .store import RunStore, stage_hash
+from .store import RunStore
 
 __all__ = ["benchmark_calibration", "compare_failures"]
 
@@ -40,12 +41,12 @@ def compare_failures(store: RunStore, dataset, a: str = "cam", b: str = "proto")
     A pass over the whole split: cached beside ``b``'s maps (``failures_vs_<a>.json``) for the two
     methods' settings and the images, so a second build of the book reads it back.
     """
-    metrics = {m: load_json(store.path("cams") / m / "metrics.json") for m in (a, b)}
+    metrics = {m: load_json(store.maps_dir(m) / "metrics.json") for m in (a, b)}
     thr = {m: metrics[m]["threshold"] for m in (a, b)}
     names = list(dataset.names)
     key = {"maps": {m: metrics[m].get("method_hash") for m in (a, b)}, "thresholds": thr,
            "images": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]}  # fmt: skip
-    cache = store.path("cams") / b / f"failures_vs_{a}.json"
+    cache = store.maps_dir(b) / f"failures_vs_{a}.json"
     if cache.is_file():
         saved = load_json(cache)
         if saved.get("key") == key:
@@ -54,8 +55,8 @@ def compare_failures(store: RunStore, dataset, a: str = "cam", b: str = "proto")
     for name in names:
         masks = []
         for m in (a, b):
-            saved = load_cams(store.root, m, name)
-            masks.append(cam_to_mask(saved["cam"].astype(np.float32), saved["keys"], thr[m]))
+            saved = load_map(store.maps_dir(m), name)
+            masks.append(cam_to_mask(saved.cam.astype(np.float32), saved.keys, thr[m]))
         gt = dataset.read_mask(dataset.mask_path(name))
         r = fn_fp_fractions(masks[0], masks[1], gt)
         for k in sums:
@@ -69,19 +70,23 @@ def compare_failures(store: RunStore, dataset, a: str = "cam", b: str = "proto")
     return failures
 
 
-def benchmark_calibration(cfg: Config, store: RunStore, progress: bool = True) -> dict[str, Any]:
+def benchmark_calibration(cfg: Config, store: RunStore) -> dict[str, Any]:
     """What the dataset card records about the benchmark, measured with ``cfg``'s classifier.
 
     Classifier-CAM mIoU (best threshold), part and body recall, context and neutral activation, and
     the two failures of the prototype CAM relative to the classifier CAM (:func:`compare_failures`).
-    Makes the two maps (and the classifier) first if the run store lacks them.
+    Reads the two maps from the run store (``cl.pipeline.ensure(cfg, "cams", store, method=m)``
+    makes them).
+
+    Raises:
+        StageMissingError: the classifier CAMs or the prototype CAMs are missing.
     """
-    cam = ensure(cfg, "cams", store, method="cam", progress=progress)
-    ensure(cfg, "cams", store, method="proto", progress=progress)
+    cam = store.require_maps(cfg, "cam")[1]
+    store.require_maps(cfg, "proto")
     p = cam["pathology"]
     fails = compare_failures(store, build_dataset(cfg, cfg.data.cam_split), "cam", "proto")
     return {
-        "classifier": {"config_hash": stage_hash(cfg, "classifier"), **store.result("classifier")},
+        "classifier": {"config_hash": store.key(cfg, "classifier"), **store.result("classifier")},
         "cam_miou": cam["miou"],
         "cam_threshold": cam["threshold"],
         "recall_part": p["recall_part"],

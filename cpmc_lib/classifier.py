@@ -2,9 +2,7 @@
 
 The loss is the multi-label soft-margin loss on the GAP scores; the optimiser is SGD with
 momentum (or AdamW), a poly schedule and 10x learning rate on the new layers (head and side
-projections). With ``classifier.erase_weight`` > 0 (off by default; measured in the README, where it
-hurts), each image is classified again with its present classes' CAM peaks blanked
-(:func:`erase_discriminative`, AE-PSL / ACoL). Training runs through :func:`cpmc_lib.engine.fit`,
+projections). Training runs through :func:`cpmc_lib.engine.fit`,
 which checkpoints every epoch into the stage folder (``checkpoint.pt``, kept across crashes) and
 resumes from it.
 
@@ -17,7 +15,7 @@ and validation mAP/F1 per epoch) and the manifest whose result is
 ``{"val_mAP", "val_F1", "epochs", "seconds", "model"}``.
 
 Example:
-    >>> result = run(cfg)  # doctest: +SKIP
+    >>> result = run(cfg, store)  # doctest: +SKIP
     >>> result["val_mAP"]  # doctest: +SKIP
     99.6
 """
@@ -27,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -35,18 +33,18 @@ from torch.utils.data import DataLoader
 
 from . import distributed
 from .config import Config
-from .cpmc import cpmc_loss
 from .datasets import build_dataset, collate
 from .engine import fit, poly_lr
 from .io import save_json, save_torch
 from .metrics import classification_metrics
 from .models import CamNet, build_model
-from .refinement import max_normalize
 from .runtime import channels_last, loader_options, pick_device, seed_everything, to_device, worker_init_fn
-from .store import RunStore
 from .transforms import eval_transform, train_transform
 
-__all__ = ["classification_loss", "erase_discriminative", "make_optimizer", "predict_logits", "run", "train"]
+if TYPE_CHECKING:
+    from .store import RunStore
+
+__all__ = ["classification_loss", "make_optimizer", "predict_logits", "run", "train"]
 
 
 def classification_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -57,27 +55,6 @@ def classification_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tens
         label: (B, K-1) multi-hot labels.
     """
     return F.multilabel_soft_margin_loss(logits, label)
-
-
-def erase_discriminative(
-    img: torch.Tensor, cam: torch.Tensor, label: torch.Tensor, threshold: float
-) -> torch.Tensor:
-    """Adversarial erasing (AE-PSL, ACoL): blank where a present class's CAM is above ``threshold`` x its peak.
-
-    Args:
-        img: (B, 3, H, W) normalised images (0 is the dataset's mean colour).
-        cam: (B, K-1, h, w) raw class maps of ``img`` (no gradient flows through the mask).
-        label: (B, K-1) multi-hot labels; absent classes erase nothing.
-        threshold: share of each map's peak above which a pixel is erased.
-
-    Returns:
-        (B, 3, H, W) copy of ``img`` with the erased pixels set to 0.
-    """
-    with torch.no_grad():
-        peak = max_normalize(F.relu(cam.float())) * label[..., None, None].float()
-        hot = (peak.amax(1, keepdim=True) > threshold).to(img.dtype)
-        hot = F.interpolate(hot, size=img.shape[-2:], mode="nearest")
-    return img * (1 - hot)
 
 
 def make_optimizer(model: CamNet, cfg: Config) -> torch.optim.Optimizer:
@@ -145,21 +122,9 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
         val_set, batch_size=c.batch_size, collate_fn=collate, **loader_options(device, c.num_workers)
     )
 
-    consistency = cfg.calibration.train_consistency_weight > 0
-
     def step(model: CamNet, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         img, label = to_device(batch["img"], device), batch["label"].to(device)
-        out = model(img)
-        if consistency:  # CPMC training: + weight x |refined CAM - calibrated prototype CAM|
-            losses = cpmc_loss(out, label, cfg, img)
-        else:
-            losses = {"loss": classification_loss(out["logits"].float(), label)}
-        if c.erase_weight > 0:  # the objects are still there once their strongest evidence is gone
-            erased = erase_discriminative(img, out["cam"], label, c.erase_threshold)
-            erase = classification_loss(model(erased)["logits"].float(), label)
-            losses["loss"] = losses["loss"] + c.erase_weight * erase
-            losses["erase"] = erase.detach()
-        return losses
+        return {"loss": classification_loss(model(img)["logits"].float(), label)}
 
     def validate(epoch: int, model: CamNet) -> dict[str, float]:
         scores = classification_metrics(*predict_logits(model, val_loader, device))
@@ -184,7 +149,7 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
     }
 
 
-def run(cfg: Config, store: RunStore | None = None, progress: bool = True) -> dict[str, Any]:
+def run(cfg: Config, store: RunStore, progress: bool = True) -> dict[str, Any]:
     """Stage "classifier": reuse a finished run for this config, else train (resuming after a crash).
 
     When the classifier starts from the ImageNet stand-in (:meth:`~cpmc_lib.config.Config.uses_pretrain_stage`),
@@ -193,7 +158,6 @@ def run(cfg: Config, store: RunStore | None = None, progress: bool = True) -> di
     Returns:
         The stage result ``{"val_mAP", "val_F1", "epochs", "seconds", "model"}``.
     """
-    store = store or RunStore.for_config(cfg)
     device = pick_device(cfg.device)
     with store.stage("classifier", cfg, device=str(device), keep=("checkpoint.pt",)) as st:
         if not st.done:

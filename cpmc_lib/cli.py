@@ -1,9 +1,11 @@
 """Command line: ``python -m cpmc_lib <command>`` (also installed as ``cpmc``).
 
-Every command that runs a stage takes ``--config`` (YAML), ``--set key=value`` overrides (repeatable),
-``--run NAME`` (folder under ``runs/``) and ``--data DIR`` (dataset root), and calls
-:func:`cpmc_lib.pipeline.ensure`, as a notebook does: the stage runs after the stages it reads
-(each reused when the run store has it for the config).
+Every stage of :data:`cpmc_lib.stages.STAGES` is a command (its ``command`` and ``help``:
+``pretrain``, ``train``, ``cams --method M``, ``pseudo``, ``segment``, ``ceiling``), and so is
+``pipeline`` (all of them, then ``runs/<run>/metrics.json``). Each takes ``--config`` (YAML),
+``--set key=value`` overrides (repeatable), ``--run NAME`` (folder under ``runs/``) and ``--data DIR``
+(dataset root), and calls :func:`cpmc_lib.pipeline.ensure`, as a notebook does: the stage runs after
+the stages it reads (each reused when the run store has it for the config).
 
 The same command line runs on several GPUs under ``torchrun --nproc_per_node N -m cpmc_lib ...``:
 the processes join one group (:mod:`cpmc_lib.distributed`) and only rank 0 prints.
@@ -71,6 +73,13 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stages(args: argparse.Namespace) -> int:
+    from .stages import table
+
+    print(table(_config(args)))
+    return 0
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from . import synth
 
@@ -81,36 +90,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _cmd_stage(args: argparse.Namespace) -> int:
     from . import pipeline
 
-    result = pipeline.ensure(_config(args), "classifier", progress=_progress(args))
-    _say(json.dumps(result, indent=2))
-    return 0
-
-
-def _cmd_cams(args: argparse.Namespace) -> int:
-    from . import pipeline
-
-    result = pipeline.ensure(_config(args), "cams", method=args.method, progress=_progress(args))
+    method = {"method": args.method} if getattr(args, "method", None) else {}
+    result = pipeline.ensure(_config(args), args.stage, progress=_progress(args), **method)
     _say(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=2))
-    return 0
-
-
-def _cmd_pseudo(args: argparse.Namespace) -> int:
-    from . import pipeline
-
-    result = pipeline.ensure(_config(args), "pseudo", method=args.method, progress=_progress(args))
-    _say(json.dumps(result, indent=2))
-    return 0
-
-
-def _cmd_segment(args: argparse.Namespace) -> int:
-    from . import pipeline
-
-    stage = "segmentation" if args.labels == "pseudo" else "segmentation_gt"
-    result = pipeline.ensure(_config(args), stage, progress=_progress(args))
-    _say(json.dumps(result, indent=2))
     return 0
 
 
@@ -152,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=_cmd_config)
 
+    p = sub.add_parser("stages", help="print the stage table: what each stage reads, its config sections, its command")
+    _add_common(p)
+    p.set_defaults(func=_cmd_stages)
+
     p = sub.add_parser("synth", help="write the synthetic WSSS benchmark in the VOC layout")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -160,29 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_synth_arguments(p)
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser("train", help="train the multi-label classifier, pretraining its backbone first (checkpoints and resumes)")
-    _add_common(p)
-    p.set_defaults(func=_cmd_train)
+    from .cam_methods import CAM_METHODS
+    from .stages import STAGES
 
-    p = sub.add_parser("cams", help="compute and evaluate CAMs on the cam split")
-    _add_common(p)
-    p.add_argument("--method", default="cam", help="CAM method (cam, gradcam, gradcampp, layercam, ...)")
-    p.set_defaults(func=_cmd_cams)
-
-    p = sub.add_parser("pseudo", help="pseudo labels from a CAM method's maps (threshold, optional CRF)")
-    _add_common(p)
-    p.add_argument("--method", default=None, help="CAM method (default: pseudo.method of the config)")
-    p.set_defaults(func=_cmd_pseudo)
-
-    p = sub.add_parser("segment", help="train and evaluate the segmentation network")
-    _add_common(p)
-    p.add_argument(
-        "--labels",
-        choices=("pseudo", "gt"),
-        default="pseudo",
-        help="train on pseudo labels (weak supervision) or ground truth (the ceiling)",
-    )
-    p.set_defaults(func=_cmd_segment)
+    for stage in STAGES.values():  # one command per stage, from the stage table
+        p = sub.add_parser(stage.command, help=stage.help)
+        _add_common(p)
+        if stage.per_method:
+            p.add_argument("--method", default="cam", choices=tuple(CAM_METHODS), help="CAM method")
+        p.set_defaults(func=_cmd_stage, stage=stage.name)
 
     p = sub.add_parser("pipeline", help="run every stage in order and write runs/<run>/metrics.json")
     _add_common(p)

@@ -24,8 +24,6 @@ from typing import Any, Literal
 import yaml
 
 __all__ = [
-    "AffinityConfig",
-    "CamMethodName",
     "CalibrationConfig",
     "CamConfig",
     "ClassifierConfig",
@@ -47,10 +45,6 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A configuration key or value is invalid; the message names it and lists the valid keys."""
-
-
-# The CAM methods of cpmc_lib.cam_methods.CAM_METHODS (a test checks the two lists agree).
-CamMethodName = Literal["cam", "gradcam", "gradcampp", "layercam", "refined", "proto", "cpmc"]
 
 
 @dataclass(frozen=True)
@@ -113,11 +107,6 @@ class ClassifierConfig:
     lr: float = 0.1  # backbone; new layers get new_lr_mult x (IRN/SIPE: 0.1 / 1.0)
     weight_decay: float = 1e-4
     crop_size: int = 128
-    # Adversarial erasing (AE-PSL, ACoL): > 0 adds erase_weight x the loss of classifying the image
-    # again with the pixels where a present class's CAM exceeds erase_threshold x its peak blanked,
-    # so the classifier must find evidence beyond the most discriminative part. 0: off.
-    erase_weight: float = 0.0
-    erase_threshold: float = 0.5
     num_workers: int = 1  # a worker runs the transforms single-threaded (tiny ops thrash 2 threads)
 
 
@@ -160,7 +149,7 @@ class RefinementConfig:
     # Affinity exponent beta, tuned on synth seed 0 (benchmarks/tune_cpmc.py --grid refine).
     power: float = 32.0
     # context features
-    source: Literal["stages", "feat", "hie", "image+feat", "image+stages", "projection"] = "stages"
+    source: Literal["stages", "feat", "hie", "image+feat", "image+stages"] = "stages"
 
 
 @dataclass(frozen=True)
@@ -203,7 +192,6 @@ class CalibrationConfig:
     proto_bg_factor: float = 1.75
     clusters: int = 1  # M: local prototypes per region (k-means)
     min_size: int = 1  # regions (and clusters) below this many grid cells give no prototype
-    fuse_refined: float = 0.0  # final map + this x refined CAM (SFC fuses with 0.7 the other way)
     # Connectivity split of the FN region (calibration.attached_to): components touching the
     # calibrated map's own region of the class stay FN (a missed part is attached to its object);
     # "drop" discards the detached ones, "fp" makes them FP regions (noise away from any object).
@@ -215,9 +203,6 @@ class CalibrationConfig:
     # side, min_size / grid_ref^2 of its area). 16: the synthetic default's 16x16 grid, where they are
     # the cells as written; 0 = cells.
     grid_ref: int = 16
-    # FN clusters (clusters > 1) kept only where nearer the class's seed prototype than the
-    # background's (calibration.pure_prototypes).
-    fn_purity: bool = False
     # FN local prototypes raise their class within this many cells (of the grid_ref grid) of the FN
     # region and the classifier's region of the class (-1 = everywhere): body look-alikes elsewhere,
     # distractors above all, stay out.
@@ -230,14 +215,13 @@ class CalibrationConfig:
     # anchored on the raw classifier CAM (arg-max, background x ref_bg_factor), which the affinity
     # has not spread onto look-alike regions. Part of the FP side: use_fp=false switches it off too.
     gate: Literal["none", "attached", "attached_cam"] = "attached_cam"
-    train_consistency_weight: float = 0.0  # > 0: classifier training adds the CPMC consistency loss
 
 
 @dataclass(frozen=True)
 class PseudoConfig:
     """Pseudo labels from CAMs."""
 
-    method: CamMethodName = "cpmc"
+    method: str = "cpmc"  # a CAM method of cpmc_lib.cam_methods.CAM_METHODS
     # The background decision, read from no ground truth (pseudo.image_threshold): fixed =
     # bg_threshold; otsu = per image, Otsu's cut of the image's own top-class map; oracle = the
     # CAM's best threshold against the cam split's ground truth (comparison only, not a method).
@@ -245,15 +229,10 @@ class PseudoConfig:
     # threshold_rule=fixed: frozen once on synth seed 0, the CPMC row's best threshold of
     # `benchmarks/tune_cpmc.py --grid final`.
     bg_threshold: float = 0.4
-    # IRN's confident regions: foreground where the top class map > conf_fg, background where it
-    # is <= conf_bg, ignore (255) in between. 0 = use bg_threshold. IRN: 0.30 / 0.05. Either one set
-    # replaces the band below (threshold_rule fixed only: they are fixed values).
-    conf_fg: float = 0.0
-    conf_bg: float = 0.0
-    # The same confident regions relative to the background plane t of any rule (pseudo.band_planes):
-    # foreground where the top map > t * band[1], background where it is <= t * band[0], ignore in
-    # between; (1, 1) = no ignore zone. Unlike conf_fg / conf_bg it follows a per-image rule. Chosen
-    # on synth seed 0 through segmentation: `python -m cpmc_lib sweep papermill_runs/band.yaml`.
+    # IRN's confident regions (its conf_fg / conf_bg, 0.30 / 0.05) relative to the background plane
+    # t of any rule (labels.band_planes): foreground where the top map > t * band[1], background
+    # where it is <= t * band[0], ignore (255) in between; (1, 1) = no ignore zone. Chosen on synth
+    # seed 0 through segmentation: `python -m cpmc_lib sweep papermill_runs/band.yaml`.
     band: tuple[float, float] = (0.15, 1.0)
     crf: bool = True  # save the dense-CRF labels (both are scored either way)
     # Which present class an object pixel gets (pseudo.assign_to_parts). parts: where two or more
@@ -267,8 +246,9 @@ class PseudoConfig:
     # Negative prototypes (cpmc_lib.negatives): a class's labels are ignored (255) where its
     # features are nearer what its classifier CAM fires on in images *without* it (cells >=
     # negative_share x its mean peak on images with it; negative_clusters k-means prototypes) than
-    # its own confident cells (>= part_share of the image's peak). Off: labels as before.
-    negatives: bool = False
+    # its own confident cells (>= part_share of the image's peak). Chosen on synth seed 0 through
+    # segmentation (papermill_runs/negatives.yaml); false: the labels without them.
+    negatives: bool = True
     negative_share: float = 0.5
     negative_clusters: int = 4
     # Only classes whose CAM fires on images without them (>= negative_share x peak) at least
@@ -276,27 +256,12 @@ class PseudoConfig:
     # where most classes fire, the classifier confuses look-alike classes, not a cue like context.
     negative_outlier: float = 3.0
 
+    def __post_init__(self) -> None:
+        # The CAM methods are listed once, in their registry (which imports no config at run time).
+        from .cam_methods import CAM_METHODS
 
-@dataclass(frozen=True)
-class AffinityConfig:
-    """The learned affinity and its random walk over the pseudo-label maps (cpmc_lib.affinity)."""
-
-    enabled: bool = False  # off: the pseudo labels read pseudo.method's maps as they are
-    # Seeds from the maps (IRN's conf_fg / conf_bg): object where the top map > fg_threshold,
-    # background where it is <= bg_threshold, no pairs in between.
-    fg_threshold: float = 0.6
-    bg_threshold: float = 0.15
-    stride: int = 4  # the affinity grid: image / stride (IRN: 4, PSA: 8)
-    radius: int = 5  # neighbours within this many grid cells (PSA, IRN: 5)
-    width: int = 32  # channels per classifier stage in the head
-    dim: int = 32  # embedding channels (PSA: 448; the cost of training grows with it)
-    epochs: int = 3  # IRN: 3
-    batch_size: int = 16
-    lr: float = 1e-3  # AdamW, poly schedule
-    scale: tuple[float, ...] = (1.0, 1.0)  # random resize range of the training crops
-    # The walk, tuned on synth seed 0 (benchmarks/tune_affinity.py; PSA: beta 8, 2^logt steps).
-    beta: float = 4.0  # power on the affinity before the walk: higher lets only strong ties carry
-    steps: int = 8  # walk steps
+        if self.method not in CAM_METHODS:
+            raise ConfigError(f"pseudo.method={self.method!r} is not one of {', '.join(map(repr, CAM_METHODS))}")
 
 
 @dataclass(frozen=True)
@@ -363,7 +328,9 @@ class SegmentationConfig:
     color_jitter: float = 0.0  # off: the synthetic classes are told apart by colour
     test_scales: tuple[float, ...] = (1.0,)  # multi-scale test: e.g. [0.75, 1.0, 1.25]
     test_flip: bool = False  # add the horizontally flipped image at test time
-    test_crf: bool = False  # also score dense-CRF post-processing (crf section) on val
+    # Also score both networks after the dense CRF (crf section) on val, as the field reports
+    # DeepLab (and its weak / full ratio).
+    test_crf: bool = True
     curve: bool = True  # score val after every epoch (the learning curve in metrics.json)
     num_workers: int = 0
 
@@ -385,7 +352,6 @@ class Config:
     prototypes: PrototypeConfig = field(default_factory=PrototypeConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
-    affinity: AffinityConfig = field(default_factory=AffinityConfig)
     crf: CrfConfig = field(default_factory=CrfConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
 

@@ -24,7 +24,10 @@ from .io import IGNORE_INDEX
 from .metrics import cam_to_mask
 from .synth import ATYPICAL, BODY, CONTEXT_ABSENT, CONTEXT_PRESENT, DISTRACTOR, NEUTRAL, PART
 
-__all__ = ["OBJECT_CODES", "BACKGROUND_CODES", "PathologyMeter", "LabelPathologyMeter", "fn_fp_fractions"]
+__all__ = [
+    "BACKGROUND_CODES", "LabelPathologyMeter", "OBJECT_CODES", "ORACLE_FIXES", "PathologyMeter", "fn_fp_fractions",
+    "oracle_fixed_label",
+]  # fmt: skip
 
 # Diagnostic code -> the name used in the result keys.
 OBJECT_CODES = {BODY: "body", PART: "part", ATYPICAL: "atypical"}
@@ -255,3 +258,57 @@ def fn_fp_fractions(pred_a: ArrayLike, pred_b: ArrayLike, gt: ArrayLike) -> dict
         "n_object": n_obj,
         "n_background": n_bg,
     }
+
+
+# The kinds of label error the oracle diagnostic sets to the ground truth, and what they are.
+ORACLE_FIXES = {
+    "class": "object body given to another present class",
+    "missed": "object body labelled background or ignored",
+    "background": "background (context, distractor, neutral) labelled object",
+    "context": "context background (of a present or an absent class) labelled object",
+    "distractor": "distractor (a body without its part) labelled object",
+}
+_FP_REGIONS = {"context": (CONTEXT_PRESENT, CONTEXT_ABSENT), "distractor": (DISTRACTOR,)}
+
+
+def oracle_fixed_label(
+    label: np.ndarray, gt: np.ndarray, diag: np.ndarray, kind: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ORACLE DIAGNOSTIC, never a method: one pseudo label with one kind of error set to the ground truth.
+
+    ``class`` and ``missed`` fix body and atypical-body pixels (false negatives), ``background``
+    fixes background pixels labelled object (false positives; ignored background stays ignored),
+    ``context`` and ``distractor`` only the background pixels of that diagnostic kind. A network
+    trained on such labels says how much of the weak / full gap that kind of error costs
+    (``benchmarks/weak_full_gap.py --oracle-fix``).
+
+    Args:
+        label: (H, W) pseudo label (0 background, class ids, 255 ignore).
+        gt: (H, W) ground-truth mask; diag: (H, W) diagnostic codes of the synthetic benchmark.
+        kind: a key of :data:`ORACLE_FIXES`.
+
+    Returns:
+        ``(fixed label, fixed pixels, pixels of that kind)``, the last two (H, W) bool.
+
+    Example:
+        >>> label, gt = np.array([[2, 0, 1]]), np.array([[1, 1, 2]])  # three body pixels
+        >>> fixed, _, _ = oracle_fixed_label(label, gt, np.full((1, 3), BODY), "class")
+        >>> fixed.tolist()  # the wrong classes are fixed, the missed pixel is not a class error
+        [[1, 0, 2]]
+    """
+    if kind not in ORACLE_FIXES:
+        raise ValueError(f"unknown oracle fix {kind!r}; kinds: {', '.join(ORACLE_FIXES)}")
+    labelled = (label > 0) & (label != IGNORE_INDEX)
+    if kind == "background":
+        region = gt == 0
+    elif kind in _FP_REGIONS:
+        region = (gt == 0) & np.isin(diag, _FP_REGIONS[kind])
+    else:
+        region = (diag == BODY) | (diag == ATYPICAL)
+    if kind == "class":
+        fix = region & labelled & (label != gt)
+    elif kind == "missed":
+        fix = region & ~labelled
+    else:
+        fix = region & labelled
+    return np.where(fix, gt, label).astype(np.uint8), fix, region

@@ -54,7 +54,7 @@ def data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     """
     from torch.nn.parallel import DistributedDataParallel
 
-    # Unused parameters exist: CamNet's side projections feed only the CPMC consistency loss.
+    # Unused parameters exist: no loss reaches CamNet's side projections (they feed the prototypes only).
     kw: dict[str, Any] = {"find_unused_parameters": True}
     if device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -97,33 +97,17 @@ def fit(
     history (validated on rank 0) is the same on every rank.
     """
     checkpoint = Path(checkpoint)
-    history: list[dict[str, float]] = []
-    start = 0
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    if checkpoint.exists():
-        state = load_checkpoint(checkpoint, map_location=device)
-        from .models import load_state_checked  # local: keeps this generic engine's imports light
-
-        # A checkpoint of another architecture (copied in by hand): name the file, not every key.
-        load_state_checked(model, state["model"], checkpoint, "; delete it to restart training")
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history = list(state["history"])
-        start = state["epoch"] + 1
+    history = _resume(checkpoint, model, optimizer, scheduler, scaler, device)
     main = distributed.is_main()
     net = data_parallel(model, device) if distributed.world_size() > 1 else model
-    for epoch in range(start, epochs):
+    for epoch in range(len(history), epochs):
         # Other ranks offset the global seed (dropout, augmentation in the main process); the
         # loader's generator stays shared, because every rank must draw the same permutation.
         seed_everything(seed * 1000 + epoch + RANK_SEED_STRIDE * distributed.rank())
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)
         net.train()
-        sums: dict[str, float] = {}
-        count = 0
         loader = make_loader(gen)
         # A counting bar, not tqdm(loader): tqdm.auto's bar calls iter(loader) when built, which
         # for a DataLoader with workers starts a second, unused set of worker processes (and a
@@ -134,30 +118,8 @@ def fit(
             disable=not (progress and main),
             leave=False,
         )
-        for batch in loader:
-            amp = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
-            with amp:
-                out = step(net, batch)
-            loss = out["loss"]
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(
-                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate "
-                    f"(last good checkpoint: {checkpoint if checkpoint.exists() else 'none'})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if grad_clip is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler is not None:
-                scheduler.step()
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            count += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{sums['loss'] / count:.4f}")
+        sums, count = _epoch(net, model, loader, step, optimizer, scheduler, scaler, grad_clip, bar, use_amp,
+                             lambda loss, epoch=epoch: _diverged(desc, loss, epoch, checkpoint))  # fmt: skip
         bar.close()
         if distributed.world_size() > 1:  # every rank ran `count` steps: the mean of the rank means
             sums = distributed.all_reduce_sum({**sums, "_count": count})
@@ -169,16 +131,61 @@ def fit(
                 record.update(on_epoch_end(epoch, model))
         history.append(distributed.broadcast_object(record))
         if main:
-            save_torch(
-                checkpoint,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "scaler": scaler.state_dict() if use_amp else None,
-                    "epoch": epoch,
-                    "history": history,
-                },
-            )
+            state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler if use_amp else None}
+            saved = {k: None if v is None else v.state_dict() for k, v in state.items()}
+            save_torch(checkpoint, {**saved, "epoch": epoch, "history": history})
         distributed.barrier()  # no rank runs ahead of the checkpoint it would resume from
     return history
+
+
+def _resume(checkpoint: Path, model, optimizer, scheduler, scaler, device) -> list[dict[str, float]]:
+    """Load ``checkpoint`` into the model, optimiser, scheduler and scaler if it exists; its history."""
+    if not checkpoint.exists():
+        return []
+    state = load_checkpoint(checkpoint, map_location=device)
+    from .models import load_state_checked  # local: keeps this generic engine's imports light
+
+    # A checkpoint of another architecture (copied in by hand): name the file, not every key.
+    load_state_checked(model, state["model"], checkpoint, "; delete it to restart training")
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return list(state["history"])[: state["epoch"] + 1]  # one record per finished epoch
+
+
+def _diverged(desc: str, loss: float, epoch: int, checkpoint: Path) -> FloatingPointError:
+    return FloatingPointError(
+        f"{desc}: loss became {loss} at epoch {epoch + 1}; lower the learning rate "
+        f"(last good checkpoint: {checkpoint if checkpoint.exists() else 'none'})"
+    )
+
+
+def _epoch(net, model, loader, step, optimizer, scheduler, scaler, grad_clip, bar, use_amp, diverged
+           ) -> tuple[dict[str, float], int]:  # fmt: skip
+    """One pass of ``step`` over ``loader``: the sums of its outputs and the number of steps."""
+    sums: dict[str, float] = {}
+    count = 0
+    for batch in loader:
+        amp = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+        with amp:
+            out = step(net, batch)
+        loss = out["loss"]
+        if not math.isfinite(loss.item()):
+            raise diverged(loss.item())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        if scheduler is not None:
+            scheduler.step()
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        count += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{sums['loss'] / count:.4f}")
+    return sums, count

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from .cam_methods import make_cam_method, normalize_cams
+from .cam_methods import OURS, make_cam_method, normalize_cams
 from .config import Config
 from .datasets import build_dataset
 from .metrics import CamEvaluator, cam_to_mask, confusion_matrix, iou_from_confusion
@@ -43,9 +43,9 @@ from .plots import colorize, overlay_cam, plot_image_grid, to_hwc_uint8
 from .store import RunStore
 from .transforms import eval_transform
 
-__all__ = ["ABLATION", "METHODS", "SETTINGS", "SWITCHES", "Explorer", "png_base64"]
+__all__ = ["METHODS", "SETTINGS", "SWITCHES", "Explorer", "png_base64"]
 
-METHODS = ("cam", "refined", "proto", "cpmc")
+METHODS = OURS  # the maps the explorer recomputes: this book's, not the peers'
 
 # The FN / FP switches of the kernel-free explorer: name -> settings (they change the "cpmc" map only).
 SWITCHES = {
@@ -77,27 +77,6 @@ SETTINGS = {
     "fn_radius": "calibration.fn_radius",
     "gate": "calibration.gate",
 }
-
-# The structure of the paper's ablation, as explorer variants: row -> (map, settings).
-ABLATION: dict[str, tuple[str, dict[str, Any]]] = {
-    "classifier CAM": ("cam", {}),
-    "+ context refinement": ("refined", {}),
-    "+ prototype CAM": ("proto", {}),
-    "+ FN local prototypes": ("cpmc", {"use_fp": False}),
-    "+ FP local prototypes": ("cpmc", {"use_fn": False}),
-    "full CPMC (FN + FP)": ("cpmc", {}),
-    "prototype CAM, no refinement": ("proto", {"iterations": 0}),
-    "CPMC, no refinement": ("cpmc", {"iterations": 0}),
-    "CPMC, no connectivity split": ("cpmc", {"detached": "keep", "use_fp": False}),
-    "CPMC, FP prototypes everywhere": ("cpmc", {"fp_radius": -1}),
-    "CPMC, first reading (pairing proto)": ("cpmc", {"pairing": "proto", "detached": "keep", "use_fp": False}),
-    # The three guards against false positives (book/method.md), each off, then all three.
-    "CPMC, no strict prototype labels": ("cpmc", {"proto_bg_factor": 1.0}),
-    "CPMC, FN prototypes everywhere": ("cpmc", {"fn_radius": -1}),
-    "CPMC, no attachment gate": ("cpmc", {"gate": "none"}),
-    "CPMC, no FP guards": ("cpmc", {"proto_bg_factor": 1.0, "fn_radius": -1, "gate": "none"}),
-}
-
 
 class Explorer:
     """Cached network outputs for ``n_images`` cam-split images, and the widgets that explore them.
@@ -257,7 +236,8 @@ class Explorer:
         """Score named variants ``{row: (method, settings)}`` at their best thresholds, in order.
 
         Args:
-            variants: row name -> (method, explorer settings).
+            variants: row name -> (method, explorer settings or ``section.key`` overrides), e.g.
+                the book's ablation, :func:`cpmc_lib.sweep.ablation_rows`.
             folds: when > 1, also score each variant, at its best threshold, on ``folds`` disjoint
                 interleaved subsets of the cached images (``miou_folds``): the spread of a difference.
 

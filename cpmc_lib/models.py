@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import timm
 import torch
@@ -48,8 +48,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabHead
 
-from .config import Config
 from .runtime import channels_last
+
+if TYPE_CHECKING:
+    from .config import Config
 
 __all__ = [
     "CamNet",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,8 +40,10 @@ from .progress import tqdm
 from .prototypes import _kmeans
 from .refinement import EPS
 from .runtime import pick_device
-from .store import RunStore
 from .transforms import eval_transform
+
+if TYPE_CHECKING:
+    from .store import RunStore
 
 __all__ = [
     "NegativeBank", "build_bank", "firing_outliers", "ignore_negatives", "negative_cells", "negative_mask",

@@ -1,12 +1,9 @@
 """The whole pipeline on one screen, IRN's ``run_sample.py`` with types.
 
-Each stage module (:mod:`~cpmc_lib.pretrain`, :mod:`~cpmc_lib.classifier`, :mod:`~cpmc_lib.cams`,
-:mod:`~cpmc_lib.pseudo`, :mod:`~cpmc_lib.segmentation`) exposes one ``run(cfg, store)`` that
-reads its inputs from the run store and never runs another stage. :func:`ensure` is the one
-place that knows their order: the command line, the notebooks and the sweeps call it to make sure
-a stage's inputs exist. :func:`run` (``python -m cpmc_lib pipeline --config ...``) runs every
-stage, each reusing what the run store already holds for its config, and writes
-``runs/<run>/metrics.json``::
+The stages are declared once in :mod:`cpmc_lib.stages` (what each runs and reads);
+:func:`ensure` runs one after what it reads, each reused when the run store has it for the config,
+and the command line, the notebooks and the sweeps call it. :func:`run` (``python -m cpmc_lib
+pipeline --config ...``) runs every stage and writes ``runs/<run>/metrics.json``::
 
     {"dataset": {...card...}, "config_hash": "...",
      "cams": {"cam": {"miou", "threshold", "precision", "recall", "pathology", "gt_free"}, "refined": ...,
@@ -14,17 +11,17 @@ stage, each reusing what the run store already holds for its config, and writes
      "pseudo": {"threshold", "threshold_rule", "split", "images", "scored_on", "scored_images",
                 "cpmc": {"miou", "iou", "ignore_frac", "pathology", "pathology_by_class", ..},
                 "cpmc_crf": {..}},
-     "seg": {"split", "wsss": {"miou", "iou", "curve", "pathology", "pathology_by_class", ..},
-             "full": {..}, "ratio": ..},
+     "seg": {"split", "wsss": {"miou", "miou_crf", "iou", "curve", "pathology", "pathology_by_class", ..},
+             "full": {..}, "ratio": .., "ratio_crf": ..},
      "seconds": {"<stage>": ..}, "stage_seconds": {..}, "peak_rss_mb": ..}
 
 ``cams.<m>.miou`` is each map at its best threshold against the ground truth (IRN's evaluation
 protocol, an oracle view); ``cams.<m>.gt_free`` scores the same maps at the decision the pseudo
 labels take, ``pseudo.threshold_rule``, which reads no ground truth (for the peers of
-:data:`PEERS` only when one of them is ``pseudo.method``). Pseudo labels are made for the
-seg split (``cfg.seg_split()``, VOC: train_aug) and scored on the cam split's images with masks.
-``iou`` is per class (index = class id); ``pathology`` and ``pathology_by_class`` exist on data
-with diagnostic masks (:class:`~cpmc_lib.diagnostics.LabelPathologyMeter`).
+:data:`~cpmc_lib.cam_methods.PEERS` only when one of them is ``pseudo.method``). Pseudo labels are
+made for the seg split (``cfg.seg_split()``, VOC: train_aug) and scored on the cam split's images
+with masks. ``iou`` is per class (index = class id); ``pathology`` and ``pathology_by_class`` exist
+on data with diagnostic masks (:class:`~cpmc_lib.diagnostics.LabelPathologyMeter`).
 
 All mIoU values are percentages. ``seconds`` is the wall time each stage took in this call (near
 zero when reused; the classifier's includes its pretraining); ``stage_seconds`` is what the stage
@@ -41,86 +38,64 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import affinity, cams, classifier, pretrain, pseudo, segmentation, synth
+from . import synth
+from .cam_methods import CAM_METHODS, PEERS
 from .config import Config, load_config
 from .datasets import build_dataset
 from .distributed import barrier, is_main
 from .io import load_json, save_json
 from .metrics import json_iou
+from .pseudo import rule_scores
 from .report import markdown_table, scored_labels
-from .store import RunStore, stage_hash
+from .stages import STEPS, check_methods, stage, stage_hash
+from .store import RunStore
 
-__all__ = [
-    "CAM_REPORT",
-    "PEERS",
-    "STAGES",
-    "UNTIL",
-    "ensure",
-    "ensure_data",
-    "format_metrics",
-    "load_metrics",
-    "peak_rss_mb",
-    "run",
-    "setup",
-]
+__all__ = ["CAM_REPORT", "ensure", "ensure_data", "format_metrics", "load_metrics", "peak_rss_mb", "run", "setup"]
 
-# The stages in the order they run; "segmentation_gt" (the fully supervised ceiling) reads only
-# the data.
-STAGES = ("pretrain", "classifier", "cams", "affinity", "pseudo", "segmentation", "segmentation_gt")
-
-# The CAM methods the pipeline scores: ours first, then the peer baselines.
-PEERS = ("gradcam", "gradcampp", "layercam")
-CAM_REPORT = ("cam", "refined", "proto", "cpmc", *PEERS)
+# The CAM methods the pipeline scores: every registered one, ours first, then the peer baselines.
+CAM_REPORT = tuple(CAM_METHODS)
 _CAM_KEYS = ("miou", "threshold", "precision", "recall", "pathology")
 
 
 def ensure(
-    cfg: Config, stage: str, store: RunStore | None = None, method: str | None = None, progress: bool = True
-) -> dict[str, Any]:
-    """Run ``stage`` for ``cfg`` after every stage it reads, each reused when the store has it.
+    cfg: Config, name: str, store: RunStore | None = None, method: str | None = None, progress: bool = True,
+    seg_split: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Run stage ``name`` for ``cfg`` after every stage it reads, each reused when the store has it.
+
+    What a stage reads is made first, unless the store already holds it (here, or in a sibling run
+    that the stage links in); a stage the store holds needs no inputs at all.
 
     Args:
-        stage: one of :data:`STAGES`.
-        method: the CAM method of "cams" (default "cam") or "pseudo" (default ``pseudo.method``).
+        name: a stage of :data:`cpmc_lib.stages.STAGES`.
+        method: the CAM method of the per-method "cams" stage (default "cam").
+        seg_split: "cams" only: also map the seg-split images the cam split lacks.
 
     Returns:
         The stage's ``run`` result.
     """
-    if stage not in STAGES:
-        raise ValueError(f"stage={stage!r} is not one of {', '.join(STAGES)}")
+    s = stage(name)
     store = store or RunStore.for_config(cfg)
-    if stage == "segmentation_gt":
-        if cfg.segmentation_uses_pretrain_stage():
-            pretrain.run(cfg, store, progress=progress)
-        return segmentation.run(cfg, store, labels="gt", progress=progress)
-    # The ImageNet stand-in: only a classifier still to train reads it.
-    if stage == "pretrain" or (cfg.uses_pretrain_stage() and not store.has("classifier", cfg)):
-        result = pretrain.run(cfg, store, progress=progress)
-        if stage == "pretrain":
-            return result
-    result = classifier.run(cfg, store, progress=progress)
-    if stage == "classifier":
-        return result
-    if stage == "cams":
-        return cams.run(cfg, store, method=method or "cam", progress=progress)
-    if method is not None and method != cfg.pseudo.method:
-        cfg = cfg.replace(**{"pseudo.method": method})
-    cams.run(cfg, store, method=cfg.pseudo.method, progress=progress)
-    # the seg split's images outside the cam split (none by default) need maps for their labels
-    cams.map_seg_split(cfg, store, method=cfg.pseudo.method, progress=progress)
-    if cfg.pseudo.assign == "parts" and cfg.pseudo.method != "cam":  # the classifier CAMs locate the parts
-        cams.run(cfg, store, method="cam", progress=progress)
-        cams.map_seg_split(cfg, store, method="cam", progress=progress)
-    if stage == "affinity" or cfg.affinity.enabled:
-        result = affinity.run(cfg, store, progress=progress)
-        if stage == "affinity":
-            return result
-    result = pseudo.run(cfg, store, progress=progress)
-    if stage == "pseudo":
-        return result
-    if cfg.segmentation_uses_pretrain_stage():  # reused when the classifier's pretraining made it
-        pretrain.run(cfg, store, progress=progress)
-    return segmentation.run(cfg, store, labels="pseudo", progress=progress)
+    if s.per_method:
+        method = method or "cam"
+    check_methods(cfg, *([method] if method else []))
+    if not _done(cfg, store, name, method, seg_split):
+        for dep in s.reads(cfg):
+            if not _done(cfg, store, dep):
+                ensure(cfg, dep, store, progress=progress)
+        for m in s.maps(cfg):
+            if not _done(cfg, store, "cams", m, s.seg_split):
+                ensure(cfg, "cams", store, method=m, progress=progress, seg_split=s.seg_split)
+    if s.per_method:
+        return s.run(cfg, store, method=method, progress=progress, seg_split=seg_split)
+    return s.run(cfg, store, progress=progress)
+
+
+def _done(cfg: Config, store: RunStore, name: str, method: str | None = None, seg_split: bool = False) -> bool:
+    """Whether the store holds stage ``name`` (``method``'s maps, also of the seg split with ``seg_split``)."""
+    if method is None:
+        return store.has(name, cfg)
+    return store.map_metrics(cfg, method) is not None and (not seg_split or store.has_seg_maps(cfg, method))
 
 
 def ensure_data(cfg: Config, progress: bool = True) -> dict[str, Any]:
@@ -144,6 +119,7 @@ def setup(
         >>> cfg, store = setup("configs/default.yaml", ["classifier.epochs=5"])  # doctest: +SKIP
     """
     cfg = load_config(config_path, overrides)
+    check_methods(cfg)
     ensure_data(cfg)
     return cfg, RunStore.for_config(cfg)
 
@@ -156,34 +132,38 @@ def peak_rss_mb() -> float:
     return max(own, kids) / scale
 
 
-UNTIL = ("cams", "pseudo", "seg")
+class _Clock:
+    """Wall time of each call, by name (``metrics.json``'s ``seconds``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        self.seconds[name] = round(time.perf_counter() - t0, 1)
+        return out
 
 
 def run(
-    cfg: Config, progress: bool = True, methods: tuple[str, ...] = CAM_REPORT, until: str = "seg"
+    cfg: Config, progress: bool = True, methods: tuple[str, ...] = CAM_REPORT, until: str = "segmentation"
 ) -> dict[str, Any]:
     """Run every stage for ``cfg`` (reusing finished ones) and write ``runs/<run>/metrics.json``.
 
     Args:
         methods: CAM methods to compute and score.
-        until: last stage to run: ``cams``, ``pseudo`` or ``seg`` (everything); sweeps over CAM
-            settings stop at ``cams``. Sections of later stages are then absent from the metrics.
+        until: the last step to run, one of :data:`cpmc_lib.stages.STEPS` (``classifier``, ``cams``,
+            ``pseudo``, ``segmentation``); sweeps over CAM settings stop at ``cams``. Sections of
+            later steps are then absent from the metrics.
     """
-    if until not in UNTIL:
-        raise ValueError(f"until={until!r} is not one of {UNTIL}")
-    store = RunStore.for_config(cfg)
-    seconds: dict[str, float] = {}
-
-    def timed(name: str, fn: Callable[[], Any]) -> Any:
-        t0 = time.perf_counter()
-        out = fn()
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        return out
-
-    card = timed("data", lambda: ensure_data(cfg, progress))
-    clf = timed("classifier", lambda: ensure(cfg, "classifier", store, progress=progress))
+    if until not in STEPS or STEPS.index(until) < STEPS.index("cams"):
+        raise ValueError(f"until={until!r} is not one of {', '.join(STEPS[STEPS.index('cams'):])}")
+    check_methods(cfg, *methods)
+    store, clock = RunStore.for_config(cfg), _Clock()
+    card = clock("data", lambda: ensure_data(cfg, progress))
+    clf = clock("classifier", lambda: ensure(cfg, "classifier", store, progress=progress))
     cam_results = {
-        m: timed(f"cams_{m}", lambda m=m: ensure(cfg, "cams", store, method=m, progress=progress))
+        m: clock(f"cams_{m}", lambda m=m: ensure(cfg, "cams", store, method=m, progress=progress))
         for m in methods
     }
     metrics: dict[str, Any] = {
@@ -196,93 +176,93 @@ def run(
     # Each map also at the ground-truth-free decision the pseudo labels use; the peers, compared in
     # the oracle view only, are skipped unless they make the pseudo labels.
     for m in [m for m in cam_results if m not in PEERS or m == cfg.pseudo.method]:
-        metrics["cams"][m]["gt_free"] = timed(f"gt_free_{m}", lambda m=m: pseudo.rule_scores(cfg, store, m))
+        metrics["cams"][m]["gt_free"] = clock(f"gt_free_{m}", lambda m=m: rule_scores(cfg, store, m))
     stage_seconds = {"classifier": clf.get("seconds")}
-    if cfg.pretrain.enabled and (store.path("pretrain") / "manifest.json").is_file():
+    if cfg.uses_pretrain_stage() and (store.path("pretrain") / "manifest.json").is_file():
         stage_seconds = {"pretrain": store.result("pretrain").get("seconds"), **stage_seconds}
     for m, r in cam_results.items():  # methods made in one pass share one entry ("cams_a+b+c")
         stage_seconds["cams_" + "+".join(r.get("made_with") or [m])] = r.get("seconds")
-    if until != "cams" and cfg.affinity.enabled:  # the pseudo-label maps after the random walk
-        aff = timed("affinity", lambda: ensure(cfg, "affinity", store, progress=progress))
-        metrics["affinity"] = {
-            **{k: aff[k] for k in (*_CAM_KEYS, "method", "seed_share") if k in aff},
-            "gt_free": timed("gt_free_affinity", lambda: pseudo.rule_scores(cfg, store, "affinity")),
-        }
-        stage_seconds["affinity"] = aff.get("seconds")
-    if until != "cams":
-        pl = timed("pseudo", lambda: ensure(cfg, "pseudo", store, progress=progress))
-        method = pl["method"]
-        metrics["pseudo"] = {
-            # threshold: the plane (None: per image); threshold_rule: fixed, or the per-image rule's name
-            "threshold": pl["threshold"],
-            "threshold_rule": pl["threshold_rule"],
-            "threshold_mean": pl.get("threshold_mean"),
-            "affinity": bool(pl.get("affinity")),  # the maps went through the random walk
-            # pseudo.negatives: the classes that had negative prototypes (cpmc_lib.negatives)
-            **({"negatives": pl["negatives"]} if "negatives" in pl else {}),
-            # ... and the % of images without each class where its CAM fired (firing_outliers' input)
-            **({"negative_firing": pl["negative_firing"]} if "negative_firing" in pl else {}),
-            # labels made for `split`; the scores below cover `scored_images` images of `scored_on`
-            **{k: pl.get(k) for k in ("split", "images", "scored_on", "scored_images")},
-            **{
-                f"{method}{suffix}": {
-                    # scored on the labelled pixels; ignore_frac: the share labelled 255 (pseudo.band)
-                    **{k: pl[f"{k}{suffix}"] for k in ("miou", "precision", "recall", "ignore_frac")},
-                    # which pixels the labels get wrong (synthetic benchmark: its diagnostic masks),
-                    # and per class; stages older than these keys leave them out
-                    **{
-                        k: pl[f"{k}{suffix}"]
-                        for k in ("iou", "pathology", "pathology_by_class") if f"{k}{suffix}" in pl
-                    },
-                }
-                for suffix in ("", "_crf")
-            },
-        }
+    pl = None
+    if STEPS.index(until) >= STEPS.index("pseudo"):
+        pl = clock("pseudo", lambda: ensure(cfg, "pseudo", store, progress=progress))
+        metrics["pseudo"] = _pseudo_metrics(pl)
         stage_seconds["pseudo"] = pl.get("seconds")
-    if until == "seg":
-        wsss = timed("seg_wsss", lambda: ensure(cfg, "segmentation", store, progress=progress))
-        full = timed("seg_full", lambda: ensure(cfg, "segmentation_gt", store, progress=progress))
-        # per-class IoU, and where each network goes wrong on val (synthetic benchmark: its diagnostic
-        # masks), also per class
-        detail = {
-            k: {name: r[f"val_{name}"] for name in ("pathology", "pathology_by_class") if f"val_{name}" in r}
-            for k, r in (("wsss", wsss), ("full", full))
-        }
-        for k, r in (("wsss", wsss), ("full", full)):
-            if "val_iou" in r:
-                detail[k]["iou"] = json_iou(r["val_iou"])
-        metrics["seg"] = {
-            "split": cfg.seg_split(),  # both networks train on it; scored on val
-            "wsss": {
-                "miou": wsss["val_miou"],
-                "labels": f"{method}{'_crf' if pl.get('crf') else ''}",
-                "train_images": wsss.get("train_images"),
-                "curve": wsss.get("curve", []),
-                **detail["wsss"],
-            },
-            "full": {
-                "miou": full["val_miou"],
-                "train_images": full.get("train_images"),
-                "curve": full.get("curve", []),
-                **detail["full"],
-            },
-            "ratio": wsss["val_miou"] / full["val_miou"] if full["val_miou"] else float("nan"),
-        }
-        if "val_miou_crf" in wsss and "val_miou_crf" in full:  # segmentation.test_crf: both networks + dense CRF
-            metrics["seg"]["wsss"]["miou_crf"] = wsss["val_miou_crf"]
-            metrics["seg"]["full"]["miou_crf"] = full["val_miou_crf"]
-            # the field's protocol (DeepLab + CRF, both networks): SIPE's 0.89 is against a ceiling with CRF
-            metrics["seg"]["ratio_crf"] = wsss["val_miou_crf"] / full["val_miou_crf"] if full["val_miou_crf"] else float("nan")
+    if until == "segmentation":
+        wsss = clock("seg_wsss", lambda: ensure(cfg, "segmentation", store, progress=progress))
+        full = clock("seg_full", lambda: ensure(cfg, "segmentation_gt", store, progress=progress))
+        metrics["seg"] = _seg_metrics(cfg, pl, wsss, full)
         for name, r in (("seg_wsss", wsss), ("seg_full", full)):
             stage_seconds[name] = round(r.get("train_seconds", 0) + r.get("eval_seconds", 0), 1)
     metrics.update(
-        seconds={**seconds, "total": round(sum(seconds.values()), 1)},
+        seconds={**clock.seconds, "total": round(sum(clock.seconds.values()), 1)},
         stage_seconds=stage_seconds,
         peak_rss_mb=round(peak_rss_mb(), 1),
     )
     if is_main():
         save_json(store.root / "metrics.json", metrics)
     return metrics
+
+
+def _pseudo_metrics(pl: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's ``pseudo`` section from the pseudo stage's result."""
+    method = pl["method"]
+    return {
+        # threshold: the plane (None: per image); threshold_rule: fixed, or the per-image rule's name
+        "threshold": pl["threshold"],
+        "threshold_rule": pl["threshold_rule"],
+        "threshold_mean": pl.get("threshold_mean"),
+        # pseudo.negatives: the classes that had negative prototypes (cpmc_lib.negatives) ...
+        **({"negatives": pl["negatives"]} if "negatives" in pl else {}),
+        # ... and the % of images without each class where its CAM fired (firing_outliers' input)
+        **({"negative_firing": pl["negative_firing"]} if "negative_firing" in pl else {}),
+        # labels made for `split`; the scores below cover `scored_images` images of `scored_on`
+        **{k: pl.get(k) for k in ("split", "images", "scored_on", "scored_images")},
+        **{
+            f"{method}{suffix}": {
+                # scored on the labelled pixels; ignore_frac: the share labelled 255 (pseudo.band)
+                **{k: pl[f"{k}{suffix}"] for k in ("miou", "precision", "recall", "ignore_frac")},
+                # which pixels the labels get wrong (synthetic benchmark: its diagnostic masks), and per class
+                **{k: pl[f"{k}{suffix}"] for k in ("iou", "pathology", "pathology_by_class") if f"{k}{suffix}" in pl},
+            }
+            for suffix in ("", "_crf")
+        },
+    }
+
+
+def _seg_metrics(cfg: Config, pl: dict[str, Any], wsss: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's ``seg`` section: both networks on val, and weak / full (also after the CRF)."""
+    # per-class IoU, and where each network goes wrong on val (synthetic benchmark: its diagnostic
+    # masks), also per class
+    detail = {
+        k: {name: r[f"val_{name}"] for name in ("pathology", "pathology_by_class") if f"val_{name}" in r}
+        for k, r in (("wsss", wsss), ("full", full))
+    }
+    for k, r in (("wsss", wsss), ("full", full)):
+        if "val_iou" in r:
+            detail[k]["iou"] = json_iou(r["val_iou"])
+    seg = {
+        "split": cfg.seg_split(),  # both networks train on it; scored on val
+        "wsss": {
+            "miou": wsss["val_miou"],
+            "labels": f"{pl['method']}{'_crf' if pl.get('crf') else ''}",
+            "train_images": wsss.get("train_images"),
+            "curve": wsss.get("curve", []),
+            **detail["wsss"],
+        },
+        "full": {
+            "miou": full["val_miou"],
+            "train_images": full.get("train_images"),
+            "curve": full.get("curve", []),
+            **detail["full"],
+        },
+        "ratio": wsss["val_miou"] / full["val_miou"] if full["val_miou"] else float("nan"),
+    }
+    if "val_miou_crf" in wsss and "val_miou_crf" in full:  # segmentation.test_crf: both networks + dense CRF
+        seg["wsss"]["miou_crf"] = wsss["val_miou_crf"]
+        seg["full"]["miou_crf"] = full["val_miou_crf"]
+        # the field's protocol (DeepLab + CRF, both networks): SIPE's 0.89 is against a ceiling with CRF
+        seg["ratio_crf"] = wsss["val_miou_crf"] / full["val_miou_crf"] if full["val_miou_crf"] else float("nan")
+    return seg
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
@@ -298,7 +278,7 @@ def format_metrics(metrics: dict[str, Any]) -> str:
                  if pl.get("split") else "cam split")  # fmt: skip
         out += [
             f"Pseudo labels ({where}; background rule {pl.get('threshold_rule')}, threshold {thr})",
-            markdown_table(rows, ["labels", "miou", "precision", "recall"]),
+            markdown_table(rows, ["labels", "miou", "ignore_frac", "precision", "recall"]),
             "",
         ]
     if "seg" in metrics:

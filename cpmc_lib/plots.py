@@ -318,7 +318,7 @@ def plot_cam_methods(
 
     Args:
         samples: dataset items with ``img`` (3, H, W) uint8, ``mask`` (H, W), ``name``.
-        maps: method -> per-sample saved maps ``{"keys": (k,), "cam": (k, H, W)}``
+        maps: method -> per-sample saved maps (:class:`cpmc_lib.mapfile.SavedMap`: ``keys`` (k,), ``cam`` (k, H, W))
             (:func:`cpmc_lib.cams.load_cams`).
         class_names: K names, for the mask legend.
         thresholds: method -> background threshold; when given, a row per method shows its mask.
@@ -331,13 +331,13 @@ def plot_cam_methods(
     titles = [[s["name"] for s in samples], [""] * len(samples)]
     masks = [s["mask"] for s in samples]
     for method, per_sample in maps.items():
-        cams = [np.asarray(per_sample[i]["cam"], dtype=np.float32) for i in range(len(samples))]
+        cams = [np.asarray(per_sample[i].cam, dtype=np.float32) for i in range(len(samples))]
         rows.append([overlay_cam(img, c.max(0) if len(c) else np.zeros(img.shape[:2])) for img, c in zip(imgs, cams, strict=True)])
         labels.append(f"{method} map")
         titles.append([""] * len(samples))
         if thresholds is not None:
             t = thresholds[method]
-            preds = [np.asarray(cam_to_mask(c, per_sample[i]["keys"], t)) for i, c in enumerate(cams)]
+            preds = [np.asarray(cam_to_mask(c, per_sample[i].keys, t)) for i, c in enumerate(cams)]
             masks += preds
             rows.append([colorize(m) for m in preds])
             labels.append(f"{method} @ {t:.2f}")

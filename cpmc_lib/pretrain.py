@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -49,9 +49,11 @@ from .engine import fit, poly_lr
 from .io import save_json, save_torch
 from .models import build_model
 from .runtime import channels_last, pick_device, seed_everything, to_device
-from .store import RunStore
 from .synth import neutral_background
 from .transforms import eval_transform
+
+if TYPE_CHECKING:
+    from .store import RunStore
 
 __all__ = [
     "SOURCE_COLOURS",
@@ -272,7 +274,7 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
     }
 
 
-def run(cfg: Config, store: RunStore | None = None, progress: bool = True) -> dict[str, Any]:
+def run(cfg: Config, store: RunStore, progress: bool = True) -> dict[str, Any]:
     """Stage "pretrain": reuse finished weights for this config, else pretrain (resuming after a crash).
 
     Runs whether or not ``cfg.pretrain.enabled`` is set; ``enabled`` only tells the classifier
@@ -281,7 +283,6 @@ def run(cfg: Config, store: RunStore | None = None, progress: bool = True) -> di
     Returns:
         ``{"accuracy", "shape", "texture", "colour", "seconds", "weights"}``.
     """
-    store = store or RunStore.for_config(cfg)
     device = pick_device(cfg.device)
     with store.stage("pretrain", cfg, device=str(device), keep=("checkpoint.pt",)) as st:
         if not st.done:

@@ -32,11 +32,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 __all__ = [
     "CONTEXT_SOURCES",
-    "ContextProjection",
     "add_background",
     "classifier_cam",
     "context_features",
@@ -47,7 +45,7 @@ __all__ = [
 ]
 
 EPS = 1e-5
-CONTEXT_SOURCES = ("stages", "feat", "hie", "image+feat", "image+stages", "projection")
+CONTEXT_SOURCES = ("stages", "feat", "hie", "image+feat", "image+stages")
 
 
 def max_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -100,33 +98,12 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / (x.norm(dim=1, keepdim=True) + EPS)
 
 
-class ContextProjection(nn.Module):
-    """SFC's learned affinity embedding: a 1x1 conv (no bias) over ``[image, last stage]``.
-
-    Trained only through the consistency loss of :mod:`cpmc_lib.cpmc` (SFC's ``f9``).
-
-    Args:
-        in_channels: 3 + channels of the last stage.
-        out_channels: embedding width (SFC: 2048 for ResNet-50; here the last stage's width).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-
-    def forward(self, img: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) image and (B, C, h, w) last stage -> (B, D, h, w) embedding."""
-        small = F.interpolate(img, size=feat.shape[-2:], mode="bilinear", align_corners=False)
-        return self.proj(torch.cat([small, feat], dim=1))
-
-
 def context_features(
     source: str,
     feat: torch.Tensor,
     stages: Sequence[torch.Tensor] = (),
     hie: torch.Tensor | None = None,
     img: torch.Tensor | None = None,
-    projection: ContextProjection | None = None,
 ) -> torch.Tensor:
     """The features whose affinity refines the CAM.
 
@@ -134,13 +111,11 @@ def context_features(
         source: ``"stages"`` (every stage L2-normalised, resized to the CAM grid, concatenated;
             the probes' best untrained choice), ``"feat"`` (last stage), ``"hie"`` (the
             prototype features themselves), ``"image+feat"`` / ``"image+stages"`` (the
-            downsampled image, unit-normalised, joined to them), ``"projection"`` (SFC's learned
-            :class:`ContextProjection` of ``[image, feat]``).
+            downsampled image, unit-normalised, joined to them).
         feat: (B, C, h, w) last stage.
         stages: stage outputs, each (B, C_s, H_s, W_s) (``"stages"`` sources).
         hie: (B, D, h, w) hierarchical feature (``"hie"``).
         img: (B, 3, H, W) normalised image (image sources).
-        projection: the trained projection (``"projection"``).
 
     Returns:
         (B, C', h, w) features (not normalised; :func:`pixel_affinity` takes the cosine).
@@ -160,10 +135,6 @@ def context_features(
         if hie is None:
             raise ValueError("context source 'hie' needs the hierarchical feature")
         return hie
-    if source == "projection":
-        if projection is None or img is None:
-            raise ValueError("context source 'projection' needs a ContextProjection and the image")
-        return projection(img, feat)
     parts: list[torch.Tensor] = []
     if source.startswith("image+"):
         if img is None:

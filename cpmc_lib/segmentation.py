@@ -7,8 +7,8 @@ gives the fully supervised ceiling that the WSSS result is compared with. Both t
 segmentation split, ``cfg.seg_split()`` (VOC: train_aug, 10,582 images, its masks SBD's
 ``SegmentationClassAug``; by default the cam split).
 
-The network is :class:`cpmc_lib.models.SegNet` (torchvision's DeepLabV3 head over the last stage
-of a timm backbone, built by :func:`cpmc_lib.models.build_segnet`). Its backbone starts from
+The network is :class:`cpmc_lib.models.SegNet` (a DeepLab head, V3's ASPP or V2's, over the last
+stage of a timm backbone, built by :func:`cpmc_lib.models.build_segnet`). Its backbone starts from
 ImageNet weights where a config gives them (``pretrained``, ``weights``) and otherwise, on the
 synthetic default, from the same ImageNet stand-in as the classifier (the "pretrain" stage,
 ``segmentation.stand_in``): both networks, weak and full, start alike. With pseudo labels the stage
@@ -22,12 +22,12 @@ rate, and random scale / crop / flip applied jointly to image and label
 flipped image (softmax averaged) and scores the dense-CRF output as well (deeplab-pytorch's
 post-processing; kernel parameters from the ``crf`` section).
 
-Outputs: ``runs/<run>/segmentation/`` (labels="pseudo") or ``runs/<run>/segmentation_gt/``
-(labels="gt"), each with ``model.pt``, ``checkpoint.pt``, ``history.json`` and the manifest
-whose result is :func:`run`'s dict.
+Outputs: ``runs/<run>/segmentation/`` (:func:`run`, on pseudo labels) or
+``runs/<run>/segmentation_gt/`` (:func:`run_gt`, on ground truth), each with ``model.pt``,
+``checkpoint.pt``, ``history.json`` and the manifest whose result is :func:`train`'s dict.
 
 Example:
-    >>> result = run(cfg, labels="gt")  # doctest: +SKIP
+    >>> result = run_gt(cfg, store)  # doctest: +SKIP
     >>> result["val_miou"]  # doctest: +SKIP
 """
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -56,11 +56,12 @@ from .metrics import ConfusionMeter
 from .models import SegNet, build_segnet, load_state_checked, load_weights
 from .progress import tqdm
 from .runtime import channels_last, loader_options, pick_device, seed_everything, to_device, worker_init_fn
-from .store import RunStore
 from .transforms import denormalize, eval_transform, train_transform
 
+if TYPE_CHECKING:
+    from .store import RunStore
+
 __all__ = [
-    "LABELS",
     "MaskFolderDataset",
     "evaluate",
     "examples",
@@ -68,14 +69,11 @@ __all__ = [
     "make_optimizer",
     "predict",
     "run",
+    "run_gt",
     "segmentation_loss",
     "train",
     "training_set",
 ]
-
-# labels= of run() -> stage name in the run store.
-LABELS = {"pseudo": "segmentation", "gt": "segmentation_gt"}
-
 
 def segmentation_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Pixel cross-entropy, 255 ignored: (B, K, H, W) logits, (B, H, W) int64 mask."""
@@ -281,21 +279,9 @@ def train(
     out, s = Path(out), cfg.segmentation
     transform = train_transform(s.crop_size, scale=tuple(s.scale), color_jitter=s.color_jitter)
     train_set = training_set(cfg, label_dir, transform)  # before the network: a missing mask fails fast
-    seed_everything(cfg.seed)  # the initial weights
-    model = build_segnet(cfg)
-    if init is not None:
-        try:
-            load_weights(model, init)
-        except ValueError as e:  # the stand-in is the classifier's backbone
-            raise ValueError(
-                f"{e}. The ImageNet stand-in has the classifier's backbone: give segmentation the same "
-                "backbone, layers and channels, or start it from scratch with segmentation.stand_in=false"
-            ) from e
-    model = channels_last(model, device)
+    model = _initial_network(cfg, device, init)
     if len(train_set) < s.batch_size:
-        raise ValueError(
-            f"{len(train_set)} training images is fewer than segmentation.batch_size={s.batch_size}"
-        )
+        raise ValueError(f"{len(train_set)} training images is fewer than segmentation.batch_size={s.batch_size}")
 
     batch_size = distributed.local_batch_size(s.batch_size, "segmentation.batch_size")  # this rank's share
 
@@ -314,12 +300,9 @@ def train(
     val_set = build_dataset(cfg, cfg.data.val_split, eval_transform())
     last: dict[str, Any] = {}  # the final epoch's scores, reused when no CRF score is asked for
 
-    def validate(epoch: int, model: nn.Module) -> dict[str, float]:
-        # The learning curve: val mIoU after every epoch, to see whether the schedule converged.
-        scores = evaluate(
-            model, val_set, device, cfg.data.num_classes, s.test_scales, s.test_flip,
-            None, s.batch_size, progress=False, reduce=False,
-        )  # fmt: skip
+    def validate(epoch: int, model: nn.Module) -> dict[str, float]:  # the learning curve: did it converge?
+        scores = evaluate(model, val_set, device, cfg.data.num_classes, s.test_scales, s.test_flip,
+                          None, s.batch_size, progress=False, reduce=False)  # fmt: skip
         last.update(epoch=epoch, scores=scores)
         return {"val_miou": scores["miou"]}
 
@@ -337,16 +320,7 @@ def train(
     if distributed.world_size() == 1 and last.get("epoch") == s.epochs - 1 and not s.test_crf:
         scores = last["scores"]  # the curve's last point is the final score
     else:
-        # Every rank scores its shard of the val split with rank 0's network: DDP keeps the
-        # weights equal, but each rank's last batch moved its own BatchNorm statistics.
-        buffers = distributed.broadcast_object({k: b.cpu() for k, b in model.named_buffers()})
-        with torch.no_grad():
-            for k, b in model.named_buffers():
-                b.copy_(buffers[k])
-        scores = evaluate(
-            model, distributed.shard_dataset(val_set), device, cfg.data.num_classes, s.test_scales,
-            s.test_flip, cfg.crf if s.test_crf else None, s.batch_size, progress and distributed.is_main(),
-        )  # fmt: skip
+        scores = _final_scores(cfg, model, val_set, device, progress)
     result = {f"val_{k}": v for k, v in scores.items()}
     result.update(
         curve=[h["val_miou"] for h in history if "val_miou" in h],
@@ -360,29 +334,67 @@ def train(
     return result
 
 
-def run(
-    cfg: Config, store: RunStore | None = None, labels: str = "pseudo", progress: bool = True
-) -> dict[str, Any]:
-    """Stage "segmentation" (``labels="pseudo"``) or "segmentation_gt" (``labels="gt"``, the ceiling).
+def _initial_network(cfg: Config, device: torch.device, init: str | Path | None) -> SegNet:
+    """The network before training: seeded initial weights, the backbone from ``init`` when given."""
+    seed_everything(cfg.seed)  # the initial weights
+    model = build_segnet(cfg)
+    if init is not None:
+        try:
+            load_weights(model, init)
+        except ValueError as e:  # the stand-in is the classifier's backbone
+            raise ValueError(
+                f"{e}. The ImageNet stand-in has the classifier's backbone: give segmentation the same "
+                "backbone, layers and channels, or start it from scratch with segmentation.stand_in=false"
+            ) from e
+    return channels_last(model, device)
 
-    With pseudo labels it reads the label PNGs of the run store's finished "pseudo" stage
-    (``python -m cpmc_lib pseudo`` makes them).
+
+def _final_scores(cfg: Config, model: SegNet, val_set: Dataset, device: torch.device, progress: bool) -> dict:
+    """The trained network on the val split with the test-time options (and the dense CRF with ``test_crf``).
+
+    Every rank scores its shard of the val split with rank 0's network: DDP keeps the weights
+    equal, but each rank's last batch moved its own BatchNorm statistics.
+    """
+    s = cfg.segmentation
+    buffers = distributed.broadcast_object({k: b.cpu() for k, b in model.named_buffers()})
+    with torch.no_grad():
+        for k, b in model.named_buffers():
+            b.copy_(buffers[k])
+    return evaluate(
+        model, distributed.shard_dataset(val_set), device, cfg.data.num_classes, s.test_scales,
+        s.test_flip, cfg.crf if s.test_crf else None, s.batch_size, progress and distributed.is_main(),
+    )  # fmt: skip
+
+
+def run(cfg: Config, store: RunStore, progress: bool = True) -> dict[str, Any]:
+    """Stage "segmentation": the network trained on the pseudo labels of the run store's finished
+    "pseudo" stage (``python -m cpmc_lib pseudo`` makes them).
 
     Returns:
-        :func:`train`'s dict plus ``labels``.
+        :func:`train`'s dict plus ``labels`` ("pseudo").
     """
-    if labels not in LABELS:
-        raise ValueError(f"labels={labels!r} is not one of: {', '.join(LABELS)}")
-    store = store or RunStore.for_config(cfg)
+    label_dir = store.require("pseudo", cfg, "pseudo labels") / "labels"
+    return _run(cfg, store, "segmentation", label_dir, progress)
+
+
+def run_gt(cfg: Config, store: RunStore, progress: bool = True) -> dict[str, Any]:
+    """Stage "segmentation_gt": the same network, schedule and images trained on the ground-truth
+    masks (the fully supervised ceiling).
+
+    Returns:
+        :func:`train`'s dict plus ``labels`` ("gt").
+    """
+    return _run(cfg, store, "segmentation_gt", None, progress)
+
+
+def _run(cfg: Config, store: RunStore, stage: str, label_dir: Path | None, progress: bool) -> dict[str, Any]:
     device = pick_device(cfg.device)
-    label_dir = None
-    if labels == "pseudo":
-        label_dir = store.require("pseudo", cfg, "pseudo labels") / "labels"
-    with store.stage(LABELS[labels], cfg, device=str(device), keep=("checkpoint.pt",)) as st:
+    with store.stage(stage, cfg, device=str(device), keep=("checkpoint.pt",)) as st:
         if not st.done:
             init = None
             if cfg.segmentation_uses_pretrain_stage():  # the ImageNet stand-in
                 init = store.require("pretrain", cfg, "pretrained backbone") / "weights.pt"
+            labels = "gt" if label_dir is None else "pseudo"
             st.result = {"labels": labels, **train(cfg, st.path, device, label_dir, progress, init)}
     return st.result
 
@@ -404,7 +416,7 @@ def examples(cfg: Config, store: RunStore, samples: Sequence[dict[str, Any]]) ->
     from .plots import colorize, to_hwc_uint8
 
     norm = eval_transform()
-    models = [load_segnet(cfg, store.path(LABELS[k]) / "model.pt") for k in ("pseudo", "gt")]
+    models = [load_segnet(cfg, store.path(k) / "model.pt") for k in ("segmentation", "segmentation_gt")]
     rows = []
     for s in samples:
         x = norm({"img": s["img"]})["img"][None]

@@ -1,10 +1,10 @@
 """The run store: every stage writes into ``runs/<run>/<stage>/`` beside a ``manifest.json``.
 
-The store also owns the stage graph: :data:`STAGE_DEPS` says which config sections each stage's
-outputs depend on and :func:`stage_hash` turns them into the stage's cache key (so changing a CRF
-parameter does not retrain the classifier); :func:`method_hash` adds the sections one CAM method
-reads. A stage reads what it needs from the store (:meth:`RunStore.require`) and never runs the
-stage before it; :func:`cpmc_lib.pipeline.ensure` runs them in order.
+A stage is handed the store and reads what it needs from it (:meth:`RunStore.require`,
+:meth:`RunStore.maps_dir`); it never runs the stage before it, and
+:func:`cpmc_lib.pipeline.ensure` runs them in order. The cache keys come from the stage table,
+:func:`cpmc_lib.stages.stage_hash` (a stage's sections of the config) and
+:func:`cpmc_lib.stages.method_hash` (one CAM method's maps).
 
 A manifest records the stage's config, its hash, the seed, git commit, package versions, device,
 and start and end times. A stage is *complete* when its manifest says so for the current config
@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import importlib.metadata
-import json
 import os
 import platform
 import shutil
@@ -36,133 +34,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import distributed
-from .config import Config, ConfigError
+from . import distributed, stages
+from .config import Config
 from .io import load_json, save_json
+from .stages import method_hash, stage_hash
 
 __all__ = [
-    "METHOD_DEPS",
     "RunDirError",
-    "SEG_SPLIT_STAGES",
-    "STAGE_COMMANDS",
-    "STAGE_DEPS",
     "RunStore",
     "StageMissingError",
     "StageRun",
     "environment_info",
-    "method_hash",
     "missing_stage_message",
-    "stage_hash",
 ]
-
-_MAP_DEPS = ("data", "synth", "classifier", "cams", "refinement", "prototypes", "calibration")
-_PSEUDO_DEPS = (*_MAP_DEPS, "pseudo", "crf")
-# Which stage configs a stage's outputs depend on (its own and everything upstream).
-STAGE_DEPS: dict[str, tuple[str, ...]] = {
-    "synth": ("synth",),
-    "classifier": ("data", "synth", "classifier"),
-    # Only the backbone's shape matters, but the classifier section holds it.
-    "pretrain": ("classifier", "pretrain"),
-    # The cams stage folder holds one sub-folder per method; a method's own sections are in METHOD_DEPS.
-    "cams": ("data", "synth", "classifier", "cams"),
-    # The walked maps: seeds from pseudo.method's maps (its name enters the hash, see stage_hash).
-    "affinity": (*_MAP_DEPS, "affinity"),
-    "pseudo": _PSEUDO_DEPS,
-    "segmentation": (*_PSEUDO_DEPS, "segmentation"),
-    # The fully supervised ceiling: the same network trained on ground-truth masks.
-    "segmentation_gt": ("data", "synth", "crf", "segmentation"),
-}
-
-
-# The stages that read the segmentation split (Config.seg_split): the pseudo labels are made for
-# it and the networks train on it. The cams stage scores the cam split only; the maps it makes
-# for the other seg-split images carry their own key (cpmc_lib.cams.map_seg_split).
-SEG_SPLIT_STAGES = ("affinity", "pseudo", "segmentation", "segmentation_gt")
-
-
-# Config sections a CAM method reads beyond the cams stage's own (see method_hash).
-METHOD_DEPS: dict[str, tuple[str, ...]] = {
-    "refined": ("refinement",),
-    "proto": ("refinement", "prototypes"),
-    "cpmc": ("refinement", "prototypes", "calibration"),
-}
-
-# The command line that makes each stage's outputs (named in the error of a stage whose inputs
-# are missing). "train" pretrains first when the classifier starts from the ImageNet stand-in.
-STAGE_COMMANDS: dict[str, str] = {
-    "pretrain": "train",
-    "classifier": "train",
-    "cams": "cams --method {method}",
-    "affinity": "pseudo",
-    "pseudo": "pseudo",
-    "segmentation": "segment",
-    "segmentation_gt": "segment --labels gt",
-}
-
 
 class StageMissingError(FileNotFoundError):
     """A stage's input is not in the run store; the message names the command that makes it."""
 
 
-def stage_hash(cfg: Config, stage: str) -> str:
-    """Cache key of ``stage``: a hash of its config, its upstream configs and the seed.
-
-    ``data.seg_split`` counts only for :data:`SEG_SPLIT_STAGES` and only when it names another
-    split than ``data.cam_split`` ("" and the cam split itself give the keys of before it existed).
-    """
-    if stage not in STAGE_DEPS:
-        raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_DEPS)}")
-    d = cfg.to_dict()
-    part = {k: d[k] for k in STAGE_DEPS[stage]}
-    part["seed"] = cfg.seed
-    if "data" in part:  # seg_split enters below, and only where it is read and differs from cam_split
-        part["data"] = {k: v for k, v in part["data"].items() if k != "seg_split"}
-    if stage in SEG_SPLIT_STAGES and cfg.seg_split() != cfg.data.cam_split:
-        part["seg_split"] = cfg.seg_split()
-    if cfg.data.kind != "synth":  # the generator does not feed real data
-        part.pop("synth", None)
-    if stage == "pretrain":  # whether its weights are used does not change them
-        part["pretrain"] = {k: v for k, v in d["pretrain"].items() if k != "enabled"}
-    # The ImageNet stand-in feeds the classifier (and so everything after it) only when enabled
-    # and no weights file is given; otherwise its settings change nothing.
-    if stage not in ("pretrain", "synth") and cfg.uses_pretrain_stage():
-        part["pretrain"] = d["pretrain"]
-    # ... and the segmentation backbone's start, whose shape the classifier section holds.
-    if stage in ("segmentation", "segmentation_gt") and cfg.segmentation_uses_pretrain_stage():
-        part.update(pretrain=d["pretrain"], classifier=d["classifier"])
-    # With consistency training, the CPMC sections shape the classifier itself.
-    if stage not in ("synth", "pretrain") and cfg.calibration.train_consistency_weight > 0:
-        part.update({k: d[k] for k in ("refinement", "prototypes", "calibration")})
-    if stage == "affinity":
-        part["pseudo_method"] = cfg.pseudo.method
-    # The walked maps feed the pseudo labels only when enabled (off, the keys stay as before it existed).
-    if stage in ("pseudo", "segmentation") and cfg.affinity.enabled:
-        part["affinity"] = d["affinity"]
-    if "pseudo" in part and tuple(cfg.pseudo.band) == (1.0, 1.0):  # no band: the keys of before it existed
-        part["pseudo"] = {k: v for k, v in part["pseudo"].items() if k != "band"}
-    if "pseudo" in part and cfg.pseudo.assign == "argmax":  # the arg-max alone: the keys of before parts existed
-        part["pseudo"] = {k: v for k, v in part["pseudo"].items() if k not in ("assign", "part_share", "contest_share")}
-    if "pseudo" in part and not cfg.pseudo.negatives:  # off: the keys of before negatives existed
-        part["pseudo"] = {k: v for k, v in part["pseudo"].items() if not k.startswith("negative")}
-    # Erasing shapes only the trained classifier (not the backbone's shape the pretrain stage and the
-    # ceiling read); off, the keys stay as before it existed.
-    if "classifier" in part and (cfg.classifier.erase_weight == 0 or stage in ("pretrain", "segmentation_gt")):
-        part["classifier"] = {k: v for k, v in part["classifier"].items() if not k.startswith("erase_")}
-    blob = json.dumps(part, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def method_hash(cfg: Config, method: str) -> str:
-    """Cache key of one CAM method's maps: the cams stage hash plus the sections the method reads."""
-    d = cfg.to_dict()
-    part = {"cams": stage_hash(cfg, "cams"), "method": method}
-    part.update({k: d[k] for k in METHOD_DEPS.get(method, ())})
-    return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def missing_stage_message(cfg: Config, path: Path, what: str, stage: str, **fmt: str) -> str:
+def missing_stage_message(cfg: Config, path: Path, what: str, stage: str, method: str | None = None) -> str:
     """``no <what> for this config in <path>: run `python -m cpmc_lib <command> ...` first``."""
-    command = STAGE_COMMANDS[stage].format(**fmt)
+    command = stages.stage(stage).command + (f" --method {method}" if method else "")
     return (
         f"no {what} for this config in {path}: run `python -m cpmc_lib {command} --config <your config> "
         f"--run {cfg.run}` (with the same --set overrides) first, or cpmc_lib.pipeline.ensure(cfg, {stage!r})"
@@ -298,6 +190,65 @@ class RunStore:
                 return other / stage
         return None
 
+    def key(self, cfg: Config, stage: str) -> str:
+        """The cache key of ``stage`` under ``cfg`` (:func:`cpmc_lib.stages.stage_hash`)."""
+        return stage_hash(cfg, stage)
+
+    def method_key(self, cfg: Config, method: str) -> str:
+        """The cache key of one CAM method's maps under ``cfg`` (:func:`cpmc_lib.stages.method_hash`)."""
+        return method_hash(cfg, method)
+
+    def missing(
+        self, cfg: Config, path: Path, what: str, stage: str, method: str | None = None
+    ) -> StageMissingError:
+        """The error to raise when ``what`` (made by ``stage``) is not in ``path`` for ``cfg``."""
+        return StageMissingError(missing_stage_message(cfg, path, what, stage, method))
+
+    def maps_dir(self, method: str) -> Path:
+        """The folder of one CAM method's saved maps (:mod:`cpmc_lib.mapfile`): ``cams/<method>/``."""
+        return self.path("cams") / method
+
+    def map_metrics(self, cfg: Config, method: str) -> dict[str, Any] | None:
+        """The scores of ``method``'s maps if they were made with ``cfg``'s settings, else None.
+
+        All methods share the one "cams" stage folder (its key covers data, classifier and CAM
+        inference); each method's ``metrics.json``, written last, records
+        :func:`~cpmc_lib.stages.method_hash`, which adds the sections that method reads, so
+        changing a calibration setting recomputes only the CPMC maps.
+        """
+        path = self.maps_dir(method) / "metrics.json"
+        if path.is_file():
+            metrics = load_json(path)
+            if metrics.get("method_hash") == method_hash(cfg, method):
+                return metrics
+        return None
+
+    def require_maps(self, cfg: Config, method: str, seg_split: bool = False) -> tuple[Path, dict[str, Any]]:
+        """``method``'s map folder and scores, made for ``cfg`` (and for the whole seg split when
+        ``seg_split``; :func:`cpmc_lib.cams.run` with ``seg_split=True`` makes those).
+
+        Raises:
+            StageMissingError: the maps are missing or were made with other settings.
+        """
+        folder, metrics = self.maps_dir(method), self.map_metrics(cfg, method)
+        if metrics is None:
+            raise self.missing(cfg, folder, f"{method!r} maps", "cams", method)
+        if seg_split and not self.has_seg_maps(cfg, method):
+            raise self.missing(cfg, folder, f"{method!r} maps of the seg split {cfg.seg_split()!r}", "cams", method)
+        return folder, metrics
+
+    def seg_maps_key(self, cfg: Config, method: str) -> dict[str, Any]:
+        """What ``cams/<method>/seg_split.json`` records for maps of the whole seg split."""
+        return {"method_hash": method_hash(cfg, method), "seg_split": cfg.seg_split()}
+
+    def has_seg_maps(self, cfg: Config, method: str) -> bool:
+        """True when ``method``'s folder holds maps of every seg-split image for ``cfg`` (always,
+        once the cam-split maps exist, when the seg split is the cam split)."""
+        if cfg.seg_split() == cfg.data.cam_split:
+            return self.map_metrics(cfg, method) is not None
+        marker = self.maps_dir(method) / "seg_split.json"
+        return marker.is_file() and load_json(marker).get("key") == self.seg_maps_key(cfg, method)
+
     def has(self, stage: str, cfg: Config) -> bool:
         """True when ``stage`` is finished for ``cfg`` here or in a sibling run (to link in)."""
         h = stage_hash(cfg, stage)
@@ -317,9 +268,7 @@ class RunStore:
                 _link_tree(cached, path)
             distributed.barrier()
         if not self.is_done(stage, h):
-            raise StageMissingError(
-                missing_stage_message(cfg, path, what or f"finished {stage} stage", stage)
-            )
+            raise self.missing(cfg, path, what or f"finished {stage} stage", stage)
         return path
 
     def result(self, stage: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ A sweep file (``papermill_runs/<name>.yaml``)::
     notebook: papermill_runs/point.ipynb   # executed once per point with papermill
     config: configs/default.yaml           # base config
     set: ["classifier.epochs=10"]          # overrides shared by every point
-    until: cams                            # point notebook: stop the pipeline after this stage
+    until: cams                            # point notebook: stop the pipeline after this step
     methods: [cam, refined, proto, cpmc]   # CAM methods each point scores (default: all)
     grid:                                  # cartesian product of values ...
       refinement.iterations: [0, 1, 2, 3]
@@ -51,10 +51,10 @@ import yaml
 from .config import Config, load_config
 from .io import atomic_write, load_json, save_json
 from .progress import tqdm
-from .store import method_hash, stage_hash
+from .stages import STAGES, method_hash, stage_hash
 
 __all__ = [
-    "Point", "Sweep", "flatten", "load_record", "load_results", "load_sweep", "point_metrics", "run_sweep",
+    "ABLATION", "Point", "Sweep", "ablation_rows", "flatten", "load_record", "load_results", "load_sweep", "point_metrics", "run_sweep",
     "stale_points", "sweep_runs", "write_record",
 ]  # fmt: skip
 
@@ -65,10 +65,12 @@ RECORDS = ROOT / "papermill_runs" / "records"
 
 @dataclass(frozen=True)
 class Point:
-    """One parameter point: a name and its config overrides."""
+    """One parameter point: a name, its config overrides and, in a table of maps such as the
+    ablation, the rows it gives (``(row title, CAM method)`` pairs: the row reads that map)."""
 
     name: str
     overrides: tuple[str, ...]
+    rows: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -77,7 +79,7 @@ class Sweep:
     notebook: Path
     config: str
     points: list[Point]
-    until: str = "seg"
+    until: str = "segmentation"
     methods: tuple[str, ...] = ()
     workers: int = 1
     columns: list[str] = field(default_factory=list)
@@ -85,6 +87,8 @@ class Sweep:
 
 
 _KEYS = ("name", "notebook", "config", "set", "until", "methods", "grid", "points", "workers", "columns")
+_POINT_KEYS = ("name", "set", "rows")
+ABLATION = ROOT / "papermill_runs" / "ablation.yaml"
 
 
 def _slug(text: str) -> str:
@@ -116,7 +120,10 @@ def load_sweep(path: str | Path) -> Sweep:
             ov = _overrides(dict(zip(keys, values, strict=True)))
             points.append(Point(_slug(",".join(ov)), ov))
     for p in spec.get("points") or []:
-        points.append(Point(_slug(p["name"]), _overrides(p.get("set"))))
+        if unknown := set(p) - set(_POINT_KEYS):
+            raise ValueError(f"{path}: point {p.get('name')!r}: unknown keys {sorted(unknown)}; keys: {', '.join(_POINT_KEYS)}")
+        rows = tuple((str(title), str(m)) for title, m in (p.get("rows") or {}).items())
+        points.append(Point(_slug(p["name"]), _overrides(p.get("set")), rows))
     if not points:
         raise ValueError(f"{path}: a sweep needs a 'grid' or 'points'")
     names = [p.name for p in points]
@@ -127,12 +134,29 @@ def load_sweep(path: str | Path) -> Sweep:
         notebook=ROOT / spec.get("notebook", "papermill_runs/point.ipynb"),
         config=spec.get("config", "configs/default.yaml"),
         points=points,
-        until=spec.get("until", "seg"),
+        until=spec.get("until", "segmentation"),
         methods=tuple(spec.get("methods") or ()),
         workers=int(spec.get("workers", 1)),
         columns=list(spec.get("columns") or []),
         base=_overrides(spec.get("set")),
     )
+
+
+def ablation_rows(path: str | Path = ABLATION) -> dict[str, tuple[str, dict[str, str]]]:
+    """The ablation of the book, written once in ``papermill_runs/ablation.yaml``: row title ->
+    (CAM method, ``{config key: value}`` overrides), in the file's order. The sweep runs it through
+    the cams stage; chapter 9's explorer and ``benchmarks/tune_cpmc.py --grid final`` score the same rows.
+
+    Example:
+        >>> rows = ablation_rows()
+        >>> rows["classifier CAM"], rows["+ FN local prototypes"]
+        (('cam', {}), ('cpmc', {'calibration.use_fp': 'False'}))
+    """
+    out = {}
+    for p in load_sweep(path).points:
+        settings = dict(o.split("=", 1) for o in p.overrides)
+        out.update({title: (method, settings) for title, method in p.rows})
+    return out
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -155,10 +179,6 @@ def _params(sweep: Sweep, point: Point, out: Path) -> dict[str, Any]:
     }
 
 
-# The stages whose cache keys say whether a point's results still hold, per ``until``.
-_LAST_STAGES = {"cams": ("cams",), "pseudo": ("pseudo",), "seg": ("segmentation", "segmentation_gt")}
-
-
 def point_config(sweep: Sweep, point: Point) -> Config:
     """The config a point runs with under this checkout's defaults: the sweep's file, its base
     overrides, then the point's."""
@@ -169,7 +189,7 @@ def stage_keys(sweep: Sweep, point: Point) -> dict[str, str]:
     """The cache keys of the point's last stages (and of each map, ``until: cams``) under this
     checkout's defaults: a finished point is reused only while they are unchanged."""
     cfg = point_config(sweep, point)
-    keys = {s: stage_hash(cfg, s) for s in _LAST_STAGES.get(sweep.until, ("segmentation",))}
+    keys = {s.name: stage_hash(cfg, s.name) for s in STAGES.values() if s.step == sweep.until}
     if sweep.until == "cams":
         keys.update({f"map:{m}": method_hash(cfg, m) for m in sweep.methods})
     return keys

@@ -143,9 +143,10 @@ def tiny_cam_run(tmp_path: Path):
 
     Returns (cfg, store); CRF in-process, device cpu, a tiny segmentation network.
     """
-    from cpmc_lib.config import Config, CrfConfig, DataConfig, SegmentationConfig, SynthConfig
+    from cpmc_lib.config import Config, CrfConfig, DataConfig, PseudoConfig, SegmentationConfig, SynthConfig
     from cpmc_lib.datasets import build_dataset
-    from cpmc_lib.store import RunStore, method_hash
+    from cpmc_lib.mapfile import save_map
+    from cpmc_lib.store import RunStore
     from cpmc_lib.synth import generate
 
     synth = SynthConfig(train=8, val=4, size=64)
@@ -158,9 +159,11 @@ def tiny_cam_run(tmp_path: Path):
         synth=synth,
         data=DataConfig(kind="synth", root=str(root), num_classes=11),
         crf=CrfConfig(workers=0),
+        pseudo=PseudoConfig(negatives=False),  # no classifier in this hand-made run
         segmentation=SegmentationConfig(
             channels=(8, 16), head_channels=8, epochs=1, batch_size=4, crop_size=48, lr=0.05,
             stand_in=False,  # no pretrain stage in this hand-made run
+            test_crf=False,
         ),
     )
     store = RunStore.for_config(cfg)
@@ -171,10 +174,10 @@ def tiny_cam_run(tmp_path: Path):
             sample = ds[i]
             keys = [int(k) + 1 for k in np.flatnonzero(sample["label"].numpy())]
             cam = blurred_cams(sample["mask"].numpy(), keys)
-            np.save(st.path / "cam" / f"{name}.npy", {"keys": np.array(keys), "cam": cam}, allow_pickle=True)
+            save_map(st.path / "cam", name, np.array(keys), cam)
         save_json(
             st.path / "cam" / "metrics.json",
-            {"miou": 0.0, "threshold": 0.25, "method_hash": method_hash(cfg, "cam")},
+            {"miou": 0.0, "threshold": 0.25, "method_hash": store.method_key(cfg, "cam")},
         )
     return cfg, store
 

@@ -13,7 +13,6 @@ from cpmc_lib.calibration import (
     false_positive_regions,
     fp_suppression,
     local_prototypes,
-    pure_prototypes,
     region_labels,
 )
 from cpmc_lib.prototypes import cluster_prototypes, one_hot_labels, prototype_cam
@@ -123,29 +122,6 @@ def test_detached_prototype_activation_is_noise_suppressed_only_where_it_was_fou
     # Without the scope the background prototype from the distractor also erases the true body.
     everywhere = calibrated_cam(feat, glob, local_prototypes(feat, fn), local_prototypes(feat, fp))
     assert (torch.relu(everywhere[:, 1:] - everywhere[:, :1])[0, 0, 0, 2:4] == 0).all()
-
-
-def test_pure_prototypes_drop_context_clusters():
-    # An FN region holding missed body and context: two clusters; the context one lies nearer the
-    # background's seed prototype than the class's, and is dropped.
-    feat = _feat([BG, PART, BODY, BODY, CTX2, CTX2])
-    seeds = torch.zeros(1, 2, 1, 6, dtype=torch.bool)
-    seeds[0, 0, 0, 0] = True
-    seeds[0, 1, 0, [1, 2]] = True
-    glob = cluster_prototypes(feat, seeds)
-    fn = torch.zeros(1, 2, 1, 6, dtype=torch.bool)
-    fn[0, 1, 0, 3:] = True
-    local = local_prototypes(feat, fn, max_clusters=2)
-    assert local[1][0, 1].tolist() == [True, True]
-    proto, valid = pure_prototypes(local, glob)
-    assert torch.equal(proto, local[0])
-    kept = proto[0, 1][valid[0, 1]]
-    assert len(kept) == 1 and kept[0].argmax() == 2  # the body cluster
-    assert not valid[0, 0].any()
-    # Without a background seed there is nothing to compare with: nothing is kept.
-    no_bg = (glob[0], glob[1].clone())
-    no_bg[1][0, 0] = False
-    assert not pure_prototypes(local, no_bg)[1].any()
 
 
 def test_fp_suppression_lowers_only_its_class_where_it_matches():

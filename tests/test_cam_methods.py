@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import typing
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +9,7 @@ from conftest import tiny_camnet
 from torch import nn
 
 from cpmc_lib import cam_methods
-from cpmc_lib.config import CamConfig, CamMethodName, Config
+from cpmc_lib.config import CamConfig, Config, ConfigError
 
 
 class FixedCam(nn.Module):
@@ -144,4 +142,7 @@ def test_registry_holds_real_classes_and_matches_the_config_choices():
         assert isinstance(cam_methods.make_cam_method(name, tiny_camnet(), Config()), cls)
     for group, cls in cam_methods.JOINT_METHODS.items():
         assert isinstance(cls, type) and issubclass(cls, cam_methods.JointCam) and cls.group == group
-    assert typing.get_args(CamMethodName) == tuple(cam_methods.CAM_METHODS)
+    for name in cam_methods.CAM_METHODS:
+        assert Config().replace(**{"pseudo.method": name}).pseudo.method == name
+    with pytest.raises(ConfigError, match="'cam', 'refined'"):
+        Config().replace(**{"pseudo.method": "gradcam++"})

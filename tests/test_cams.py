@@ -10,7 +10,9 @@ import pytest
 
 from cpmc_lib import cams, classifier
 from cpmc_lib.config import CamConfig, ClassifierConfig, Config, DataConfig, PretrainConfig
-from cpmc_lib.store import RunStore, StageMissingError, method_hash
+from cpmc_lib.mapfile import load_map
+from cpmc_lib.stages import method_hash
+from cpmc_lib.store import RunStore, StageMissingError
 
 
 def test_stage_saves_scores_and_reuses(fake_synth_root, tmp_path, monkeypatch):
@@ -33,30 +35,30 @@ def test_stage_saves_scores_and_reuses(fake_synth_root, tmp_path, monkeypatch):
     metrics = cams.run(cfg, store, method="cam", progress=False)
     assert {"miou", "threshold", "precision", "recall", "curve", "pathology"} <= set(metrics)
     assert metrics["images"] == 3
-    saved = cams.load_cams(store.root, "cam", "train_00000")
-    assert saved["keys"].tolist() == [1, 3]  # the image label, as class ids
-    assert saved["cam"].dtype == np.float16 and saved["cam"].shape == (2, 20, 20)
-    assert np.allclose(saved["cam"].reshape(2, -1).max(1), 1, atol=1e-3)
+    saved = load_map(store.maps_dir("cam"), "train_00000")
+    assert saved.keys.tolist() == [1, 3]  # the image label, as class ids
+    assert saved.cam.dtype == np.float16 and saved.cam.shape == (2, 20, 20)
+    assert np.allclose(saved.cam.reshape(2, -1).max(1), 1, atol=1e-3)
     # A second method shares the stage folder; the first is reused, not recomputed.
     stamp = (store.path("cams") / "cam" / "metrics.json").stat().st_mtime_ns
     grad = cams.run(cfg, store, method="gradcam", progress=False)
     assert grad["images"] == 3 and grad["made_with"] == ["gradcam", "gradcampp", "layercam"]
     assert json.dumps(cams.run(cfg, store, method="cam", progress=False)) == json.dumps(metrics)
     assert (store.path("cams") / "cam" / "metrics.json").stat().st_mtime_ns == stamp
-    assert cams.load_cams(store.root, "layercam", "train_00000")["keys"].tolist() == [1, 3]  # same pass
+    assert load_map(store.maps_dir("layercam"), "train_00000").keys.tolist() == [1, 3]  # same pass
     with pytest.raises(FileNotFoundError, match="refined"):
-        cams.load_cams(store.root, "refined", "train_00000")
+        load_map(store.maps_dir("refined"), "train_00000")
     # Asked for the prototype CAM, the stage makes the other missing CPMC maps in the same pass,
     # identical to what their own runs make.
     proto = cams.run(cfg, store, method="proto", progress=False)
     assert proto["made_with"] == ["refined", "proto", "cpmc"]  # the group's order
-    joint = {m: cams.load_cams(store.root, m, "train_00001")["cam"] for m in ("refined", "cpmc")}
+    joint = {m: load_map(store.maps_dir(m), "train_00001").cam for m in ("refined", "cpmc")}
     for m in ("refined", "cpmc"):
-        assert cams.cached_metrics(cfg, store, m)["made_with"] == proto["made_with"]
+        assert store.map_metrics(cfg, m)["made_with"] == proto["made_with"]
         shutil.rmtree(store.path("cams") / m)
         alone = cams.run(cfg, store, method=m, progress=False)
         assert alone["made_with"] == [m]
-        np.testing.assert_array_equal(cams.load_cams(store.root, m, "train_00001")["cam"], joint[m])
+        np.testing.assert_array_equal(load_map(store.maps_dir(m), "train_00001").cam, joint[m])
 
 
 def test_method_maps_are_reused_per_method_settings(tiny_pipeline):
@@ -64,11 +66,11 @@ def test_method_maps_are_reused_per_method_settings(tiny_pipeline):
     cfg, _ = tiny_pipeline
     store = RunStore.for_config(cfg)
     other = cfg.replace(**{"calibration.use_fp": not cfg.calibration.use_fp})
-    assert cams.cached_metrics(other, store, "cam") is not None  # same maps, different calibration
-    assert cams.cached_metrics(other, store, "cpmc") is None
+    assert store.map_metrics(other, "cam") is not None  # same maps, different calibration
+    assert store.map_metrics(other, "cpmc") is None
     assert method_hash(other, "cam") == method_hash(cfg, "cam")
     assert method_hash(other, "cpmc") != method_hash(cfg, "cpmc")
     result = cams.run(other, store, method="cpmc", progress=False)
     assert result["method_hash"] == method_hash(other, "cpmc")
-    assert cams.cached_metrics(cfg, store, "cpmc") is None  # the old cpmc maps were replaced
-    assert cams.cached_metrics(cfg, store, "cam") is not None
+    assert store.map_metrics(cfg, "cpmc") is None  # the old cpmc maps were replaced
+    assert store.map_metrics(cfg, "cam") is not None

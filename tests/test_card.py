@@ -4,7 +4,8 @@ import pytest
 
 from cpmc_lib import card
 from cpmc_lib.datasets import build_dataset
-from cpmc_lib.store import RunStore, stage_hash
+from cpmc_lib.stages import stage_hash
+from cpmc_lib.store import RunStore
 
 
 def test_compare_failures_of_a_map_against_itself_and_another(tiny_pipeline):
@@ -18,7 +19,7 @@ def test_compare_failures_of_a_map_against_itself_and_another(tiny_pipeline):
 
 def test_benchmark_calibration_reports_the_card_fields(tiny_pipeline):
     cfg, _ = tiny_pipeline
-    cal = card.benchmark_calibration(cfg, RunStore.for_config(cfg), progress=False)
+    cal = card.benchmark_calibration(cfg, RunStore.for_config(cfg))
     for key in ("cam_miou", "recall_part", "recall_body", "act_context", "act_neutral",
                 "proto_fn_of_cam_objects", "proto_fp_on_cam_background"):  # fmt: skip
         assert key in cal

@@ -9,7 +9,7 @@ from cpmc_lib import classifier
 from cpmc_lib.config import ClassifierConfig, Config, DataConfig, PretrainConfig
 from cpmc_lib.io import load_json
 from cpmc_lib.models import build_model
-from cpmc_lib.store import RunStore, stage_hash
+from cpmc_lib.store import RunStore
 
 
 def tiny_config(root, runs, epochs: int = 2, num_workers: int = 0) -> Config:
@@ -117,59 +117,3 @@ def test_run_stage_is_reused(fake_synth_root, tmp_path):
     assert again == first
     assert (store.path("classifier") / "model.pt").stat().st_mtime_ns == stamp
     assert (store.path("classifier") / "checkpoint.pt").exists()
-
-
-def test_consistency_training_is_part_of_the_classifier_key_and_runs(tmp_path):
-    """With train_consistency_weight > 0 the CPMC sections shape the classifier (and its cache key)."""
-    from cpmc_lib.classifier import run
-    from cpmc_lib.config import load_config
-    from cpmc_lib.store import RunStore
-
-    cfg = load_config(None, [
-        "synth.size=64", "synth.train=16", "synth.val=8", "synth.classes=3", "data.num_classes=4",
-        f"data.root={tmp_path / 'data'}", "classifier.epochs=1", "classifier.batch_size=8",
-        "classifier.crop_size=64", "calibration.train_consistency_weight=1.0", "device=cpu",
-        "pretrain.enabled=false",
-    ])  # fmt: skip
-    plain = cfg.replace(**{"calibration.train_consistency_weight": 0.0})
-    assert stage_hash(cfg, "classifier") != stage_hash(plain, "classifier")
-    assert stage_hash(plain.replace(**{"calibration.use_fn": False}), "classifier") == stage_hash(
-        plain, "classifier"
-    )
-    from cpmc_lib import synth
-
-    synth.ensure_generated(cfg.synth, cfg.data_root(), progress=False)
-    run(cfg, RunStore(tmp_path / "runs" / "c"), progress=False)
-    import json
-
-    history = json.loads((tmp_path / "runs" / "c" / "classifier" / "history.json").read_text())
-    assert history[0]["cons"] > 0 and history[0]["loss"] > history[0]["cls"]
-
-
-def test_erasing_blanks_only_present_classes_peaks():
-    """A pixel is erased where a present class's map is above threshold x its own peak, nowhere else."""
-    img = torch.ones(1, 3, 8, 8)
-    cam = torch.zeros(1, 2, 4, 4)
-    cam[0, 0, 0, 0], cam[0, 0, 1, 1] = 2.0, 0.5  # class 1: its peak and a cell at 0.25 of it
-    cam[0, 1, 3, 3] = 5.0  # class 2, absent: erases nothing
-    out = classifier.erase_discriminative(img, cam, torch.tensor([[1.0, 0.0]]), 0.5)
-    erased = torch.zeros(8, 8, dtype=torch.bool)
-    erased[:2, :2] = True  # the peak cell, at the image's resolution
-    assert (out[0] == 0).all(0).equal(erased)
-    assert out[0][:, ~erased].eq(1).all()
-    lower = classifier.erase_discriminative(img, cam, torch.tensor([[1.0, 0.0]]), 0.2)
-    assert (lower[0, 0, 2:4, 2:4] == 0).all()  # the 0.25 cell goes once the threshold is below it
-
-
-def test_erasing_is_part_of_the_classifier_key_only_when_on(fake_synth_root, tmp_path):
-    cfg = tiny_config(fake_synth_root, tmp_path / "runs", epochs=1)
-    on = cfg.replace(**{"classifier.erase_weight": 1.0})
-    for stage in ("classifier", "cams", "pseudo", "segmentation"):
-        assert stage_hash(on, stage) != stage_hash(cfg, stage)
-        # off, its threshold changes nothing (the keys of before erasing existed)
-        assert stage_hash(cfg.replace(**{"classifier.erase_threshold": 0.9}), stage) == stage_hash(cfg, stage)
-    for stage in ("pretrain", "segmentation_gt"):  # the backbone's shape and the ceiling do not see it
-        assert stage_hash(on, stage) == stage_hash(cfg, stage)
-    classifier.run(on, RunStore.for_config(on), progress=False)
-    history = load_json(RunStore.for_config(on).path("classifier") / "history.json")
-    assert history[0]["erase"] > 0 and history[0]["loss"] > history[0]["erase"]

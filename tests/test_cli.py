@@ -5,10 +5,20 @@ from cpmc_lib.cli import main
 
 
 def test_help_lists_commands():
+    from cpmc_lib.stages import STAGES
+
     out = subprocess.run([sys.executable, "-m", "cpmc_lib", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for cmd in ("synth", "train", "cams", "config"):
+    for cmd in ("synth", "config", "pipeline", "sweep", "stages", *(s.command for s in STAGES.values())):
         assert cmd in out.stdout
+    for s in STAGES.values():  # each stage command with the table's help line
+        assert s.help[:40] in " ".join(out.stdout.split())
+
+
+def test_stages_prints_the_stage_table(capsys):
+    assert main(["stages", "--config", "configs/default.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "| segmentation_gt | segmentation | pretrain |" in out and "`python -m cpmc_lib ceiling`" in out
 
 
 def test_config_error_exit_code_and_message(capsys):

@@ -1,7 +1,7 @@
 import pytest
 
 from cpmc_lib.config import Config, ConfigError, apply_overrides, load_config, save_config
-from cpmc_lib.store import stage_hash
+from cpmc_lib.stages import stage_hash
 
 
 def test_defaults_round_trip_through_yaml(tmp_path):
@@ -147,3 +147,11 @@ def test_choice_fields_list_their_values():
     assert cfg.calibration.gate == "attached" and cfg.pseudo.threshold_rule == "fixed"
     with pytest.raises(ConfigError, match="pseudo.threshold_rule='best' is not one of 'fixed', 'otsu', 'oracle'"):
         load_config("configs/default.yaml", ["pseudo.threshold_rule=best"])
+
+
+def test_the_library_default_is_the_books_default():
+    """One default: configs/default.yaml resolves to Config() (the YAML only names the run)."""
+    from cpmc_lib.config import Config, load_config
+
+    assert load_config("configs/default.yaml") == Config()
+    assert Config().pseudo.negatives and Config().segmentation.test_crf

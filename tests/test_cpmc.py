@@ -1,4 +1,4 @@
-"""Tests of cpmc_lib.cpmc: the assembled maps, the CAM methods and the training loss."""
+"""Tests of cpmc_lib.cpmc: the assembled maps and the CAM methods that wrap them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch.testing import assert_close
 
 from cpmc_lib import cam_methods
 from cpmc_lib.config import CamConfig, Config
-from cpmc_lib.cpmc import consistency_loss, cpmc_loss, cpmc_maps, foreground_maps
+from cpmc_lib.cpmc import cpmc_maps, foreground_maps
 from cpmc_lib.models import CamNet
 
 
@@ -31,13 +31,6 @@ def test_foreground_maps_by_hand():
     assert_close(foreground_maps(cam, "gate")[0, 0, 0], torch.tensor([0.7, 0.0, 0.0]))
 
 
-def test_consistency_loss_by_hand():
-    a, b = torch.zeros(1, 2, 1, 2), torch.tensor([[[[1.0, 0.0]], [[0.5, 0.5]]]])
-    assert_close(consistency_loss(a, b), torch.tensor(0.5))
-    valid = torch.tensor([[[[1.0, 0.0]]]])
-    assert_close(consistency_loss(a, b, valid), torch.tensor(0.75))
-
-
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -48,9 +41,8 @@ def test_consistency_loss_by_hand():
             "refinement.source": "image+feat",
             "calibration.pairing": "classifier",
         },
-        {"prototypes.clusters": 2, "calibration.fuse_refined": 0.5, "prototypes.feature": "feat"},
-        {"calibration.clusters": 2, "calibration.fn_purity": True, "calibration.fp_action": "both",
-         "calibration.gate": "attached"},
+        {"prototypes.clusters": 2, "prototypes.feature": "feat"},
+        {"calibration.clusters": 2, "calibration.fp_action": "both", "calibration.gate": "attached"},
         {"calibration.fp_action": "suppress", "calibration.fp_radius": -1, "calibration.fn_radius": 1},
         {"calibration.gate": "attached_cam", "calibration.fn_radius": 0},
     ],
@@ -66,18 +58,6 @@ def test_cpmc_maps_shapes_and_absent_classes(tiny, overrides):
         assert torch.equal(maps[key][0, 2], torch.zeros(8, 8)), key  # class 2 absent in image 0
         assert torch.equal(maps[key][1, 1], torch.zeros(8, 8)), key
     assert not maps["fn"][:, 0].any() and not maps["fp"][:, 0].any()
-
-
-def test_cpmc_loss_trains_classifier_and_side_features(tiny):
-    net, img, label = tiny
-    net.train()
-    off = cpmc_loss(net(img), label, Config())
-    assert off["cons"] == 0
-    cfg = Config().replace(**{"calibration.train_consistency_weight": 1.0})
-    out = cpmc_loss(net(img), label, cfg, img)
-    out["loss"].backward()
-    assert out["cons"] > 0
-    assert net.classifier.weight.grad.abs().sum() > 0 and net.side[0].weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("method", ["refined", "proto", "cpmc"])
@@ -103,4 +83,4 @@ def test_joint_pass_gives_each_method_its_own_maps(tiny):
     for i, key in enumerate(joint.parts):
         assert_close(both[:, i], cam_methods.make_cam_method(key, net, cfg)(img, label), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="parts"):
-        JointCpmcCam(net, parts=("cam",))
+        JointCpmcCam(net, cfg, parts=("cam",))

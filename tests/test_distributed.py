@@ -148,14 +148,13 @@ def _fake_maps(root, folder) -> None:
     import numpy as np
 
     from cpmc_lib.datasets import build_dataset
+    from cpmc_lib.mapfile import save_map
 
     ds = build_dataset(_pseudo_config(root), "train")
     rng = np.random.default_rng(0)
-    folder.mkdir(parents=True)
     for i, name in enumerate(ds.names):
         keys = (ds[i]["label"].nonzero().flatten() + 1).numpy()
-        cam = rng.random((len(keys), 32, 32)).astype(np.float16)
-        np.save(folder / f"{name}.npy", {"keys": keys, "cam": cam}, allow_pickle=True)
+        save_map(folder, name, keys, rng.random((len(keys), 32, 32)).astype(np.float16))
 
 
 def _labels_on_rank(rank: int, port: int, root: str, maps: str, out: str) -> None:

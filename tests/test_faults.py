@@ -18,14 +18,15 @@ from conftest import tiny_camnet
 
 from cpmc_lib import cli
 from cpmc_lib.cam_methods import ClassifierCam, GradCamMethod
-from cpmc_lib.cams import evaluate_cams, load_cams, save_cams
+from cpmc_lib.cams import evaluate_cams, save_cams
 from cpmc_lib.config import Config, load_config
 from cpmc_lib.cpmc import cpmc_maps, foreground_maps
 from cpmc_lib.datasets import DatasetError, VOCSegmentation
 from cpmc_lib.engine import fit
+from cpmc_lib.labels import cam_probs, crf_pseudo_label, pseudo_label
+from cpmc_lib.mapfile import load_map, save_map
 from cpmc_lib.metrics import CamEvaluator, cam_to_mask
 from cpmc_lib.models import build_segnet
-from cpmc_lib.pseudo import cam_probs, crf_pseudo_label, pseudo_label
 from cpmc_lib.segmentation import load_segnet
 from cpmc_lib.synth import ensure_generated
 
@@ -105,7 +106,7 @@ def _net():  # widths 16/32: the maps these tests check by value were measured o
 def test_all_zero_cam_is_all_background():
     zero = np.zeros((2, 6, 6), np.float32)
     assert not cam_to_mask(zero, [1, 2], 0.0).any()
-    assert not pseudo_label(zero, [1, 2], 0.3, conf_fg=0.5, conf_bg=0.1).any()
+    assert not pseudo_label(zero, [1, 2], 0.5, 0.1).any()
     assert (cam_probs(zero, 0.3).argmax(0) == 0).all()
     ev = CamEvaluator(3)
     ev.update(zero, [1, 2], np.zeros((6, 6), np.int64))
@@ -157,8 +158,8 @@ class _Images(list):
 
 def test_nan_maps_on_disk_name_the_file(tmp_path):
     mask = torch.zeros(8, 8, dtype=torch.int64)
-    np.save(tmp_path / "a.npy", {"keys": np.array([1]), "cam": np.full((1, 8, 8), np.nan, np.float16)})
-    with pytest.raises(ValueError, match=r"a\.npy: CamEvaluator.update: cam holds 64 NaN"):
+    save_map(tmp_path, "a", np.array([1]), np.full((1, 8, 8), np.nan, np.float16))
+    with pytest.raises(ValueError, match=r"a\.npz: CamEvaluator.update: cam holds 64 NaN"):
         evaluate_cams(tmp_path, _Images([{"name": "a", "mask": mask}]), 2)
 
 
@@ -176,14 +177,14 @@ def test_image_without_foreground_class_through_cams_and_pseudo_labels(tmp_path)
         maps = method(torch.stack([s["img"] for s in samples]), torch.stack([s["label"] for s in samples]))
         assert torch.isfinite(maps).all() and not maps[0].any()  # no class: no map
     assert save_cams(ClassifierCam(net), samples, tmp_path / "cam", torch.device("cpu"), progress=False) == 2
-    saved = load_cams(tmp_path, "cam", "none")
-    assert saved["keys"].shape == (0,) and saved["cam"].shape == (0, 64, 64)
+    saved = load_map(tmp_path / "cam", "none")
+    assert saved.keys.shape == (0,) and saved.cam.shape == (0, 64, 64)
     assert evaluate_cams(tmp_path / "cam", samples, 4)["miou"] == 100.0  # all background, as the masks
-    assert not pseudo_label(saved["cam"], saved["keys"], 0.3).any()
+    assert not pseudo_label(saved.cam, saved.keys, 0.3).any()
     from cpmc_lib.config import CrfConfig
 
     img = np.zeros((64, 64, 3), np.uint8)
-    assert not crf_pseudo_label(img, saved["cam"].astype(np.float32), saved["keys"], CrfConfig(), 0.3).any()
+    assert not crf_pseudo_label(img, saved.cam.astype(np.float32), saved.keys, CrfConfig(), 0.3).any()
 
 
 def test_grad_cam_works_under_no_grad():

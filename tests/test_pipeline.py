@@ -6,8 +6,9 @@ import pytest
 from conftest import TINY_OVERRIDES
 
 from cpmc_lib import pipeline, report
+from cpmc_lib.cam_methods import PEERS
 from cpmc_lib.cli import main
-from cpmc_lib.store import stage_hash
+from cpmc_lib.stages import stage_hash
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_pipeline_writes_complete_metrics(tiny):
     assert metrics["pseudo"]["threshold_rule"] == cfg.pseudo.threshold_rule != "oracle"
     assert (metrics["pseudo"]["threshold"] is None) == (cfg.pseudo.threshold_rule == "otsu")
     for m, r in metrics["cams"].items():
-        if m in pipeline.PEERS:  # compared in the oracle view only
+        if m in PEERS:  # compared in the oracle view only
             assert "gt_free" not in r
             continue
         assert r["gt_free"]["rule"] == cfg.pseudo.threshold_rule and 0 <= r["gt_free"]["miou"] <= 100
@@ -81,52 +82,68 @@ def test_cli_pipeline_prints_table(tiny, capsys):
     assert "Pseudo labels" in out and "metrics.json" in out
 
 
-def _record_stage_runs(monkeypatch) -> list[tuple[str, str | None]]:
-    """Replace every stage's run by a recorder of (stage, method or labels)."""
-    calls: list[tuple[str, str | None]] = []
-    for name in ("pretrain", "classifier", "cams", "affinity", "pseudo", "segmentation"):
+class _FakeStore:
+    """A run store that holds what the recorded stage runs made (nothing is written)."""
 
-        def fake(cfg, store=None, *args, _name=name, **kwargs):
-            calls.append((_name, kwargs.get("method") or kwargs.get("labels")))
+    def __init__(self) -> None:
+        self.made: set[tuple[str, str | None]] = set()
+
+    def has(self, name, cfg):
+        return (name, None) in self.made
+
+    def map_metrics(self, cfg, method):
+        return {} if ("cams", method) in self.made else None
+
+    def has_seg_maps(self, cfg, method):
+        return ("cams", method) in self.made
+
+
+def _record_stage_runs(monkeypatch) -> list[tuple[str, str | None]]:
+    """Replace every stage's run in the stage table by a recorder of (stage, method)."""
+    import dataclasses
+
+    from cpmc_lib import stages
+
+    calls: list[tuple[str, str | None]] = []
+    for name, s in stages.STAGES.items():
+
+        def fake(cfg, store, *args, _name=name, method=None, **kwargs):
+            calls.append((_name, method))
+            store.made.add((_name, method))
             return {"stage": _name}
 
-        monkeypatch.setattr(getattr(pipeline, name), "run", fake)
+        monkeypatch.setitem(stages.STAGES, name, dataclasses.replace(s, run=fake))
     return calls
 
 
 def test_ensure_runs_the_stages_in_order(monkeypatch, tmp_path):
-    from cpmc_lib.config import Config
+    from cpmc_lib.config import Config, ConfigError
 
     calls = _record_stage_runs(monkeypatch)
-    real_map_seg_split = pipeline.cams.map_seg_split
-
-    def map_seg_split(cfg, store=None, method="cam", progress=True):
-        calls.append(("map_seg_split", method))
-        return real_map_seg_split(cfg, store, method, progress)  # with seg = cam split: nothing to make
-
-    monkeypatch.setattr(pipeline.cams, "map_seg_split", map_seg_split)
     cfg = Config(runs_dir=str(tmp_path))  # pretraining on: the classifier starts from it
-    assert pipeline.ensure(cfg, "segmentation") == {"stage": "segmentation"}
-    # the segmentation network starts from the stand-in too (pretrain.run reuses what it made)
+    assert pipeline.ensure(cfg, "segmentation", _FakeStore()) == {"stage": "segmentation"}
+    # the segmentation network starts from the stand-in too (made once, for the classifier);
     # pseudo.assign="parts" (the default) also reads the classifier CAMs, which locate each class's part
-    assert calls == [("pretrain", None), ("classifier", None), ("cams", "cpmc"), ("map_seg_split", "cpmc"),
-                     ("cams", "cam"), ("map_seg_split", "cam"),
-                     ("pseudo", None), ("pretrain", None), ("segmentation", "pseudo")]  # fmt: skip
+    assert calls == [("pretrain", None), ("classifier", None), ("cams", "cpmc"), ("cams", "cam"),
+                     ("pseudo", None), ("segmentation", None)]  # fmt: skip
     calls.clear()
-    argmax = cfg.replace(**{"pseudo.assign": "argmax"})
-    pipeline.ensure(argmax.replace(**{"affinity.enabled": True}), "pseudo")  # the walk sits before the labels
-    assert calls == [("pretrain", None), ("classifier", None), ("cams", "cpmc"), ("map_seg_split", "cpmc"),
-                     ("affinity", None), ("pseudo", None)]  # fmt: skip
+    pipeline.ensure(cfg.replace(**{"pseudo.assign": "argmax"}), "pseudo", _FakeStore())
+    assert calls == [("pretrain", None), ("classifier", None), ("cams", "cpmc"), ("pseudo", None)]
     calls.clear()
-    pipeline.ensure(cfg.replace(**{"pretrain.enabled": False}), "cams", method="gradcam")
+    pipeline.ensure(cfg.replace(**{"pretrain.enabled": False}), "cams", _FakeStore(), method="gradcam")
     assert calls == [("classifier", None), ("cams", "gradcam")]
     calls.clear()
-    pipeline.ensure(cfg, "segmentation_gt")  # the ceiling reads the data and the stand-in only
-    assert calls == [("pretrain", None), ("segmentation", "gt")]
+    pipeline.ensure(cfg, "segmentation_gt", _FakeStore())  # the ceiling reads the data and the stand-in only
+    assert calls == [("pretrain", None), ("segmentation_gt", None)]
     calls.clear()
-    pipeline.ensure(cfg.replace(**{"segmentation.stand_in": False}), "segmentation_gt")
-    assert calls == [("segmentation", "gt")]
-    with pytest.raises(ValueError, match="stage='seg' is not one of pretrain, classifier"):
+    pipeline.ensure(cfg.replace(**{"segmentation.stand_in": False}), "segmentation_gt", _FakeStore())
+    assert calls == [("segmentation_gt", None)]
+    calls.clear()
+    done = _FakeStore()
+    done.made.add(("pseudo", None))  # a finished stage needs no inputs
+    pipeline.ensure(cfg, "segmentation", done)
+    assert calls == [("pretrain", None), ("segmentation", None)]
+    with pytest.raises(ConfigError, match="unknown stage 'seg'; stages: pretrain, classifier"):
         pipeline.ensure(cfg, "seg")
 
 
@@ -136,7 +153,7 @@ def test_a_stage_missing_its_input_names_the_command(tmp_path):
     from cpmc_lib.store import RunStore, StageMissingError
 
     cfg = Config(run="r", runs_dir=str(tmp_path))
-    with pytest.raises(StageMissingError, match=r"pretrained backbone .*python -m cpmc_lib train .*--run r"):
+    with pytest.raises(StageMissingError, match=r"pretrained backbone .*python -m cpmc_lib pretrain .*--run r"):
         classifier.run(cfg, RunStore.for_config(cfg), progress=False)
     with pytest.raises(StageMissingError, match=r"'cpmc' maps .*python -m cpmc_lib cams --method cpmc"):
         pseudo.run(cfg, RunStore.for_config(cfg), progress=False)

@@ -11,7 +11,8 @@ import torch
 from cpmc_lib import pretrain, synth
 from cpmc_lib.config import Config
 from cpmc_lib.models import build_model
-from cpmc_lib.store import RunStore, stage_hash
+from cpmc_lib.stages import stage_hash
+from cpmc_lib.store import RunStore
 
 TINY = [
     "device=cpu",
@@ -75,7 +76,7 @@ def test_unknown_shape_and_texture_name_the_valid_ones():
 
 
 def test_weights_load_through_classifier_weights_and_rerun_reuses(tiny_cfg):
-    result = pretrain.run(tiny_cfg, progress=False)
+    result = pretrain.run(tiny_cfg, RunStore.for_config(tiny_cfg), progress=False)
     assert set(result) >= {"accuracy", "seconds", "weights"}
     state = torch.load(result["weights"], weights_only=True)
     assert not any(k.startswith(("backbone.", "head", "classifier", "side")) for k in state)
@@ -86,12 +87,12 @@ def test_weights_load_through_classifier_weights_and_rerun_reuses(tiny_cfg):
         torch.testing.assert_close(v, state[k])
 
     mtime = RunStore.for_config(tiny_cfg).path("pretrain").joinpath("weights.pt").stat().st_mtime_ns
-    assert pretrain.run(tiny_cfg, progress=False) == result
+    assert pretrain.run(tiny_cfg, RunStore.for_config(tiny_cfg), progress=False) == result
     assert RunStore.for_config(tiny_cfg).path("pretrain").joinpath("weights.pt").stat().st_mtime_ns == mtime
 
 
 def test_wrong_architecture_fails_clearly(tiny_cfg):
-    weights = pretrain.run(tiny_cfg, progress=False)["weights"]
+    weights = pretrain.run(tiny_cfg, RunStore.for_config(tiny_cfg), progress=False)["weights"]
     other = tiny_cfg.replace(**{"classifier.channels": "[16, 32]", "classifier.weights": weights})
     with pytest.raises(ValueError, match="does not fit"):
         build_model(other)
@@ -132,7 +133,7 @@ def test_segmentation_backbone_starts_from_the_stand_in(tiny_cfg, monkeypatch):
 
     c = tiny_cfg.classifier  # the stand-in has the classifier's backbone
     tiny_cfg = tiny_cfg.replace(**{"segmentation.layers": list(c.layers), "segmentation.channels": list(c.channels)})
-    weights = pretrain.run(tiny_cfg, progress=False)["weights"]
+    weights = pretrain.run(tiny_cfg, RunStore.for_config(tiny_cfg), progress=False)["weights"]
     state = torch.load(weights, weights_only=True)
     seen = {}
 
@@ -146,7 +147,7 @@ def test_segmentation_backbone_starts_from_the_stand_in(tiny_cfg, monkeypatch):
         return {"val_miou": 0.0}
 
     monkeypatch.setattr(segmentation, "train", fake_train)
-    segmentation.run(tiny_cfg, labels="gt", progress=False)
+    segmentation.run_gt(tiny_cfg, RunStore.for_config(tiny_cfg), progress=False)
     assert seen["init"] == Path(weights)
     for k, v in seen["backbone"].items():
         torch.testing.assert_close(v, state[k])
@@ -158,7 +159,7 @@ def test_segmentation_backbone_starts_from_the_stand_in(tiny_cfg, monkeypatch):
         tiny_cfg, "segmentation_gt"
     )
     monkeypatch.setattr(segmentation, "train", lambda *a, init=None, **k: seen.update(init=init) or {})
-    segmentation.run(off, labels="gt", progress=False)
+    segmentation.run_gt(off, RunStore.for_config(off), progress=False)
     assert seen["init"] is None
 
 
@@ -168,7 +169,7 @@ def test_segmentation_backbone_other_than_the_classifier_fails_clearly(
     from cpmc_lib import segmentation
 
     monkeypatch.delenv("CPMC_DATA", raising=False)
-    weights = pretrain.run(tiny_cfg, progress=False)["weights"]
+    weights = pretrain.run(tiny_cfg, RunStore.for_config(tiny_cfg), progress=False)["weights"]
     # a dataset of its own: the training set is read before the weights are loaded
     other = tiny_cfg.replace(
         **{"segmentation.channels": "[16, 32]", "data.root": str(fake_synth_root), "data.num_classes": 4}

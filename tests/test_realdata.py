@@ -194,9 +194,9 @@ def test_voc_config_runs_end_to_end_on_a_tiny_voc_folder(tmp_path):
     # the classifier and DeepLab (weak and ceiling) on train_aug, CAMs and scores on train
     _assert_complete(metrics, "voc", 21, images=6, seg_split="train_aug", seg_images=6)
     maps = tmp_path / "runs" / "tiny" / "cams"
-    assert len(list((maps / "cpmc").glob("*.npy"))) == 6  # the pseudo labels' method: train_aug
-    assert len(list((maps / "cam").glob("*.npy"))) == 6  # the classifier CAMs locate the parts (pseudo.assign)
-    assert len(list((maps / "proto").glob("*.npy"))) == 4  # the others: train only
+    assert len(list((maps / "cpmc").glob("*.npz"))) == 6  # the pseudo labels' method: train_aug
+    assert len(list((maps / "cam").glob("*.npz"))) == 6  # the classifier CAMs locate the parts (pseudo.assign)
+    assert len(list((maps / "proto").glob("*.npz"))) == 4  # the others: train only
     assert len(list((tmp_path / "runs" / "tiny" / "pseudo" / "labels").glob("*.png"))) == 6
     assert _digest(tmp_path / "user") == before  # the user's data is read, never written
 
@@ -225,8 +225,8 @@ def test_scaled_down_settings_are_overrides_only():
 
 
 def test_grid_cells_keep_the_fraction_of_the_grid():
+    from cpmc_lib.calibration import grid_cells
     from cpmc_lib.config import CalibrationConfig
-    from cpmc_lib.cpmc import grid_cells
 
     assert grid_cells(CalibrationConfig(), (16, 16)) == (0, 1)  # the defaults, as before
     cal = CalibrationConfig(fp_radius=1, min_size=2)
@@ -265,8 +265,9 @@ def test_prototype_min_size_keeps_its_fraction_of_the_grid():
     """prototypes.min_size=2 of a 16-cell grid is 8 cells on a 32x32 grid; on 16x16 it is 2, as written."""
     import torch
 
+    from cpmc_lib.calibration import area_cells
     from cpmc_lib.config import CalibrationConfig, PrototypeConfig, RefinementConfig
-    from cpmc_lib.cpmc import area_cells, cpmc_maps
+    from cpmc_lib.cpmc import cpmc_maps
 
     cal = CalibrationConfig()  # grid_ref 16
     assert [area_cells(2, cal, g) for g in ((16, 16), (32, 32), (32, 24), (8, 8))] == [2, 8, 6, 1]

@@ -7,7 +7,6 @@ import torch
 from torch.testing import assert_close
 
 from cpmc_lib.refinement import (
-    ContextProjection,
     classifier_cam,
     context_features,
     pixel_affinity,
@@ -71,7 +70,5 @@ def test_context_sources():
     assert context_features("stages", feat, stages).shape == (1, 9, 4, 4)
     assert context_features("image+feat", feat, img=img).shape == (1, 7, 4, 4)
     assert context_features("hie", feat, hie=hie) is hie
-    proj = ContextProjection(3 + 4, 5)
-    assert context_features("projection", feat, img=img, projection=proj).shape == (1, 5, 4, 4)
     with pytest.raises(ValueError, match="sources"):
         context_features("nope", feat, stages)

@@ -166,19 +166,17 @@ def test_stages_pseudo_and_gt_have_their_own_folders(tiny_cam_run):
     cfg, store = tiny_cam_run
     cfg = cfg.replace(**{"pseudo.method": "cam"})  # the hand-made maps of the fixture
     with pytest.raises(StageMissingError, match="python -m cpmc_lib pseudo"):  # reads, never runs it
-        segmentation.run(cfg, store, labels="pseudo", progress=False)
+        segmentation.run(cfg, store, progress=False)
     pseudo.run(cfg, store, progress=False)
-    wsss = segmentation.run(cfg, store, labels="pseudo", progress=False)
-    full = segmentation.run(cfg, store, labels="gt", progress=False)
+    wsss = segmentation.run(cfg, store, progress=False)
+    full = segmentation.run_gt(cfg, store, progress=False)
     assert wsss["labels"] == "pseudo" and full["labels"] == "gt"
     assert (store.path("segmentation") / "model.pt").is_file()
     assert (store.path("segmentation_gt") / "model.pt").is_file()
     history = json.loads((store.path("segmentation") / "history.json").read_text())
     assert len(history) == 1 and np.isfinite(history[0]["loss"])
     # Reused when finished.
-    assert json.dumps(segmentation.run(cfg, store, labels="gt", progress=False)) == json.dumps(full)
-    with pytest.raises(ValueError, match="labels"):
-        segmentation.run(cfg, store, labels="cams", progress=False)
+    assert json.dumps(segmentation.run_gt(cfg, store, progress=False)) == json.dumps(full)
 
 
 def test_training_set_is_the_seg_split_and_the_ceiling_needs_every_mask(fake_voc_root):

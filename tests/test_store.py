@@ -4,7 +4,8 @@ import pytest
 
 from cpmc_lib.config import Config
 from cpmc_lib.io import load_json, save_json
-from cpmc_lib.store import RunDirError, RunStore, stage_hash
+from cpmc_lib.stages import stage_hash
+from cpmc_lib.store import RunDirError, RunStore
 
 
 def _run_stage(store, cfg, calls):

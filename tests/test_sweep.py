@@ -139,7 +139,7 @@ def test_record_keeps_every_finished_point_with_its_commits(tmp_path):
 def test_a_point_made_under_other_defaults_is_called_stale(tmp_path):
     """A record whose config hash is not what this checkout's config gives the point is flagged."""
     from cpmc_lib.config import load_config
-    from cpmc_lib.store import stage_hash
+    from cpmc_lib.stages import stage_hash
     from cpmc_lib.sweep import ROOT, load_sweep, stale_points, sweep_runs
 
     sweep = load_sweep(ROOT / "papermill_runs" / "robustness.yaml")

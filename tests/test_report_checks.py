@@ -1,0 +1,93 @@
+"""The run's claims in ``cpmc_lib.report.checks``: the headline and CPMC's promises."""
+
+
+def test_headline_summarises_every_stage_of_a_metrics_file():
+    from cpmc_lib.report import headline
+
+    metrics = {
+        "cams": {"cam": {"miou": 40.0}, "proto": {"miou": 45.0}, "cpmc": {"miou": 52.5}},
+        "pseudo": {"cpmc": {"miou": 50.0}, "cpmc_crf": {"miou": 53.0}},
+        "seg": {"wsss": {"miou": 60.0}, "full": {"miou": 75.0}, "ratio": 0.8},
+    }
+    text = headline(metrics)
+    assert "| CAM (train split) | CPMC (calibrated) | 52.5 |" in text
+    assert "| pseudo labels (train split) | cpmc pseudo labels + dense CRF | 53.0 |" in text
+    assert "| segmentation (val split) | trained on ground truth (ceiling) | 75.0 |" in text
+    assert "+12.5 mIoU over the classifier CAM and +7.5 over" in text
+    assert "changes cpmc pseudo-label mIoU by +3.0" in text and "80.0 % of full supervision" in text
+    assert "over its last two epochs" not in text  # no learning curve, no convergence line
+    flat = dict(metrics, seg={**metrics["seg"], "full": {"miou": 75.0, "curve": [70.0, 74.7, 74.9, 75.0]}})
+    assert "moved +0.3 over its last two epochs of 4, converged by the < 0.5 reading" in headline(flat)
+    rising = dict(metrics, seg={**metrics["seg"], "full": {"miou": 75.0, "curve": [70.0, 73.0, 75.0]}})
+    assert "moved +5.0 over its last two epochs of 3, still moving" in headline(rising)
+    assert "ignored" not in text  # labels without an ignore zone say nothing about it
+    banded = dict(metrics, pseudo={**metrics["pseudo"], "cpmc_crf": {"miou": 53.0, "ignore_frac": 0.066}})
+    assert "| cpmc pseudo labels + dense CRF (6.6 % ignored) | 53.0 |" in headline(banded)
+    assert "by +3.0 (each scored on its own labelled pixels)." in headline(banded)
+    assert "by +3.0." in text
+    # negative prototypes and CRF scores of both networks (pseudo.negatives, segmentation.test_crf)
+    crf = dict(metrics, pseudo={**metrics["pseudo"], "negatives": {"black-disc": 4}},
+               seg={"wsss": {"miou": 60.0, "miou_crf": 66.0}, "full": {"miou": 75.0, "miou_crf": 80.0},
+                    "ratio": 0.8, "ratio_crf": 0.825})  # fmt: skip
+    text_crf = headline(crf)
+    assert "| trained on pseudo labels + dense CRF | 66.0 |" in text_crf and "black-disc" not in text_crf
+    assert "80.0 % of full supervision, 82.5 % with the dense CRF on both networks" in text_crf
+    # a run that stopped at the CAM stage has no pseudo or segmentation lines
+    short = headline({"cams": metrics["cams"]})
+    assert "pseudo" not in short and "full supervision" not in short
+
+
+def _run(cam, proto, cpmc, body=(70.0, 77.0), context=(12.0, 11.0), distractor=(24.0, 23.0), ratio=0.9,
+         curve=(80.0, 80.3, 80.4), rule="otsu"):  # fmt: skip
+    def path(b, c, d):
+        return {"recall_body": b, "fp_context": c, "fp_distractor": d}
+
+    return {
+        "cams": {"cam": {"miou": cam, "threshold": 0.3}, "refined": {"miou": cam + 1, "threshold": 0.3},
+                 "proto": {"miou": proto, "threshold": 0.4, "pathology": path(body[0], context[0], distractor[0])},
+                 "cpmc": {"miou": cpmc, "threshold": 0.4, "pathology": path(body[1], context[1], distractor[1])}},
+        "pseudo": {"threshold_rule": rule, "cpmc": {"miou": 70.0}, "cpmc_crf": {"miou": 72.0}},
+        "seg": {"ratio": ratio, "wsss": {"miou": 70.0}, "full": {"miou": 80.0, "curve": list(curve)}},
+    }  # fmt: skip
+
+
+def test_promises_hold_and_fail_with_their_margins():
+    from cpmc_lib.report import promises
+
+    ok = {p["claim"]: p for p in promises(_run(50.0, 60.0, 64.0))}
+    assert all(p["holds"] for p in ok.values())
+    assert ok["CPMC >= CAM + 10"]["margin"] == 4.0 and ok["CPMC >= proto + 3"]["margin"] == 1.0
+    assert ok["body recall >= proto + 5"]["margin"] == 2.0 and ok["context FP <= proto"]["margin"] == 1.0
+    assert abs(ok["ceiling converged"]["margin"] - 0.1) < 1e-9  # moved +0.4 over its last two epochs
+
+    bad = {p["claim"]: p for p in promises(_run(50.0, 60.0, 59.0, distractor=(24.0, 25.5), ratio=0.85,
+                                                 curve=(80.0, 81.0, 82.0), rule="oracle"))}  # fmt: skip
+    assert not bad["CAM < proto < CPMC"]["holds"] and not bad["CPMC >= proto + 3"]["holds"]
+    assert bad["distractor FP <= proto"]["margin"] == -1.5 and not bad["distractor FP <= proto"]["holds"]
+    assert not bad["GT-free pseudo labels"]["holds"] and bad["GT-free pseudo labels"]["margin"] is None
+    assert not bad["weak/full >= 0.88"]["holds"] and not bad["ceiling converged"]["holds"]
+    # with both networks scored after the dense CRF, the claim reads that ratio (the field's protocol)
+    crf = _run(50.0, 60.0, 64.0, ratio=0.85)
+    crf["seg"]["ratio_crf"] = 0.89
+    check = {p["claim"]: p for p in promises(crf)}["weak/full >= 0.88"]
+    assert check["holds"] and abs(check["margin"] - 1.0) < 1e-9 and "0.850 without" in check["detail"]
+    crf["seg"]["ratio_crf"] = 0.87
+    assert not {p["claim"]: p for p in promises(crf)}["weak/full >= 0.88"]["holds"]
+    # a run that stopped at the CAM stage has no pseudo-label or segmentation claims
+    assert {p["claim"] for p in promises({"cams": _run(50.0, 60.0, 64.0)["cams"]})} == {
+        "CAM < proto < CPMC", "CPMC >= CAM + 10", "CPMC >= proto + 3", "body recall >= proto + 5",
+        "context FP <= proto", "distractor FP <= proto",
+    }  # fmt: skip
+
+
+def test_promise_tables_name_where_and_by_how_much_a_claim_fails():
+    from cpmc_lib.report import promise_summary, promise_table
+
+    runs = {"a": _run(50.0, 60.0, 64.0), "b": _run(50.0, 60.0, 62.0, context=(12.0, 14.0))}
+    table = promise_table(runs)
+    table = table.replace("\u00a0", " ")  # a cell's mark and margin do not break apart
+    assert "| a | ✓ +4.0 | ✓ +4.0 | ✓ +1.0 |" in table and "| b | ✓ +2.0 | ✓ +2.0 | ✗ -1.0 |" in table
+    summary = promise_summary(runs)
+    assert "**CPMC >= proto + 3** holds on 1 of 2; fails on b (-1.0)." in summary
+    assert "**context FP <= proto** holds on 1 of 2; fails on b (-2.0)." in summary
+    assert "**CPMC >= CAM + 10** holds on 2 of 2." in summary
