@@ -9,6 +9,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cpmc-installed
 BOOK_ARGS ?=
 PYTEST_ARGS ?=
+# Where pip takes torch and torchvision from. Empty: PyPI's default build (CUDA; it runs on CPUs too,
+# about 6 GB installed). For a machine without a GPU, PyTorch's CPU index installs far less:
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 SWEEP ?= papermill_runs/ablation.yaml
 # where a headless Chromium may live besides the PATH (as cpmc_lib/book/browser.py looks)
 CHROMIUM_PATHS ?= /usr/lib/chromium/chromium-headless-shell /usr/lib/chromium-headless-shell/chromium-headless-shell
@@ -68,6 +72,7 @@ $(STAMP): pyproject.toml
 	@$(call SYSTEM_PACKAGES,no)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet torch torchvision --index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[dev,baselines]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (cpmc)" >/dev/null
 	@touch $(STAMP)

@@ -325,7 +325,7 @@ def main() -> None:
     weights = Path(args.model) if args.model else RunStore.for_config(cfg).path("classifier") / "model.pt"
     torch.set_grad_enabled(False)
     if args.cache and Path(args.cache).is_file():
-        cache = torch.load(args.cache)
+        cache = torch.load(args.cache, weights_only=True)
         if 0 < args.limit < len(cache["label"]):
             cache = {k: v[: args.limit] if torch.is_tensor(v) else v for k, v in cache.items()}
     else:

@@ -39,7 +39,7 @@ from .cam_methods import CAM_METHODS, CamMethod, joint_group, make_cam_method, m
 from .config import Config
 from .datasets import build_dataset, collate
 from .diagnostics import PathologyMeter
-from .io import save_json
+from .io import replace_dir, save_json
 from .mapfile import load_map, map_path, save_map
 from .metrics import CamEvaluator
 from .models import load_classifier
@@ -153,13 +153,13 @@ def run(
     # Under torchrun each rank maps its shard of the images (i % world == rank) into the shared
     # folder; rank 0 scores them all once every rank is done.
     with store.stage("cams", cfg, device=str(device), keep=tuple(CAM_METHODS)) as st:
-        metrics = store.map_metrics(cfg, method)
+        metrics = store.map_metrics(cfg, method, st.path)
         todo = [method]
         if metrics is None:  # the missing members of its group come almost free (in the group's order)
-            todo = [m for m in joint_group(method) if m == method or store.map_metrics(cfg, m) is None]
+            todo = [m for m in joint_group(method) if m == method or store.map_metrics(cfg, m, st.path) is None]
         distributed.barrier()  # every rank has looked before rank 0 clears
         if metrics is None:
-            made = _make_maps(cfg, store, todo, device, progress)
+            made = _make_maps(cfg, store, st.path, todo, device, progress)
             metrics = made[method]
         else:
             made = {method: metrics}
@@ -177,13 +177,17 @@ def run(
 
 
 def _make_maps(
-    cfg: Config, store: RunStore, todo: list[str], device: torch.device, progress: bool
+    cfg: Config, store: RunStore, stage_dir: Path, todo: list[str], device: torch.device, progress: bool
 ) -> dict[str, dict[str, Any]]:
-    """Make the cam-split maps of the methods ``todo`` (one pass for a joint group) and score them."""
+    """Make the cam-split maps of the methods ``todo`` (one pass for a joint group) and score them.
+
+    Each method's maps are written into ``.<method>.partial/`` in the stage folder, which replaces
+    the method's folder (maps of other settings, if any) only once they are complete and scored.
+    """
     start = time.perf_counter()
-    folders = {m: store.maps_dir(m) for m in todo}
+    folders = {m: stage_dir / f".{m}.partial" for m in todo}
     for folder in folders.values():
-        if folder.exists() and distributed.is_main():  # maps of other settings: replace them
+        if folder.exists() and distributed.is_main():  # the scratch of an interrupted pass
             shutil.rmtree(folder)
     distributed.barrier()
     model = load_classifier(store.path("classifier") / "model.pt", cfg).to(device)
@@ -207,9 +211,10 @@ def _make_maps(
         for m, folder in folders.items():
             made[m].update(
                 method=m, method_hash=store.method_key(cfg, m), images=n, made_with=todo,
-                seconds=seconds, folder=str(folder),
+                seconds=seconds, folder=str(stage_dir / m),
             )  # fmt: skip
             save_json(folder / "metrics.json", made[m])  # written last: present means complete
+            replace_dir(folder, stage_dir / m)
     return distributed.broadcast_object(made)
 
 
@@ -220,6 +225,11 @@ def _map_seg_split(cfg: Config, store: RunStore, method: str, device: torch.devi
     """
     if store.has_seg_maps(cfg, method):
         return
+    with store.writing():  # adds the maps of the other images to the method's finished folder
+        _map_rest(cfg, store, method, device, progress)
+
+
+def _map_rest(cfg: Config, store: RunStore, method: str, device: torch.device, progress: bool) -> None:
     folder = store.maps_dir(method)
     mapped = set(build_dataset(cfg, cfg.data.cam_split).names)
     ds = build_dataset(cfg, cfg.seg_split(), eval_transform())

@@ -118,16 +118,18 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
             **loader_options(device, c.num_workers),
         )  # fmt: skip
 
-    val_loader = DataLoader(
-        val_set, batch_size=c.batch_size, collate_fn=collate, **loader_options(device, c.num_workers)
-    )
+    val_loader = DataLoader(  # under torchrun each rank scores its share (the logits are gathered)
+        distributed.shard_dataset(val_set), batch_size=c.batch_size, collate_fn=collate,
+        **loader_options(device, c.num_workers),
+    )  # fmt: skip
 
     def step(model: CamNet, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         img, label = to_device(batch["img"], device), batch["label"].to(device)
         return {"loss": classification_loss(model(img)["logits"].float(), label)}
 
     def validate(epoch: int, model: CamNet) -> dict[str, float]:
-        scores = classification_metrics(*predict_logits(model, val_loader, device))
+        logits, labels = predict_logits(model, val_loader, device)
+        scores = classification_metrics(distributed.gather_cat(logits), distributed.gather_cat(labels))
         return {"val_mAP": scores["mAP"], "val_F1": scores["F1"]}
 
     optimizer = make_optimizer(model, cfg)

@@ -183,7 +183,16 @@ def _process_group(args: argparse.Namespace) -> contextlib.AbstractContextManage
         return contextlib.nullcontext()
     from .runtime import pick_device
 
-    return distributed.process_group(pick_device(_config(args).device))
+    cfg = _config(args)
+    # Every global batch must split evenly over the processes: said now, not after an hour of pretraining.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    for key in ("pretrain.batch_size", "classifier.batch_size", "segmentation.batch_size"):
+        section, name = key.split(".")
+        batch = getattr(getattr(cfg, section), name)
+        if batch % world:
+            raise ConfigError(f"{key}={batch} is the global batch and must be divisible by the {world} processes "
+                              f"of torchrun; use a multiple of {world}")  # fmt: skip
+    return distributed.process_group(pick_device(cfg.device))
 
 
 def main(argv: list[str] | None = None) -> int:

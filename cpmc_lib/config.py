@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -69,7 +71,7 @@ class DataConfig:
     """Which dataset, where it lies, and which splits each stage reads."""
 
     kind: Literal["synth", "voc", "coco"] = "synth"
-    root: str = "data/synth"  # dataset root; CPMC_DATA overrides it
+    root: str = "data/synth"  # dataset root (the command line's --data sets it)
     num_classes: int = 11  # K: foreground classes + background
     train_split: str = "train"  # classifier training
     cam_split: str = "train"  # CAMs are scored here, and pseudo labels (WSSS convention)
@@ -292,10 +294,11 @@ class SegmentationConfig:
     from the ImageNet stand-in like the classifier (``stand_in``), under a DeepLabV3 head of
     width 64, sized to train in a few minutes on 2 CPU cores.
     VOC / COCO (configs/voc.yaml): DeepLabV2 on an ImageNet ResNet-101 as deeplab-pytorch trains it
-    for WSSS: backbone resnet101, layers=[], channels=[], head=v2, atrous_rates=[6,12,18,24],
-    pretrained=true (or weights=<file>), freeze_bn=true, crop_size=321, batch_size=10, lr=2.5e-4,
-    head_lr_mult=10, weight_decay=5e-4, poly schedule. Never start from COCO-trained segmentation
-    weights: they have seen the masks.
+    for WSSS: backbone resnet101.tv_in1k (torchvision's weights), layers=[], channels=[], head=v2,
+    atrous_rates=[6,12,18,24], pretrained=true (or weights=<file>), freeze_bn=true,
+    param_groups=deeplab, crop_size=321, batch_size=10, lr=2.5e-4, head_lr_mult=10,
+    weight_decay=5e-4, poly schedule. Never start from COCO-trained segmentation weights: they have
+    seen the masks.
     """
 
     backbone: str = "resnet18"  # timm model name; the last feature stage feeds the head
@@ -313,7 +316,12 @@ class SegmentationConfig:
     # "pretrain" stage, pretrain.enabled), as DeepLab starts from ImageNet; it must have the
     # classifier's backbone, layers and channels. false: from scratch.
     stand_in: bool = True
-    freeze_bn: bool = False  # keep the backbone's BatchNorm statistics (deeplab-pytorch's DeepLabV2)
+    # Freeze the backbone's BatchNorm, statistics and affine parameters (deeplab-pytorch's DeepLabV2).
+    freeze_bn: bool = False
+    # Optimiser groups. "backbone_head": backbone at lr, head at head_lr_mult x lr, one weight decay.
+    # "deeplab": deeplab-pytorch's - backbone weights at lr, head weights at head_lr_mult x lr, head
+    # biases at 2 x that, biases without weight decay (configs/voc.yaml, configs/coco.yaml).
+    param_groups: Literal["backbone_head", "deeplab"] = "backbone_head"
     # One schedule for both networks, long enough for the ground-truth ceiling to converge (its
     # val mIoU moves < 0.5 over the last two epochs); shorter or slower schedules leave it rising.
     # The curve is seg.full.curve in metrics.json; README, "Measured so far", has the schedules tried.
@@ -355,6 +363,18 @@ class Config:
     crf: CrfConfig = field(default_factory=CrfConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
 
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._=+-]*", self.run) or ".." in self.run:
+            raise ConfigError(
+                f"run={self.run!r}: a run name is one folder name under runs_dir (letters, digits and . _ = + -, "
+                "not starting with a dot, no / or ..), e.g. --run my-run"
+            )
+        for key, (ok, must) in _RULES.items():
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
+            if not ok(value):
+                raise ConfigError(f"{key}={value!r} {must}")
+
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
 
@@ -387,11 +407,60 @@ class Config:
         return self.data.seg_split or self.data.cam_split
 
     def data_root(self) -> Path:
-        """The dataset root: ``CPMC_DATA`` if set, else ``data.root``."""
-        return Path(os.environ.get("CPMC_DATA") or self.data.root)
+        """The dataset root, ``data.root`` (a relative one is relative to the working directory)."""
+        return Path(self.data.root)
 
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.run
+
+
+def _positive(x: float) -> bool:
+    return x > 0
+
+
+def _at_least(n: int) -> Callable[[float], bool]:
+    return lambda x: x >= n
+
+
+def _share(x: float) -> bool:
+    return 0 < x <= 1
+
+
+# Values a key must take (checked when a config is built, i.e. when it loads): key -> (test, what it must be).
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{f"{s}.epochs": (_at_least(1), "must be at least 1") for s in ("classifier", "pretrain", "segmentation")},
+    **{f"{s}.batch_size": (_at_least(1), "must be at least 1") for s in ("classifier", "pretrain", "cams")},
+    # the ASPP's pooling branch normalises over the batch: a batch of one cannot train
+    "segmentation.batch_size": (_at_least(2), "must be at least 2"),
+    **{f"{s}.lr": (_positive, "must be > 0") for s in ("classifier", "pretrain", "segmentation")},
+    **{f"{s}.weight_decay": (_at_least(0), "must be >= 0") for s in ("classifier", "pretrain", "segmentation")},
+    **{f"{s}.crop_size": (_at_least(16), "must be at least 16 pixels") for s in ("classifier", "segmentation")},
+    "pretrain.size": (_at_least(16), "must be at least 16 pixels"),
+    "pretrain.images": (_at_least(1), "must be at least 1"),
+    "classifier.new_lr_mult": (_positive, "must be > 0"),
+    "segmentation.head_lr_mult": (_positive, "must be > 0"),
+    **{f"{s}.momentum": (lambda x: 0 <= x < 1, "must lie in [0, 1)") for s in ("classifier", "segmentation")},
+    **{f"{s}.num_workers": (_at_least(0), "must be >= 0") for s in ("classifier", "segmentation")},
+    "data.num_classes": (_at_least(2), "must be at least 2 (background and one class)"),
+    "data.limit": (_at_least(0), "must be >= 0 (0 = every image)"),
+    "cams.scales": (lambda v: len(v) > 0 and all(x > 0 for x in v), "must be one or more factors > 0"),
+    "cams.thresholds_step": (lambda x: 0 < x < 1, "must lie in (0, 1)"),
+    "segmentation.test_scales": (lambda v: len(v) > 0 and all(x > 0 for x in v), "must be one or more factors > 0"),
+    "segmentation.scale": (lambda v: len(v) == 2 and 0 < v[0] <= v[1], "must be [low, high] with 0 < low <= high"),
+    "refinement.iterations": (_at_least(0), "must be >= 0"),
+    "refinement.power": (_positive, "must be > 0"),
+    "prototypes.clusters": (_at_least(1), "must be at least 1"),
+    "calibration.clusters": (_at_least(1), "must be at least 1"),
+    "calibration.fp_radius": (_at_least(-1), "must be >= -1 (-1 = everywhere)"),
+    "calibration.fn_radius": (_at_least(-1), "must be >= -1 (-1 = everywhere)"),
+    "pseudo.band": (lambda b: len(b) == 2 and 0 < b[0] <= 1 <= b[1], "must satisfy 0 < band[0] <= 1 <= band[1]"),
+    "pseudo.part_share": (_share, "must lie in (0, 1]"),
+    "pseudo.contest_share": (_at_least(0), "must be >= 0"),
+    "pseudo.negative_share": (_share, "must lie in (0, 1]"),
+    "pseudo.negative_clusters": (_at_least(1), "must be at least 1"),
+    "crf.iterations": (_at_least(1), "must be at least 1"),
+    "crf.workers": (_at_least(0), "must be >= 0"),
+}
 
 
 def _to_plain(x: Any) -> Any:
@@ -466,6 +535,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 raise ValueError(value)
             return float(value)
         if tp is str:
+            if isinstance(value, (list, tuple, dict)):
+                raise TypeError(value)  # a list or mapping is not one string
             return "" if value is None else str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}") from None

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from .io import IGNORE_INDEX, read_mask_png
+from .io import IGNORE_INDEX, read_image_rgb, read_mask_png
 
 __all__ = ["DatasetError", "SegmentationDataset"]
 
@@ -122,8 +122,7 @@ class SegmentationDataset(Dataset):
 
     def _read_image(self, path: Path) -> tv_tensors.Image:
         try:
-            with Image.open(path) as pil:
-                rgb = pil.convert("RGB")  # forces the decode, so a truncated file fails here
+            rgb = read_image_rgb(path)  # upright by its EXIF orientation; decoded, so a truncated file fails here
         except (OSError, UnidentifiedImageError, SyntaxError) as e:
             raise DatasetError(f"{path}: corrupt or unreadable image ({e}); replace the file") from None
         return F.to_image(rgb)
@@ -196,19 +195,38 @@ def _read_index_png(path: Path) -> np.ndarray:
     """:func:`io.read_mask_png` with its errors turned into :class:`DatasetError` naming the file."""
     try:
         return read_mask_png(path)
-    except ValueError as e:  # read_mask_png's RGB refusal
-        raise DatasetError(
-            f"{path}: RGB mask; save masks as palette PNGs holding class indices ({e})"
-        ) from None
+    except ValueError as e:  # read_mask_png's refusal: an RGB mask, a 16-bit one with large values
+        raise DatasetError(str(e)) from None
     except (OSError, UnidentifiedImageError) as e:
         raise DatasetError(f"{path}: cannot read mask PNG ({e}); re-create the file") from None
 
 
+_FILE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
 def _read_split_file(path: Path, limit: int) -> list[str]:
-    # The first token of each line, without folder or extension: accepts plain name lists, VOC
-    # "name  1" lists and DeepLab's "/JPEGImages/x.jpg /SegmentationClassAug/x.png" lists.
+    """The image names of a split file, in order.
+
+    The first token of each line, without folder and without an image or mask extension: accepts
+    plain name lists, VOC "name  1" lists and DeepLab's "/JPEGImages/x.jpg /SegmentationClassAug/x.png"
+    lists; a name with a dot of its own ("a.b") keeps it.
+
+    Raises:
+        DatasetError: the file is empty or names an image twice (the file, the names and their lines).
+    """
+    names, lines = [], {}
     with open(path) as f:
-        names = [Path(line.split()[0]).stem for line in f if line.strip()]
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            token = Path(line.split()[0]).name
+            name = token[: -len(Path(token).suffix)] if Path(token).suffix.lower() in _FILE_SUFFIXES else token
+            names.append(name)
+            lines.setdefault(name, []).append(i)
     if not names:
         raise DatasetError(f"{path}: split file has no entries")
+    twice = {n: ls for n, ls in lines.items() if len(ls) > 1}
+    if twice:
+        shown = "; ".join(f"{n!r} on lines {', '.join(map(str, ls))}" for n, ls in list(twice.items())[:5])
+        raise DatasetError(f"{path}: {len(twice)} image(s) listed more than once ({shown}); keep each name once")
     return names[:limit] if limit > 0 else names

@@ -131,7 +131,7 @@ def build_dataset(
         if data.kind == "synth" and not root.is_dir():
             raise DatasetError(
                 f"synthetic dataset root {root} does not exist; generate it with "
-                f"`python -m cpmc_lib synth --out {root}` (or set data.root / CPMC_DATA)"
+                f"`python -m cpmc_lib synth --out {root}` (or set data.root: --data DIR)"
             )
         ds: SegmentationDataset = VOCSegmentation(
             root, split, transform, mask_dir=data.mask_dir, limit=data.limit

@@ -29,6 +29,7 @@ __all__ = [
     "all_reduce_sum",
     "barrier",
     "broadcast_object",
+    "gather_cat",
     "is_main",
     "launched",
     "local_batch_size",
@@ -37,6 +38,7 @@ __all__ = [
     "rank",
     "shard",
     "shard_dataset",
+    "sync_buffers",
     "world_size",
 ]
 
@@ -170,6 +172,26 @@ def all_reduce_tensor(t: torch.Tensor) -> torch.Tensor:
         x = x.cuda()
     dist.all_reduce(x)
     return x.cpu().to(t.dtype)
+
+
+def gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``t`` (rows of any count) concatenated in rank order, on every rank (``t`` in one process)."""
+    if world_size() == 1:
+        return t
+    parts: list[Any] = [None] * world_size()
+    dist.all_gather_object(parts, t.detach().cpu())
+    return torch.cat(parts)
+
+
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm statistics) into ``model`` on every rank, before it is scored:
+    DDP keeps the weights equal, but each rank's last batches moved its own statistics."""
+    if world_size() == 1:
+        return
+    buffers = broadcast_object({k: b.cpu() for k, b in model.named_buffers()})
+    with torch.no_grad():
+        for k, b in model.named_buffers():
+            b.copy_(buffers[k])
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

@@ -7,7 +7,8 @@ resumed from its last checkpoint ends with the same weights as an uninterrupted 
 
 Under ``torchrun`` (see :mod:`cpmc_lib.distributed`) the model is wrapped in
 ``DistributedDataParallel``: each rank runs its share of the global batch, gradients are averaged
-across ranks, and rank 0 alone validates, shows the progress bar and writes the checkpoint.
+across ranks, every rank validates its share of the val split (the hook reduces the scores), and
+rank 0 alone shows the progress bar and writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 
 from . import distributed
-from .io import save_torch
+from .io import load_torch, save_torch
 from .progress import tqdm
 from .runtime import RANK_SEED_STRIDE, seed_everything
 
@@ -29,18 +30,22 @@ __all__ = ["fit", "load_checkpoint", "poly_lr"]
 
 
 def poly_lr(optimizer: torch.optim.Optimizer, total_steps: int, power: float = 0.9):
-    """The poly schedule of DeepLab/IRN: ``lr * (1 - step / total_steps) ** power``."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: (1 - min(step, total_steps) / max(total_steps, 1)) ** power
-    )
+    """The poly schedule of DeepLab/IRN, ``lr * (1 - step / total_steps) ** power``: torch's ``PolynomialLR``."""
+    return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(total_steps, 1), power=power)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`fit`, with a clear error for a damaged file."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # pickle/zip errors from a foreign or damaged file
-        raise RuntimeError(f"{path}: cannot read checkpoint ({e}); delete it to restart training") from e
+    """Load a checkpoint written by :func:`fit` (executing nothing, :func:`cpmc_lib.io.load_torch`).
+
+    Raises:
+        ValueError: the file is damaged, foreign or not a checkpoint of :func:`fit`; the message
+            names it and says to delete it to restart training.
+    """
+    state = load_torch(path, "a training checkpoint", map_location)
+    if not {"model", "epoch", "history"} <= set(state):
+        raise ValueError(f"{path}: not a training checkpoint of this project (keys {sorted(state)[:5]}); "
+                         "delete it to restart training")  # fmt: skip
+    return state
 
 
 def data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -84,7 +89,9 @@ def fit(
             DataLoader or sampler so shuffling is reproducible).
         step: ``step(model, batch) -> {"loss": tensor, ...}``; other entries are logged as means.
         checkpoint: file written atomically after every epoch (model, optimizer, scheduler, history).
-        on_epoch_end: validation hook ``(epoch, model) -> metrics`` merged into the epoch's record.
+        on_epoch_end: validation hook ``(epoch, model) -> metrics`` merged into the epoch's record;
+            under torchrun it runs on every rank, each scoring its share, and must return the
+            metrics of the whole split (reduced over the ranks), so no rank waits on another.
         grad_clip: max gradient norm, or None.
 
     Returns:
@@ -94,7 +101,7 @@ def fit(
 
     Under ``torchrun`` ``step`` receives the DDP-wrapped model, ``make_loader`` should shard with
     :func:`cpmc_lib.distributed.make_sampler`, the logged means are over all ranks, and the
-    history (validated on rank 0) is the same on every rank.
+    history is the same on every rank.
     """
     checkpoint = Path(checkpoint)
     use_amp = device.type == "cuda"
@@ -125,7 +132,7 @@ def fit(
             sums = distributed.all_reduce_sum({**sums, "_count": count})
             count = round(sums.pop("_count"))
         record = {"epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()}}
-        if on_epoch_end is not None and main:
+        if on_epoch_end is not None:
             model.eval()
             with torch.no_grad():
                 record.update(on_epoch_end(epoch, model))

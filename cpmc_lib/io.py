@@ -11,20 +11,25 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 __all__ = [
     "IGNORE_INDEX",
     "atomic_write",
+    "recover_dir",
+    "replace_dir",
     "load_json",
+    "read_image_rgb",
     "read_mask_png",
     "save_json",
+    "load_torch",
     "save_mask_png",
     "save_torch",
     "voc_palette",
@@ -62,6 +67,37 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
         if isinstance(e, OSError) and not getattr(e, "_names_target", False):
             raise _naming(e, path, tmp) from e
         raise
+
+
+def replace_dir(new: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Put the finished folder ``new`` in the place of ``dst``; the previous ``dst`` is removed only after.
+
+    Two renames: ``dst`` to ``.<name>.old`` beside it, then ``new`` to ``dst``; the old folder is
+    deleted last. A crash between the renames leaves ``.<name>.old`` and no ``dst``:
+    :func:`recover_dir` puts it back, so the last finished folder is never lost.
+    """
+    new, dst = Path(new), Path(dst)
+    old = dst.with_name(f".{dst.name}.old")
+    if old.exists() and dst.exists():  # the leftover of a finished replacement
+        shutil.rmtree(old)
+    recover_dir(dst)
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(new, dst)
+    if old.exists():
+        shutil.rmtree(old)
+    return dst
+
+
+def recover_dir(dst: str | os.PathLike) -> bool:
+    """Undo a :func:`replace_dir` interrupted between its renames: ``.<name>.old`` back to ``dst``
+    when ``dst`` is missing. Returns True when it did."""
+    dst = Path(dst)
+    old = dst.with_name(f".{dst.name}.old")
+    if old.is_dir() and not dst.exists():
+        os.replace(old, dst)
+        return True
+    return False
 
 
 def _naming(e: OSError, path: Path, tmp: str | None) -> OSError:
@@ -107,6 +143,36 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     return Path(path)
 
 
+def load_torch(path: str | os.PathLike, what: str, map_location: Any = "cpu") -> dict[str, Any]:
+    """``torch.load`` of a file this project wrote (weights, a checkpoint) that executes nothing.
+
+    ``weights_only=True``: tensors, numbers, strings and containers of them load; anything that would
+    run code while unpickling is refused. The file must hold a dict (a state dict or a checkpoint).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is damaged, not a torch file, holds objects beyond tensors, or is not a
+            dict; the message names the file, what it should be, and the fix.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError) as e:
+        raise ValueError(
+            f"{path}: cannot read it as {what} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); the file is "
+            "damaged or was not written by this project. Delete it and rerun the stage that makes it"
+        ) from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: {what} must be a dict of tensors (a state dict), got {type(obj).__name__}")
+    return obj
+
+
 def voc_palette(n: int = 256) -> np.ndarray:
     """The PASCAL VOC colour map (the bit-interleaving scheme of the VOC devkit).
 
@@ -145,13 +211,37 @@ def save_mask_png(path: str | os.PathLike, mask: np.ndarray) -> Path:
 def read_mask_png(path: str | os.PathLike) -> np.ndarray:
     """Read a VOC-style mask PNG into an (H, W) uint8 array of class indices.
 
-    Palette ("P") and single-channel ("L") PNGs hold indices directly. An RGB PNG is an error,
-    because its colours would have to be mapped back through the palette: save it with a palette.
+    Palette ("P") and single-channel ("L") PNGs hold indices directly; a 16-bit grey PNG is read
+    when its values fit 0..255. An RGB PNG is an error, because its colours would have to be mapped
+    back through the palette: save it with a palette.
+
+    Raises:
+        ValueError: an RGB(A) mask, or a 16-bit one with values above 255; the message names the file and the fix.
     """
     with Image.open(path) as img:
-        if img.mode not in ("P", "L"):
-            raise ValueError(
-                f"{path}: mask PNG has mode {img.mode!r}; expected a palette ('P') or grey ('L') PNG "
-                "holding class indices (255 = ignore). Convert RGB masks with the VOC palette first."
-            )
-        return np.array(img, dtype=np.uint8)
+        if img.mode in ("P", "L"):
+            return np.array(img, dtype=np.uint8)
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            wide = np.array(img)
+            if wide.size and (wide.min() < 0 or wide.max() > 255):
+                raise ValueError(
+                    f"{path}: 16-bit mask PNG with values {int(wide.min())}..{int(wide.max())}; masks hold class "
+                    "indices 0..255 (255 = ignore). Save it as an 8-bit palette or grey PNG of those indices"
+                )
+            return wide.astype(np.uint8)
+        what = "RGB mask" if img.mode.startswith("RGB") else "mask PNG"
+        raise ValueError(
+            f"{path}: {what} (mode {img.mode!r}): save masks as palette PNGs (or 8-bit grey ones) holding "
+            "class indices (255 = ignore); convert RGB masks with the VOC palette first"
+        )
+
+
+def read_image_rgb(path: str | os.PathLike) -> Image.Image:
+    """An image file as RGB, turned upright by its EXIF orientation (as a viewer shows it).
+
+    Cameras store some JPEGs sideways with an orientation tag; without it applied, the pixels a
+    mask was drawn on (upright) would not be the pixels read. Decoding is forced here, so a
+    truncated file fails at once.
+    """
+    with Image.open(path) as pil:
+        return ImageOps.exif_transpose(pil).convert("RGB")

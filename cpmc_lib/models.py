@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabHead
 
+from .io import load_torch
 from .runtime import channels_last
 
 if TYPE_CHECKING:
@@ -255,12 +256,13 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: keys or shapes do not fit; the message names the file and ``model.arch``.
+        ValueError: keys or shapes do not fit, or the file is damaged or holds more than tensors
+            (:func:`cpmc_lib.io.load_torch`); the message names the file and ``model.arch``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist (expected weights for {model.arch})")
-    state = _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+    state = _unwrap(load_torch(path, f"weights for {model.arch}"))
     full = any(k.startswith("backbone.") for k in state)
     target = model if full else model.backbone
     own = target.state_dict()
@@ -363,7 +365,8 @@ class SegNet(nn.Module):
         atrous_rates: ASPP dilations.
         pretrained: let timm download its weights.
         head: "v3" (:func:`deeplab_head`) or "v2" (:class:`DeepLabV2Head`).
-        freeze_bn: keep every backbone BatchNorm in eval mode (affine parameters stay trainable).
+        freeze_bn: keep every backbone BatchNorm in eval mode; the optimiser leaves out its affine
+            parameters too (:meth:`frozen_bn_parameters`, deeplab-pytorch).
     """
 
     def __init__(
@@ -412,6 +415,14 @@ class SegNet(nn.Module):
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         return self
+
+    def frozen_bn_parameters(self) -> list[nn.Parameter]:
+        """The backbone's BatchNorm weights and biases when ``freeze_bn``: deeplab-pytorch trains
+        neither them nor the statistics (they are left out of the optimiser); [] otherwise."""
+        if not self.freeze_bn:
+            return []
+        return [p for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                for p in m.parameters(recurse=False)]  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised images -> (B, K, H, W) logits."""

@@ -222,6 +222,8 @@ def _accuracy(net: PretrainNet, loader: DataLoader, device: torch.device) -> dic
         pred = torch.stack([lg.argmax(1).cpu() for lg in logits], dim=1)
         correct += (pred == batch["target"]).sum(0).float()
         total += len(pred)
+    counts = distributed.all_reduce_sum({"total": total, **{str(i): float(c) for i, c in enumerate(correct)}})
+    correct, total = torch.tensor([counts[str(i)] for i in range(3)]), counts["total"]
     acc = (100 * correct / max(total, 1)).tolist()
     out = {name: round(a, 2) for name, a in zip(("shape", "texture", "colour"), acc, strict=True)}
     out["accuracy"] = round(sum(acc) / 3, 2)
@@ -240,7 +242,9 @@ def train(cfg: Config, out: str | Path, device: torch.device, progress: bool = T
     # pretrained=False also skips classifier.weights: the stage starts from scratch, never from itself
     net = channels_last(PretrainNet(build_model(cfg, pretrained=False).backbone), device)
     train_set = SourceSet(p.images, p.size, cfg.seed, "train")
-    val_loader = DataLoader(SourceSet(p.val_images, p.size, cfg.seed, "val"), batch_size=p.batch_size)
+    # under torchrun each rank scores its share; the counts are summed
+    val_loader = DataLoader(distributed.shard_dataset(SourceSet(p.val_images, p.size, cfg.seed, "val")),
+                            batch_size=p.batch_size)  # fmt: skip
     if len(train_set) < p.batch_size:
         raise ValueError(f"pretrain.images={p.images} is fewer than pretrain.batch_size={p.batch_size}")
 

@@ -31,14 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from . import distributed
 from .config import Config, PseudoConfig
 from .crf import crf_map
 from .datasets import build_dataset
 from .diagnostics import LabelPathologyMeter, PathologyMeter
-from .io import IGNORE_INDEX, load_json, read_mask_png, save_json, save_mask_png
+from .io import IGNORE_INDEX, load_json, read_image_rgb, read_mask_png, save_json, save_mask_png
 from .labels import (
     assign_to_parts,
     cam_probs,
@@ -144,9 +143,8 @@ class _Labeller:
         """Per image: (name, image, maps, keys, label without CRF, class assignment)."""
         for name in self.names:
             img = None
-            if read_images:
-                with Image.open(self.ds.image_path(name)) as pil:
-                    img = np.asarray(pil.convert("RGB"))
+            if read_images:  # what the dataset reads: upright by its EXIF orientation
+                img = np.asarray(read_image_rgb(self.ds.image_path(name)))
             cam, keys = _read_maps(self.folder, name, img)
             thr = image_threshold(cam, self.rule) if self.threshold is None else self.threshold
             self.planes_used.append(thr)

@@ -19,8 +19,9 @@ in order).
 Training uses :func:`cpmc_lib.engine.fit` (per-epoch checkpoint, resume) with SGD, poly learning
 rate, and random scale / crop / flip applied jointly to image and label
 (:func:`cpmc_lib.transforms.train_transform`). Testing optionally fuses several scales and the
-flipped image (softmax averaged) and scores the dense-CRF output as well (deeplab-pytorch's
-post-processing; kernel parameters from the ``crf`` section).
+flipped image (softmax averaged) and, with ``test_crf``, scores the output after the dense CRF as
+well, with the kernels of the ``crf`` section: IRN's pseudo-label kernels, not deeplab-pytorch's own
+post-processing values (``book/reproducing_voc_coco.md`` lists both).
 
 Outputs: ``runs/<run>/segmentation/`` (:func:`run`, on pseudo labels) or
 ``runs/<run>/segmentation_gt/`` (:func:`run_gt`, on ground truth), each with ``model.pt``,
@@ -51,7 +52,7 @@ from .crf import crf_map
 from .datasets import build_dataset, collate
 from .diagnostics import LabelPathologyMeter
 from .engine import fit, poly_lr
-from .io import IGNORE_INDEX, read_mask_png, save_json, save_torch
+from .io import IGNORE_INDEX, load_torch, read_mask_png, save_json, save_torch
 from .metrics import ConfusionMeter
 from .models import SegNet, build_segnet, load_state_checked, load_weights
 from .progress import tqdm
@@ -81,11 +82,26 @@ def segmentation_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def make_optimizer(model: SegNet, s: SegmentationConfig) -> torch.optim.SGD:
-    """SGD with momentum; the head at ``head_lr_mult`` x lr."""
-    groups = [
-        {"params": list(model.backbone.parameters()), "lr": s.lr},
-        {"params": list(model.head.parameters()), "lr": s.lr * s.head_lr_mult},
-    ]
+    """SGD with momentum over ``segmentation.param_groups``; frozen BatchNorm parameters left out.
+
+    ``"backbone_head"``: the backbone at lr, the head at ``head_lr_mult`` x lr, one weight decay.
+    ``"deeplab"``: deeplab-pytorch's groups (its ``get_params`` "1x", "10x", "20x"): backbone weights
+    at lr, head weights at ``head_lr_mult`` x lr, head biases at twice that; biases (and other 1-d
+    parameters) get no weight decay.
+    """
+    frozen = {id(p) for p in model.frozen_bn_parameters()}
+    backbone = [p for p in model.backbone.parameters() if id(p) not in frozen]
+    head = list(model.head.parameters())
+    if s.param_groups == "backbone_head":
+        groups = [{"params": backbone, "lr": s.lr}, {"params": head, "lr": s.lr * s.head_lr_mult}]
+    else:
+        def split(params, lr):  # weights decay; biases and 1-d parameters do not
+            return [{"params": [p for p in params if p.ndim > 1], "lr": lr},
+                    {"params": [p for p in params if p.ndim <= 1], "lr": 2 * lr if params is head else lr,
+                     "weight_decay": 0.0}]  # fmt: skip
+
+        groups = [*split(backbone, s.lr), *split(head, s.lr * s.head_lr_mult)]
+        groups = [g for g in groups if g["params"]]
     return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
 
 
@@ -301,8 +317,9 @@ def train(
     last: dict[str, Any] = {}  # the final epoch's scores, reused when no CRF score is asked for
 
     def validate(epoch: int, model: nn.Module) -> dict[str, float]:  # the learning curve: did it converge?
-        scores = evaluate(model, val_set, device, cfg.data.num_classes, s.test_scales, s.test_flip,
-                          None, s.batch_size, progress=False, reduce=False)  # fmt: skip
+        distributed.sync_buffers(model)  # every rank scores its share of val with rank 0's network
+        scores = evaluate(model, distributed.shard_dataset(val_set), device, cfg.data.num_classes, s.test_scales,
+                          s.test_flip, None, s.batch_size, progress=False)  # fmt: skip
         last.update(epoch=epoch, scores=scores)
         return {"val_miou": scores["miou"]}
 
@@ -317,7 +334,7 @@ def train(
     if distributed.is_main():
         save_json(out / "history.json", history)
         save_torch(out / "model.pt", model.state_dict())
-    if distributed.world_size() == 1 and last.get("epoch") == s.epochs - 1 and not s.test_crf:
+    if last.get("epoch") == s.epochs - 1 and not s.test_crf:
         scores = last["scores"]  # the curve's last point is the final score
     else:
         scores = _final_scores(cfg, model, val_set, device, progress)
@@ -356,10 +373,7 @@ def _final_scores(cfg: Config, model: SegNet, val_set: Dataset, device: torch.de
     equal, but each rank's last batch moved its own BatchNorm statistics.
     """
     s = cfg.segmentation
-    buffers = distributed.broadcast_object({k: b.cpu() for k, b in model.named_buffers()})
-    with torch.no_grad():
-        for k, b in model.named_buffers():
-            b.copy_(buffers[k])
+    distributed.sync_buffers(model)
     return evaluate(
         model, distributed.shard_dataset(val_set), device, cfg.data.num_classes, s.test_scales,
         s.test_flip, cfg.crf if s.test_crf else None, s.batch_size, progress and distributed.is_main(),
@@ -402,7 +416,7 @@ def _run(cfg: Config, store: RunStore, stage: str, label_dir: Path | None, progr
 def load_segnet(cfg: Config, path: str | Path, device: torch.device | str = "cpu") -> SegNet:
     """A trained :class:`SegNet` of ``cfg`` from its ``model.pt``, in eval mode."""
     model = build_segnet(cfg, pretrained=False)
-    load_state_checked(model, torch.load(path, map_location=device, weights_only=True), path)
+    load_state_checked(model, load_torch(path, "a trained segmentation network", device), path)
     return channels_last(model, device).eval()
 
 

@@ -7,7 +7,10 @@ its command. :func:`table` prints it (``python -m cpmc_lib stages``; the book's 
 
 A stage's **cache key** (:func:`stage_hash`) covers its own sections, those of every stage it
 reads (recursively, under this config: the ImageNet stand-in counts only where it is used) and the
-seed, so changing a CRF parameter does not retrain the classifier. A CAM method's maps add the
+seed, so changing a CRF parameter does not retrain the classifier; a stage that reads the data
+also covers what identifies the data actually read (:func:`data_identity`: for real data its
+resolved folder and the names of its splits), so another data set never reuses its stages. A CAM
+method's maps add the
 sections the method reads (:data:`~cpmc_lib.cam_methods.CAM_METHODS`, :func:`method_hash`), so a
 calibration setting recomputes only the CPMC maps. Stages that read the segmentation split
 (``seg_split``) add it to their key when it differs from the cam split.
@@ -25,14 +28,18 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import cams, classifier, pretrain, pseudo, segmentation
 from .cam_methods import CAM_METHODS
 from .config import Config, ConfigError
+from .datasets import build_dataset
+from .synth_folder import GENERATOR_VERSION, generated_card
 
 __all__ = [
-    "STAGES", "STEPS", "Stage", "check_methods", "method_hash", "sections", "stage", "stage_hash", "table",
+    "KEY_VERSION", "STAGES", "STEPS", "Stage", "check_methods", "data_identity", "method_hash", "sections", "stage", "stage_hash",
+    "table",
 ]  # fmt: skip
 
 
@@ -151,18 +158,55 @@ def sections(cfg: Config, name: str) -> set[str]:
     return out
 
 
+# Raised when the code changes what a stage computes under the same settings, so that no stage made
+# by the old code is reused: 2, torch's PolynomialLR for the poly schedule (its recursive form
+# rounds differently from the closed form used before) and the per-rank validation under torchrun.
+KEY_VERSION = 2
+
+
 def _digest(part: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps({**part, "key_version": KEY_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def data_identity(cfg: Config) -> dict[str, Any]:
+    """What identifies the data that ``cfg``'s stages read, beyond the config's own keys.
+
+    The synthetic benchmark, generated (or to be generated) at ``data.root``: its generator's
+    version, as the ``synth`` section says the rest (:func:`cpmc_lib.synth.generated_card`; a folder
+    generated with other settings is refused). Any other data: the resolved folder and, per split
+    the stages read, a fingerprint of its image names (None where the split cannot be read yet;
+    the stage that reads it says why).
+
+    Raises:
+        DataFolderError: ``data.root`` holds a synthetic benchmark of other settings.
+    """
+    root = Path(cfg.data_root())
+    if cfg.data.kind == "synth" and (generated_card(cfg.synth, root) or not root.is_dir() or not any(root.iterdir())):
+        return {"kind": "synth", "generator": GENERATOR_VERSION}
+    d = cfg.data
+    splits = sorted({d.train_split, d.cam_split, cfg.seg_split(), d.val_split})
+    return {"kind": d.kind, "root": str(root.resolve()),
+            "splits": {s: _names_digest(cfg, s) for s in splits}}  # fmt: skip
+
+
+def _names_digest(cfg: Config, split: str) -> str | None:
+    try:
+        names = build_dataset(cfg, split).names
+    except (OSError, ValueError):  # missing or broken: the stage reading it fails with the reason
+        return None
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
 
 def stage_hash(cfg: Config, name: str) -> str:
-    """Cache key of stage ``name``: a hash of :func:`sections` of ``cfg``, the seed and, for a
-    stage that reads the segmentation split, that split when it is not the cam split."""
+    """Cache key of stage ``name``: a hash of :func:`sections` of ``cfg``, the seed, the identity of
+    the data read (:func:`data_identity`) and, for a stage that reads the segmentation split, that
+    split when it is not the cam split."""
     d = cfg.to_dict()
     part: dict[str, Any] = {k: d[k] for k in sections(cfg, name)}
     part["seed"] = cfg.seed
     if "data" in part:  # the seg split enters below, and only where it is read and differs
         part["data"] = {k: v for k, v in part["data"].items() if k != "seg_split"}
+        part["data_identity"] = data_identity(cfg)
     if stage(name).seg_split and cfg.seg_split() != cfg.data.cam_split:
         part["seg_split"] = cfg.seg_split()
     if cfg.data.kind != "synth":  # the generator does not feed real data

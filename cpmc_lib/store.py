@@ -27,8 +27,10 @@ import datetime as _dt
 import importlib.metadata
 import os
 import platform
+import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ from typing import Any
 
 from . import distributed, stages
 from .config import Config
-from .io import load_json, save_json
+from .io import load_json, recover_dir, replace_dir, save_json
 from .stages import method_hash, stage_hash
 
 __all__ = [
@@ -95,10 +97,9 @@ def environment_info() -> dict[str, Any]:
 def _link_tree(src: Path, dst: Path) -> None:
     """Replace ``dst`` by hard links to ``src``'s files (a copy where linking is impossible).
 
-    The manifest is copied last, so an interrupted link leaves ``dst`` incomplete, never done.
+    The links go into a folder beside ``dst`` that takes its place only when complete
+    (:func:`cpmc_lib.io.replace_dir`): an interrupted link leaves the previous ``dst``.
     """
-    if dst.exists():
-        shutil.rmtree(dst)
     tmp = dst.with_name(f".{dst.name}.linking")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -111,7 +112,69 @@ def _link_tree(src: Path, dst: Path) -> None:
 
     shutil.copytree(src, tmp, copy_function=link, ignore=shutil.ignore_patterns("manifest.json"))
     shutil.copy2(src / "manifest.json", tmp / "manifest.json")
-    os.replace(tmp, dst)
+    replace_dir(tmp, dst)
+
+
+# The file that marks a run folder as the store's: the store writes and clears only inside such folders.
+MARKER = ".cpmc-run"
+# Files and folders of a run that a writer of another process waits for (RunLock), or that a stage
+# replacement leaves behind for a moment (replace_dir's ".<name>.old", a stage's ".<name>.partial").
+_LOCK = ".lock"
+# Process-wide: the run folders this process holds the lock of, and how deep (a writer calls
+# another, e.g. a stage that links its input in from a sibling run).
+_HELD: dict[Path, list] = {}
+
+
+class RunLock:
+    """One writer per run folder at a time, across processes (``flock`` on ``<run>/.lock``).
+
+    Reentrant within a process. A second process waits for the holder, once saying who it is
+    (process id, command, since when), so a notebook and a command-line run on the same run never
+    interleave their writes.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        key = self.root.resolve()
+        if key in _HELD:
+            _HELD[key][1] += 1
+            try:
+                yield
+            finally:
+                _HELD[key][1] -= 1
+            return
+        import fcntl  # POSIX: the library runs on Linux and macOS
+
+        fd = os.open(self.root / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+                print(f"{self.root} is being written by {holder}; waiting for it to finish", file=sys.stderr, flush=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} ({shlex.join(sys.argv)[:200]}) since {_now()}\n".encode(), 0)
+            _HELD[key] = [fd, 1]
+            yield
+        finally:
+            _HELD.pop(key, None)
+            os.close(fd)  # releases the lock
+
+
+def _relocated(value: Any, old: str, new: str) -> Any:
+    """``value`` with every string that is a path under ``old`` moved under ``new`` (a stage's result
+    names its files in the folder it was written into, which becomes the stage folder)."""
+    if isinstance(value, dict):
+        return {k: _relocated(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relocated(v, old, new) for v in value]
+    if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
+        return new + value[len(old) :]
+    return value
 
 
 class RunDirError(ValueError):
@@ -162,6 +225,36 @@ class RunStore:
     def __init__(self, root: str | Path, share: bool = True):
         self.root = Path(root)
         self.share = share
+        self.lock = RunLock(self.root)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the run's lock (:class:`RunLock`) in a run folder that is the store's own: it is
+        created with the store's marker, or it already carries it.
+
+        Raises:
+            RunDirError: the folder cannot be created, or exists and was not made by the store.
+        """
+        if not self.root.exists():
+            _make_dir(self.root)
+            save_json(self.root / MARKER, {"made_by": "cpmc_lib.store", "created": _now()})
+        elif not (self.root / MARKER).is_file():
+            self._adopt()
+        with self.lock.hold():
+            yield
+
+    def _adopt(self) -> None:
+        """Mark a run folder made before the marker existed, if it holds nothing but the store's files."""
+        known = {*stages.STAGES, "metrics.json", _LOCK}
+        foreign = [p.name for p in self.root.iterdir() if p.name not in known and not p.name.startswith(".")]
+        stage_dirs = [p for p in self.root.iterdir() if p.name in stages.STAGES]
+        if foreign or not self.root.is_dir() or not all((p / "manifest.json").is_file() for p in stage_dirs):
+            raise RunDirError(
+                f"{self.root} exists and was not made by cpmc_lib (no {MARKER} file; it holds "
+                f"{', '.join(sorted(foreign)[:5]) or 'folders without a manifest'}): the run store writes only into "
+                "its own folders. Choose another run name (--run NAME) or runs_dir (--set runs_dir=DIR)"
+            )
+        save_json(self.root / MARKER, {"made_by": "cpmc_lib.store", "created": _now(), "adopted": True})
 
     @classmethod
     def for_config(cls, cfg: Config) -> RunStore:
@@ -208,15 +301,16 @@ class RunStore:
         """The folder of one CAM method's saved maps (:mod:`cpmc_lib.mapfile`): ``cams/<method>/``."""
         return self.path("cams") / method
 
-    def map_metrics(self, cfg: Config, method: str) -> dict[str, Any] | None:
+    def map_metrics(self, cfg: Config, method: str, stage_dir: Path | None = None) -> dict[str, Any] | None:
         """The scores of ``method``'s maps if they were made with ``cfg``'s settings, else None.
 
         All methods share the one "cams" stage folder (its key covers data, classifier and CAM
         inference); each method's ``metrics.json``, written last, records
         :func:`~cpmc_lib.stages.method_hash`, which adds the sections that method reads, so
-        changing a calibration setting recomputes only the CPMC maps.
+        changing a calibration setting recomputes only the CPMC maps. ``stage_dir``: the cams
+        folder to look in (default the finished one; the cams stage passes its folder in progress).
         """
-        path = self.maps_dir(method) / "metrics.json"
+        path = (stage_dir or self.path("cams")) / method / "metrics.json"
         if path.is_file():
             metrics = load_json(path)
             if metrics.get("method_hash") == method_hash(cfg, method):
@@ -265,7 +359,9 @@ class RunStore:
         path = self.path(stage)
         if not self.is_done(stage, h) and (cached := self.find_cached(stage, h)) is not None:
             if distributed.is_main():
-                _link_tree(cached, path)
+                with self.writing():
+                    if not self.is_done(stage, h):  # not linked by another writer meanwhile
+                        _link_tree(cached, path)
             distributed.barrier()
         if not self.is_done(stage, h):
             raise self.missing(cfg, path, what or f"finished {stage} stage", stage)
@@ -279,13 +375,18 @@ class RunStore:
     def stage(
         self, name: str, cfg: Config, device: str | None = None, keep: tuple[str, ...] = ()
     ) -> Iterator[StageRun]:
-        """Open a stage for ``cfg``: reuse it if complete, otherwise clear it and record a new run.
+        """Open a stage for ``cfg``: reuse it if complete, otherwise record a new run of it.
+
+        A new run writes into ``.<stage>.partial/`` beside the stage folder (``run.path``), which
+        replaces the finished folder only once the block has completed and its manifest is written
+        (:func:`cpmc_lib.io.replace_dir`): a failed or interrupted run leaves the last finished
+        result in place. The run's lock is held throughout (:meth:`writing`).
 
         Args:
-            keep: file names to keep when clearing (e.g. a training checkpoint to resume from
-                after a crash with the *same* config; they are cleared when the hash changes).
+            keep: file names of an interrupted run *with the same config* to keep for the next one
+                (e.g. a training checkpoint to resume from); anything else it left is cleared.
 
-        Under torchrun rank 0 alone opens the stage (clears the folder, writes the manifests);
+        Under torchrun rank 0 alone opens the stage (prepares the folder, writes the manifests);
         every rank runs the block, its share of the work, between barriers, so all ranks see the
         same ``done`` and the manifest is written after every rank's files.
         """
@@ -299,7 +400,8 @@ class RunStore:
         distributed.barrier()  # rank 0 has cleared, linked or reused the folder
         h = stage_hash(cfg, name)
         done = self.is_done(name, h)
-        mine = StageRun(name, self.path(name), h, done, self.result(name) if done else {})
+        path = self.path(name) if done else self.partial(name)
+        mine = StageRun(name, path, h, done, self.result(name) if done else {})
         yield mine
         distributed.barrier()  # every rank has written its files
         if distributed.is_main():
@@ -307,37 +409,46 @@ class RunStore:
         opened.close()  # rank 0: the manifest, written last
         distributed.barrier()
 
+    def partial(self, stage: str) -> Path:
+        """Where a new run of ``stage`` is written until it is complete: ``.<stage>.partial/``."""
+        return self.root / f".{stage}.partial"
+
     @contextlib.contextmanager
     def _open(self, name: str, cfg: Config, device: str | None, keep: tuple[str, ...]) -> Iterator[StageRun]:
         """:meth:`stage` in one process."""
         h = stage_hash(cfg, name)
-        path = self.path(name)
-        _make_dir(self.root)
-        if not self.is_done(name, h) and (cached := self.find_cached(name, h)) is not None:
-            _link_tree(cached, path)
-        if self.is_done(name, h):
-            yield StageRun(name, path, h, True, self.result(name))
-            return
-        old = path / "manifest.json"
-        same_config = old.exists() and load_json(old).get("config_hash") == h
-        if path.exists():
-            for child in path.iterdir():
-                if same_config and child.name in keep:
-                    continue
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-        _make_dir(path)
-        manifest = {
-            "stage": name,
-            "status": "running",
-            "config_hash": h,
-            "seed": cfg.seed,
-            "config": cfg.to_dict(),
-            "device": device,
-            "started": _now(),
-            **environment_info(),
-        }
-        save_json(old, manifest)
-        run = StageRun(name, path, h, False)
-        yield run
-        manifest.update(status="complete", finished=_now(), result=run.result)
-        save_json(old, manifest)
+        with self.writing():
+            path, partial = self.path(name), self.partial(name)
+            recover_dir(path)  # a replacement interrupted between its two renames
+            if not self.is_done(name, h) and (cached := self.find_cached(name, h)) is not None:
+                _link_tree(cached, path)
+            if self.is_done(name, h):
+                yield StageRun(name, path, h, True, self.result(name))
+                return
+            manifest_file = partial / "manifest.json"
+            same_config = manifest_file.is_file() and load_json(manifest_file).get("config_hash") == h
+            if partial.exists():  # the store's own scratch of an interrupted run
+                for child in partial.iterdir():
+                    if same_config and child.name in keep:
+                        continue
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            _make_dir(partial)
+            manifest = {
+                "stage": name,
+                "status": "running",
+                "config_hash": h,
+                "seed": cfg.seed,
+                "config": cfg.to_dict(),
+                "data": stages.data_identity(cfg),
+                "device": device,
+                "started": _now(),
+                **environment_info(),
+            }
+            save_json(manifest_file, manifest)
+            run = StageRun(name, partial, h, False)
+            yield run
+            run.result = _relocated(run.result, str(partial), str(path))  # paths as they will be
+            manifest.update(status="complete", finished=_now(), result=run.result)
+            save_json(manifest_file, manifest)
+            replace_dir(partial, path)
+            run.path = path

@@ -406,7 +406,8 @@ def _stale_note(name: str, runs: dict[str, dict[str, Any]]) -> str:
     stale = stale_points(name, runs)
     if not stale:
         return ""
-    return (f". **Not this checkout's settings:** {', '.join(stale)} ran with a configuration that differs from "
-            f"what this checkout gives {'it' if len(stale) == 1 else 'them'} (a default changed since), so "
+    return (f". **Not this checkout's settings:** {', '.join(stale)} ran with a configuration, or a version of the "
+            f"code, that differs from what this checkout gives {'it' if len(stale) == 1 else 'them'} (a default or "
+            f"a computation changed since; the cache keys say so), so "
             f"some of {'its' if len(stale) == 1 else 'their'} numbers may differ from what this checkout computes; "
             f"`python -m cpmc_lib sweep papermill_runs/{name}.yaml --record` reruns the sweep")  # fmt: skip

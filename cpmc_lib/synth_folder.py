@@ -16,7 +16,7 @@ from typing import Any
 from .config import SynthConfig
 from .io import load_json
 
-__all__ = ["GENERATOR_VERSION", "DataFolderError", "check_folder"]
+__all__ = ["GENERATOR_VERSION", "DataFolderError", "check_folder", "generated_card"]
 
 GENERATOR_VERSION = "cpmc-synth-1"
 _GENERATOR = "cpmc_lib.synth"  # the card's "generator": whose folder it is
@@ -86,6 +86,20 @@ def _other_settings_message(out: Path, card: dict[str, Any], diffs: dict[str, tu
         f"To generate your settings, choose another folder: --set data.root={alt} or --data {alt} "
         f"(--out {alt} for the synth command), or delete {out} yourself first."
     )
+
+
+def generated_card(cfg: SynthConfig, out: str | Path) -> dict[str, Any] | None:
+    """The card of ``out`` when this generator wrote it (with ``cfg``'s settings); None when ``out``
+    holds no card of this generator (missing, empty, or another data set).
+
+    Raises:
+        DataFolderError: ``out`` holds this generator's data set with other settings.
+    """
+    out = Path(out)
+    card = _read_card(out / "dataset_card.json")
+    if card is not None and (diffs := _differences(card, cfg)):
+        raise DataFolderError(_other_settings_message(out, card, diffs), out, diffs)
+    return card
 
 
 def check_folder(cfg: SynthConfig, out: str | Path) -> dict[str, Any] | None:

@@ -59,13 +59,13 @@ _VOC_HELP = (
     "Expected a PASCAL VOC layout (JPEGImages/, SegmentationClass/ or SegmentationClassAug/, "
     "ImageSets/Segmentation/<split>.txt). For real VOC, extract VOCtrainval_11-May-2012.tar "
     "(http://host.robots.ox.ac.uk/pascal/VOC/voc2012/) and add SBD's SegmentationClassAug, then point "
-    "data.root (or CPMC_DATA) at VOCdevkit/VOC2012; for the synthetic benchmark run "
+    "data.root (--data DIR) at VOCdevkit/VOC2012; for the synthetic benchmark run "
     "`python -m cpmc_lib synth --out DIR` and point data.root at DIR."
 )
 _COCO_HELP = (
     "Expected the WSSS MS COCO 2014 layout: train2014/ and val2014/ images from "
     "http://cocodataset.org, VOC-style PNG masks in SegmentationClass/{train2014,val2014}/, and split "
-    "lists ImageSets/{train,val}.txt; point data.root (or CPMC_DATA) at that folder."
+    "lists ImageSets/{train,val}.txt; point data.root (--data DIR) at that folder."
 )
 
 
@@ -272,8 +272,9 @@ class COCOSegmentation(SegmentationDataset):
         """Read a mask PNG as (H, W) indices 0..80, remapping raw category ids if ``mask_ids="coco"``."""
         if self.mask_ids == "contiguous":
             return super().read_mask(path)
+        indices = _read_index_png(path)  # its own errors name the file
         try:
-            return coco_category_to_index(_read_index_png(path))
+            return coco_category_to_index(indices)
         except ValueError as e:
             raise DatasetError(
                 f"{path}: {e} (data.mask_ids='coco'); fix the mask or set data.mask_ids"

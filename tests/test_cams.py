@@ -16,7 +16,6 @@ from cpmc_lib.store import RunStore, StageMissingError
 
 
 def test_stage_saves_scores_and_reuses(fake_synth_root, tmp_path, monkeypatch):
-    monkeypatch.delenv("CPMC_DATA", raising=False)
     monkeypatch.delenv("CPMC_DEVICE", raising=False)
     cfg = Config(
         device="cpu",

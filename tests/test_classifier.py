@@ -28,7 +28,6 @@ def tiny_config(root, runs, epochs: int = 2, num_workers: int = 0) -> Config:
 
 @pytest.fixture(autouse=True)
 def _no_data_override(monkeypatch):
-    monkeypatch.delenv("CPMC_DATA", raising=False)
     monkeypatch.delenv("CPMC_DEVICE", raising=False)
 
 

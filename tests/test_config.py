@@ -132,12 +132,15 @@ def test_seg_split_keys_only_the_stages_that_read_it():
         assert stage_hash(aug, stage) != stage_hash(base, stage), stage
 
 
-def test_data_root_env_override(monkeypatch):
-    cfg = Config()
-    monkeypatch.delenv("CPMC_DATA", raising=False)
-    assert str(cfg.data_root()) == cfg.data.root
-    monkeypatch.setenv("CPMC_DATA", "/elsewhere/VOC2012")
-    assert str(cfg.data_root()) == "/elsewhere/VOC2012"
+def test_the_data_root_is_the_one_the_config_names(monkeypatch, capsys):
+    """No environment variable overrides data.root: what `config` prints is what the loaders read."""
+    from cpmc_lib.cli import main
+
+    monkeypatch.setenv("CPMC_DATA", "/elsewhere/VOC2012")  # the variable of old versions: ignored
+    assert str(Config().data_root()) == Config().data.root
+    assert main(["config", "--config", "configs/default.yaml", "--data", "/data/a"]) == 0
+    assert "root: /data/a" in capsys.readouterr().out
+    assert str(load_config("configs/default.yaml", ["data.root=/data/a"]).data_root()) == "/data/a"
 
 
 def test_choice_fields_list_their_values():
@@ -155,3 +158,41 @@ def test_the_library_default_is_the_books_default():
 
     assert load_config("configs/default.yaml") == Config()
     assert Config().pseudo.negatives and Config().segmentation.test_crf
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("classifier.epochs=0", "classifier.epochs=0 must be at least 1"),
+        ("segmentation.epochs=-2", "segmentation.epochs=-2 must be at least 1"),
+        ("classifier.lr=0", "classifier.lr=0.0 must be > 0"),
+        ("segmentation.lr=-0.1", "segmentation.lr=-0.1 must be > 0"),
+        ("classifier.crop_size=0", "classifier.crop_size=0 must be at least 16 pixels"),
+        ("segmentation.crop_size=8", "segmentation.crop_size=8 must be at least 16 pixels"),
+        ("segmentation.batch_size=1", "segmentation.batch_size=1 must be at least 2"),
+        ("pseudo.band=[0.5, 0.9]", r"pseudo.band=\(0.5, 0.9\) must satisfy"),
+        ("cams.scales=[]", "cams.scales=.* must be one or more factors"),
+    ],
+)
+def test_values_out_of_range_fail_at_load_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("configs/default.yaml", [override])
+
+
+@pytest.mark.parametrize("name", ["../x", "../../x", "a/b", ".hidden", "", "x/.."])
+def test_a_run_name_is_one_folder_under_runs_dir(name):
+    with pytest.raises(ConfigError, match="a run name is one folder name under runs_dir"):
+        load_config("configs/default.yaml", [f"run={name}"])
+
+
+def test_cli_run_outside_runs_is_an_error(capsys):
+    from cpmc_lib.cli import main
+
+    assert main(["train", "--config", "configs/default.yaml", "--run", "../x", "--quiet"]) == 2
+    assert "a run name is one folder name" in capsys.readouterr().err
+
+
+def test_a_yaml_list_for_a_single_value_is_an_error(tmp_path):
+    (tmp_path / "c.yaml").write_text("data:\n  root: [a, b]\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: data.root: expected str, got \['a', 'b'\]"):
+        load_config(tmp_path / "c.yaml")

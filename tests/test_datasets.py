@@ -234,16 +234,15 @@ def test_build_dataset_mask_dir(fake_voc_root):
     assert _fg(ds[0]["label"]) == [2]
 
 
-def test_build_dataset_reads_cpmc_data(fake_synth_root, monkeypatch):
-    monkeypatch.setenv("CPMC_DATA", str(fake_synth_root))
-    assert len(build_dataset(_cfg("synth", "/nonexistent", 4), "val")) == 1
+def test_build_dataset_reads_the_root_the_config_names(fake_synth_root, monkeypatch):
+    monkeypatch.setenv("CPMC_DATA", "/nonexistent")  # no variable overrides data.root
+    assert len(build_dataset(_cfg("synth", fake_synth_root, 4), "val")) == 1
 
 
 # --- bad input -----------------------------------------------------------------------------------
 
 
 def test_missing_roots(tmp_path, monkeypatch):
-    monkeypatch.delenv("CPMC_DATA", raising=False)
     with pytest.raises(DatasetError, match=r"nope.*VOCtrainval_11-May-2012.*SegmentationClassAug"):
         VOCSegmentation(tmp_path / "nope", "train")
     with pytest.raises(DatasetError, match=r"python -m cpmc_lib synth --out"):
@@ -356,3 +355,45 @@ def test_label_statistics_counts_classes_from_masks(tmp_path):
     assert stats["cooccurrence"][0][1] == 1
     assert stats["labels_per_image"][:3] == [1, 1, 1]  # c: none, a: one, b: two
     assert abs(stats["pixel_share"][1] - 3 / 11) < 1e-9  # 11 labelled pixels, 3 of class 1
+
+
+def test_a_16_bit_mask_is_read_when_its_indices_fit_and_refused_otherwise(fake_voc_root):
+    path = fake_voc_root / "SegmentationClass" / "2007_000001.png"
+    mask = np.array(Image.open(path), dtype=np.uint16)
+    Image.fromarray(mask).save(path)  # the same indices, 16 bits wide
+    ds = VOCSegmentation(fake_voc_root, "train")
+    assert np.array_equal(ds.read_mask(path), mask.astype(np.uint8))
+    mask[0, 0] = 300
+    Image.fromarray(mask).save(path)
+    with pytest.raises(DatasetError, match=r"2007_000001\.png: 16-bit mask PNG with values 0\.\.300; .*8-bit"):
+        ds.read_mask(path)
+
+
+def test_a_split_file_naming_an_image_twice_is_an_error(fake_voc_root):
+    (fake_voc_root / "ImageSets" / "Segmentation" / "train.txt").write_text("2007_000001\n2007_000002\n2007_000001\n")
+    with pytest.raises(DatasetError, match=r"train\.txt: 1 image\(s\) listed more than once \('2007_000001' on lines 1, 3\)"):
+        VOCSegmentation(fake_voc_root, "train")
+
+
+def test_a_name_with_a_dot_keeps_it(fake_voc_root):
+    img = fake_voc_root / "JPEGImages"
+    (img / "2007_000001.jpg").rename(img / "2007_000001.v2.jpg")
+    (fake_voc_root / "SegmentationClass" / "2007_000001.png").rename(fake_voc_root / "SegmentationClass" / "2007_000001.v2.png")
+    sets = fake_voc_root / "ImageSets" / "Segmentation"
+    (sets / "train.txt").write_text("2007_000001.v2\n")
+    assert VOCSegmentation(fake_voc_root, "train").names == ["2007_000001.v2"]
+    (sets / "train.txt").write_text("/JPEGImages/2007_000001.v2.jpg /SegmentationClass/2007_000001.v2.png\n")
+    assert VOCSegmentation(fake_voc_root, "train").names == ["2007_000001.v2"]  # DeepLab's list format
+
+
+def test_an_exif_rotated_jpeg_is_read_upright(fake_voc_root):
+    path = fake_voc_root / "JPEGImages" / "2007_000001.jpg"
+    upright = np.array(Image.open(path))
+    sideways = Image.fromarray(np.rot90(upright, k=1).copy())  # stored turned, as some cameras do
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to show it
+    sideways.save(path, exif=exif, quality=95)
+    ds = VOCSegmentation(fake_voc_root, "train")
+    img = ds[0]["img"]
+    assert tuple(img.shape[-2:]) == upright.shape[:2]  # upright, and so its mask fits it
+    assert np.abs(img.permute(1, 2, 0).numpy().astype(int) - upright.astype(int)).mean() < 8

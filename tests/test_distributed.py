@@ -104,7 +104,6 @@ def test_two_processes_train_like_one(tmp_path, monkeypatch):
     """
     import torch.multiprocessing as mp
 
-    monkeypatch.delenv("CPMC_DATA", raising=False)
     root = tmp_path / "synth"
     generate(SynthConfig(train=8, val=4, size=32, classes=10), root, progress=False, workers=1)
     cfg = _config(root, tmp_path / "runs")
@@ -182,7 +181,6 @@ def test_two_processes_make_the_pseudo_labels_of_one(tmp_path, monkeypatch):
 
     from cpmc_lib import pseudo
 
-    monkeypatch.delenv("CPMC_DATA", raising=False)
     root, maps = tmp_path / "synth", tmp_path / "maps"
     generate(SynthConfig(train=6, val=2, size=32, classes=10), root, progress=False, workers=1)
     _fake_maps(root, maps)
@@ -243,7 +241,6 @@ def test_two_processes_score_the_segmentation_of_one(tmp_path, monkeypatch):
 
     from cpmc_lib.models import build_segnet
 
-    monkeypatch.delenv("CPMC_DATA", raising=False)
     root = tmp_path / "synth"
     generate(SynthConfig(train=2, val=5, size=32, classes=10), root, progress=False, workers=1)
     cfg = _segnet_config(root)

@@ -8,7 +8,7 @@ import yaml
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 CONDA_TO_PIP = {"pytorch": "torch"}
-NOT_PACKAGES = {"python", "pip", "-e ."}
+NOT_PACKAGES = {"python", "pip", "-e .", "cxx-compiler"}  # the compiler builds pydensecrf2
 
 
 def _name(spec: str) -> str:
@@ -31,3 +31,9 @@ def test_environment_yml_matches_pyproject():
         f"only in environment.yml: {sorted(conda_names - pip_names)}; "
         f"only in pyproject.toml: {sorted(pip_names - conda_names)}"
     )
+
+
+def test_environment_yml_takes_everything_from_conda_forge():
+    env = yaml.safe_load(open("environment.yml"))
+    assert env["channels"] == ["conda-forge"]  # the pytorch channel is deprecated; conda-forge builds PyTorch
+    assert "cxx-compiler" in env["dependencies"]  # pydensecrf2 compiles from source

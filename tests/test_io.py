@@ -91,3 +91,44 @@ def test_cli_disk_full_is_an_error_line(tmp_path, monkeypatch, capsys):
     assert (
         err.startswith("error: [Errno 28] No space left on device, while writing ") and "Traceback" not in err
     )
+
+
+# --- loading torch files safely ------------------------------------------------------------------
+
+
+def test_load_torch_refuses_what_is_not_a_state_dict_or_would_run_code(tmp_path):
+    import pickle
+
+    import torch
+
+    from cpmc_lib.io import load_torch
+
+    torch.save({"w": torch.ones(2)}, tmp_path / "ok.pt")
+    assert torch.equal(load_torch(tmp_path / "ok.pt", "weights")["w"], torch.ones(2))
+    torch.save([torch.ones(2)], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match=r"list\.pt: weights must be a dict of tensors .*got list"):
+        load_torch(tmp_path / "list.pt", "weights")
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("a pickle ran",))
+
+    torch.save({"w": Boom()}, tmp_path / "code.pt")
+    with pytest.raises(ValueError, match=r"code\.pt: cannot read it as weights .*Delete it"):
+        load_torch(tmp_path / "code.pt", "weights")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "ok.pt").read_bytes()[:50])  # a damaged file
+    with pytest.raises(ValueError, match=r"cut\.pt: cannot read it as weights .*damaged"):
+        load_torch(tmp_path / "cut.pt", "weights")
+    (tmp_path / "text.pt").write_bytes(pickle.dumps({"w": 1}))  # a plain pickle, not torch's format
+    with pytest.raises(ValueError, match=r"text\.pt: cannot read it"):
+        load_torch(tmp_path / "text.pt", "weights")
+
+
+def test_a_checkpoint_that_is_not_one_of_fit_is_refused(tmp_path):
+    import torch
+
+    from cpmc_lib.engine import load_checkpoint
+
+    torch.save({"conv.weight": torch.ones(1)}, tmp_path / "checkpoint.pt")  # a state dict, not a checkpoint
+    with pytest.raises(ValueError, match=r"checkpoint\.pt: not a training checkpoint .*delete it"):
+        load_checkpoint(tmp_path / "checkpoint.pt")

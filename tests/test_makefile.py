@@ -87,3 +87,16 @@ def test_python_without_venv_support_is_named(tmp_path):
     ]
     out = subprocess.run(cmd, cwd=tmp_path, env={"PATH": str(bin_dir)}, capture_output=True, text=True)
     assert out.returncode != 0 and "python3-venv" in out.stdout
+
+
+def test_torch_index_installs_torch_from_that_index_first(tmp_path):
+    """make install TORCH_INDEX=URL (e.g. PyTorch's CPU index) takes torch and torchvision from URL
+    before the project; without it nothing extra is installed (a dry run: nothing is executed)."""
+    make = shutil.which("make")
+    base = [make, "-n", "-f", str(MAKEFILE), "install", f"VENV={tmp_path / 'venv'}"]
+    cpu = subprocess.run([*base, "TORCH_INDEX=https://download.pytorch.org/whl/cpu"], cwd=MAKEFILE.parent,
+                         capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    assert "pip install --quiet torch torchvision --index-url https://download.pytorch.org/whl/cpu" in cpu
+    assert cpu.index("--index-url") < cpu.index('-e ".[dev,baselines]"')
+    plain = subprocess.run(base, cwd=MAKEFILE.parent, capture_output=True, text=True, timeout=60).stdout
+    assert "--index-url" not in plain and '-e ".[dev,baselines]"' in plain

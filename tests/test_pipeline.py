@@ -191,7 +191,6 @@ def test_tiny_pipeline_metrics_are_identical_to_the_recorded_ones(tiny):
 
 def test_setup_gives_config_store_and_data(tmp_path, monkeypatch):
     """A chapter's set-up line: the config with its overrides, its run store, the data set generated."""
-    monkeypatch.delenv("CPMC_DATA", raising=False)
     overrides = ["synth.size=32", "synth.train=4", "synth.val=2", "synth.classes=2", "data.num_classes=3",
                  f"data.root={tmp_path / 'data'}", f"runs_dir={tmp_path / 'runs'}", "run=chapter"]  # fmt: skip
     cfg, store = pipeline.setup("configs/default.yaml", overrides)

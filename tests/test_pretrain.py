@@ -168,7 +168,6 @@ def test_segmentation_backbone_other_than_the_classifier_fails_clearly(
 ):
     from cpmc_lib import segmentation
 
-    monkeypatch.delenv("CPMC_DATA", raising=False)
     weights = pretrain.run(tiny_cfg, RunStore.for_config(tiny_cfg), progress=False)["weights"]
     # a dataset of its own: the training set is read before the weights are loaded
     other = tiny_cfg.replace(

@@ -126,9 +126,11 @@ def test_configs_name_the_paper_family_networks():
     for name in ("voc", "coco", "synth-voc-scale"):
         cfg = load_config(CONFIGS / f"{name}.yaml")
         c, s = cfg.classifier, cfg.segmentation
-        assert (c.backbone, c.output_stride, c.pretrained, c.freeze_bn) == ("resnet50", 16, True, True), name
+        # torchvision's ImageNet weights, the ones IRN, SIPE, SFC and DeepLab report with
+        assert (c.backbone, c.output_stride, c.pretrained, c.freeze_bn) == ("resnet50.tv_in1k", 16, True, True), name
         assert len(cfg.cams.scales) > 1 and cfg.cams.flip, name
-        assert (s.backbone, s.head, s.pretrained, s.layers, s.channels) == ("resnet101", "v2", True, (), ()), name
+        assert (s.backbone, s.head, s.pretrained, s.layers, s.channels) == ("resnet101.tv_in1k", "v2", True, (), ()), name
+        assert (s.freeze_bn, s.param_groups) == (True, "deeplab"), name  # deeplab-pytorch's recipe
         assert s.crop_size in (321, 512) and 10 <= s.batch_size <= 16 and s.head_lr_mult == 10, name
         assert (cfg.crf.gaussian_sxy, cfg.crf.bilateral_sxy, cfg.crf.bilateral_srgb) == (3, 50, 5), name
         assert not cfg.pretrain.enabled, name  # real ImageNet weights, not the synthetic stand-in
@@ -182,8 +184,8 @@ def _assert_complete(
     assert {"classifier", "pseudo", "seg_wsss", "seg_full"} <= set(metrics["stage_seconds"])
     # what ran is the config's network, only scaled down
     c = metrics["config"]
-    assert c["segmentation"]["backbone"] == "resnet101" and c["segmentation"]["head"] == "v2"
-    assert c["classifier"]["backbone"] == "resnet50" and c["classifier"]["output_stride"] == 16
+    assert c["segmentation"]["backbone"] == "resnet101.tv_in1k" and c["segmentation"]["head"] == "v2"
+    assert c["classifier"]["backbone"] == "resnet50.tv_in1k" and c["classifier"]["output_stride"] == 16
 
 
 @pytest.mark.slow

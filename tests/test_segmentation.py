@@ -196,3 +196,23 @@ def test_training_set_is_the_seg_split_and_the_ceiling_needs_every_mask(fake_voc
         "2007_000001\n2007_000002\n2008_000003\n"
     )
     assert len(segmentation.training_set(aug)) == 3  # 2008_000003: its SegmentationClassAug mask
+
+
+def test_deeplab_param_groups_follow_deeplab_pytorch():
+    """backbone weights at lr, head weights x10 and biases x20; no decay on biases; frozen BN left out."""
+    from cpmc_lib.config import Config
+    from cpmc_lib.models import build_segnet
+
+    cfg = Config().replace(**{"segmentation.head": "v2", "segmentation.freeze_bn": True, "segmentation.head_lr_mult": 10.0,
+                              "segmentation.param_groups": "deeplab", "segmentation.stand_in": False})  # fmt: skip
+    model = build_segnet(cfg)
+    opt = segmentation.make_optimizer(model, cfg.segmentation)
+    lr, wd = cfg.segmentation.lr, cfg.segmentation.weight_decay
+    got = {(g["lr"] / lr, g["weight_decay"]): sum(p.numel() for p in g["params"]) for g in opt.param_groups}
+    assert set(got) == {(1.0, wd), (10.0, wd), (20.0, 0.0)}  # ResNet convs have no bias; BN is frozen
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    bn = model.frozen_bn_parameters()
+    assert bn and not any(id(p) in in_opt for p in bn)
+    assert all(id(p) in in_opt for p in model.head.parameters())
+    plain = segmentation.make_optimizer(model.__class__("resnet18", 3, layers=(1, 1), channels=(8, 16)), cfg.segmentation.__class__())
+    assert [g["lr"] for g in plain.param_groups] == [cfg.segmentation.__class__().lr] * 2  # the default: two groups, head x1

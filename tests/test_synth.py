@@ -309,7 +309,6 @@ def test_other_settings_error_names_both_settings_and_the_fix(tmp_path):
 def test_cli_pipeline_on_a_foreign_folder_is_an_error_not_a_regeneration(kind, tmp_path, capsys, monkeypatch):
     from cpmc_lib.cli import main
 
-    monkeypatch.delenv("CPMC_DATA", raising=False)  # it would win over --data
 
     make, hint = FOREIGN[kind]
     root = make(tmp_path / "data")
