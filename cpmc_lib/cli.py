@@ -126,6 +126,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if result["failures"] else 0
 
 
+def _cmd_records(args: argparse.Namespace) -> int:
+    from . import sweep
+
+    if args.list:
+        for name, family in sweep.RECORDED.items():
+            points = len(sweep.load_sweep(sweep.ROOT / "papermill_runs" / f"{name}.yaml").points)
+            print(f"{name:12s} {family:10s} {points:3d} points  papermill_runs/{name}.yaml")
+        return 0
+    failed = 0
+    for name, r in sweep.remake_records(args.only, workers=args.workers, progress=not args.quiet).items():
+        print(f"{name}: {r['seconds']:.0f} s; record: {r['record'] or 'none (no point finished)'}")
+        for point, err in r["failures"].items():
+            print(f"  FAILED {point}: {err}")
+        failed += len(r["failures"])
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cpmc_lib",
@@ -172,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="then write papermill_runs/records/<sweep>.json (every finished point's metrics, commits, date) for the book",
     )  # fmt: skip
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser(
+        "records", help="remake every record the book reads (tuning, validation, test), resumably: hours on 2 cores"
+    )
+    p.add_argument("--only", nargs="+", default=None, metavar="SWEEP", help="these records only (see --list)")
+    p.add_argument("--list", action="store_true", help="list the records, their family and size, and stop")
+    p.add_argument("--workers", type=int, default=None, help="points in parallel (default: each file's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_records)
     return parser
 
 

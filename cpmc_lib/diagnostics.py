@@ -25,8 +25,8 @@ from .metrics import cam_to_mask
 from .synth import ATYPICAL, BODY, CONTEXT_ABSENT, CONTEXT_PRESENT, DISTRACTOR, NEUTRAL, PART
 
 __all__ = [
-    "BACKGROUND_CODES", "LabelPathologyMeter", "OBJECT_CODES", "ORACLE_FIXES", "PathologyMeter", "fn_fp_fractions",
-    "oracle_fixed_label",
+    "BACKGROUND_CODES", "FpSplitMeter", "LabelPathologyMeter", "OBJECT_CODES", "ORACLE_FIXES", "PathologyMeter",
+    "fn_fp_fractions", "oracle_fixed_label",
 ]  # fmt: skip
 
 # Diagnostic code -> the name used in the result keys.
@@ -258,6 +258,66 @@ def fn_fp_fractions(pred_a: ArrayLike, pred_b: ArrayLike, gt: ArrayLike) -> dict
         "n_object": n_obj,
         "n_background": n_bg,
     }
+
+
+class FpSplitMeter:
+    """False positives split by what a discrepancy between two maps can see, and what a third keeps.
+
+    CPMC's false-positive side builds local prototypes where the paired maps *disagree* (one labels
+    a background pixel object, the other does not). A background pixel both maps label object is
+    *shared*: no discrepancy points at it. This meter counts, per background kind (``context``:
+    of a present or an absent class; ``distractor``; ``neutral``), how many background pixels fall
+    in each group, and which share of each the two maps and the calibrated map label object, all at
+    the decisions given (the pipeline's ground-truth-free ones).
+
+    Example:
+        >>> meter = FpSplitMeter()
+        >>> gt, diag = np.zeros((1, 4), int), np.full((1, 4), CONTEXT_PRESENT)
+        >>> a, b = np.array([[1, 0, 1, 0]]), np.array([[1, 1, 0, 0]])  # shared, two disagree, clean
+        >>> meter.update(a, b, np.array([[1, 0, 0, 1]]), gt, diag)  # keeps the shared one, adds one
+        >>> r = meter.compute()["context"]
+        >>> r["disagree"], r["shared"], r["c_in_disagree"], r["c_in_shared"], r["c_added"]
+        (50.0, 25.0, 0.0, 100.0, 25.0)
+    """
+
+    KINDS = {"context": (CONTEXT_PRESENT, CONTEXT_ABSENT), "distractor": (DISTRACTOR,), "neutral": (NEUTRAL,)}
+    _COUNTS = ("n", "disagree", "shared", "a_fp", "b_fp", "c_fp", "c_in_disagree", "c_in_shared", "c_added")
+
+    def __init__(self) -> None:
+        self._sums = {kind: dict.fromkeys(self._COUNTS, 0) for kind in self.KINDS}
+
+    def update(self, a: ArrayLike, b: ArrayLike, c: ArrayLike, gt: ArrayLike, diag: ArrayLike) -> None:
+        """Add one image (or a stack): the paired maps' masks ``a`` and ``b``, the calibrated mask ``c``
+        (class ids, 0 background, 255 ignored: counts as not object), ``gt`` and ``diag`` of one shape."""
+        a, b, c, gt, diag = (_numpy(x, np.int64) for x in (a, b, c, gt, diag))
+        if not (a.shape == b.shape == c.shape == gt.shape == diag.shape):
+            raise ValueError(f"shapes differ: {a.shape}, {b.shape}, {c.shape}, {gt.shape}, {diag.shape}")
+        fa, fb, fc = ((m > 0) & (m != IGNORE_INDEX) for m in (a, b, c))
+        for kind, codes in self.KINDS.items():
+            at = (gt == 0) & np.isin(diag, codes)
+            disagree, shared = at & (fa ^ fb), at & fa & fb
+            counts = {
+                "n": at, "disagree": disagree, "shared": shared, "a_fp": at & fa, "b_fp": at & fb, "c_fp": at & fc,
+                "c_in_disagree": disagree & fc, "c_in_shared": shared & fc, "c_added": at & fc & ~fa & ~fb,
+            }  # fmt: skip
+            for name, mask in counts.items():
+                self._sums[kind][name] += int(mask.sum())
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        """Per kind, in percent: ``disagree`` / ``shared`` (of the kind's pixels), ``a_fp``, ``b_fp``,
+        ``c_fp`` (the share each map labels object), ``c_in_disagree`` / ``c_in_shared`` (of each
+        group, what ``c`` still labels object), ``c_added`` (of the kind's pixels: object in ``c``
+        alone); and the counts ``n``, ``n_disagree``, ``n_shared``. NaN where a count is zero."""
+        out = {}
+        for kind, s in self._sums.items():
+            pct = lambda x, n: 100 * x / n if n else float("nan")  # noqa: E731
+            out[kind] = {
+                **{k: pct(s[k], s["n"]) for k in ("disagree", "shared", "a_fp", "b_fp", "c_fp", "c_added")},
+                "c_in_disagree": pct(s["c_in_disagree"], s["disagree"]),
+                "c_in_shared": pct(s["c_in_shared"], s["shared"]),
+                "n": s["n"], "n_disagree": s["disagree"], "n_shared": s["shared"],
+            }  # fmt: skip
+        return out
 
 
 # The kinds of label error the oracle diagnostic sets to the ground truth, and what they are.

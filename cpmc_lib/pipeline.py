@@ -45,7 +45,7 @@ from .datasets import build_dataset
 from .distributed import barrier, is_main
 from .io import load_json, save_json
 from .metrics import json_iou
-from .pseudo import rule_scores
+from .pseudo import fp_split_scores, rule_scores
 from .report import markdown_table, scored_labels
 from .stages import STEPS, check_methods, stage, stage_hash
 from .store import RunStore
@@ -177,6 +177,12 @@ def run(
     # the oracle view only, are skipped unless they make the pseudo labels.
     for m in [m for m in cam_results if m not in PEERS or m == cfg.pseudo.method]:
         metrics["cams"][m]["gt_free"] = clock(f"gt_free_{m}", lambda m=m: rule_scores(cfg, store, m))
+    # The FP promise at the operating point: the background the refined and prototype CAMs disagree
+    # on (what the calibration can see) and share, and what the CPMC map keeps of each.
+    if {"refined", "proto", "cpmc"} <= set(metrics["cams"]) and "gt_free" in metrics["cams"]["cpmc"]:
+        split = clock("fp_split", lambda: fp_split_scores(cfg, store, ("refined", "proto"), "cpmc"))
+        if split is not None:
+            metrics["cams"]["cpmc"]["gt_free"]["fp_split"] = split
     stage_seconds = {"classifier": clf.get("seconds")}
     if cfg.uses_pretrain_stage() and (store.path("pretrain") / "manifest.json").is_file():
         stage_seconds = {"pretrain": store.result("pretrain").get("seconds"), **stage_seconds}
@@ -219,8 +225,10 @@ def _pseudo_metrics(pl: dict[str, Any]) -> dict[str, Any]:
         **{k: pl.get(k) for k in ("split", "images", "scored_on", "scored_images")},
         **{
             f"{method}{suffix}": {
-                # scored on the labelled pixels; ignore_frac: the share labelled 255 (pseudo.band)
+                # scored on the labelled pixels; ignore_frac: the share labelled 255 (pseudo.band);
+                # miou_bg: every pixel, the ignored ones counted as background
                 **{k: pl[f"{k}{suffix}"] for k in ("miou", "precision", "recall", "ignore_frac")},
+                **{k: pl[f"{k}{suffix}"] for k in ("miou_bg", "iou_bg") if f"{k}{suffix}" in pl},
                 # which pixels the labels get wrong (synthetic benchmark: its diagnostic masks), and per class
                 **{k: pl[f"{k}{suffix}"] for k in ("iou", "pathology", "pathology_by_class") if f"{k}{suffix}" in pl},
             }
@@ -278,7 +286,7 @@ def format_metrics(metrics: dict[str, Any]) -> str:
                  if pl.get("split") else "cam split")  # fmt: skip
         out += [
             f"Pseudo labels ({where}; background rule {pl.get('threshold_rule')}, threshold {thr})",
-            markdown_table(rows, ["labels", "miou", "ignore_frac", "precision", "recall"]),
+            markdown_table(rows, ["labels", "miou", "ignore_frac", "miou_bg", "precision", "recall"]),
             "",
         ]
     if "seg" in metrics:

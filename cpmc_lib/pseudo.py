@@ -36,7 +36,7 @@ from . import distributed
 from .config import Config, PseudoConfig
 from .crf import crf_map
 from .datasets import build_dataset
-from .diagnostics import LabelPathologyMeter, PathologyMeter
+from .diagnostics import FpSplitMeter, LabelPathologyMeter, PathologyMeter
 from .io import IGNORE_INDEX, load_json, read_image_rgb, read_mask_png, save_json, save_mask_png
 from .labels import (
     assign_to_parts,
@@ -55,7 +55,9 @@ from .runtime import pick_device
 if TYPE_CHECKING:
     from .store import RunStore
 
-__all__ = ["labels_dir", "make_labels", "part_assigner", "part_folder", "rule_scores", "run", "stage_crf_labels"]
+__all__ = [
+    "fp_split_scores", "labels_dir", "make_labels", "part_assigner", "part_folder", "rule_scores", "run", "stage_crf_labels",
+]  # fmt: skip
 
 
 def labels_dir(store: RunStore) -> Path:
@@ -177,12 +179,14 @@ class _Labeller:
 
 
 class _LabelScores:
-    """mIoU over the labelled pixels, the ignored share and the pathologies, without and with the CRF."""
+    """mIoU over the labelled pixels, the ignored share and the pathologies, without and with the CRF;
+    and the mIoU with the ignored pixels counted as background (what the labels cover)."""
 
     SUFFIXES = ("", "_crf")
 
     def __init__(self, num_classes: int) -> None:
         self.meters = {s: ConfusionMeter(num_classes) for s in self.SUFFIXES}
+        self.covered = {s: ConfusionMeter(num_classes) for s in self.SUFFIXES}
         self.pathology = {s: LabelPathologyMeter() for s in self.SUFFIXES}
         self.ignored = {s: 0 for s in self.SUFFIXES}
         self.pixels = self.scored = 0
@@ -197,12 +201,13 @@ class _LabelScores:
             if gt is not None:  # ignore pixels of the label are left out of the score
                 keep = lab != IGNORE_INDEX
                 self.meters[suffix].update(torch.where(keep, lab, 0), torch.where(keep, gt, IGNORE_INDEX))
+                self.covered[suffix].update(torch.where(keep, lab, 0), gt)  # ignored = background
                 if diag is not None:
                     self.pathology[suffix].update(lab, gt, diag)
 
     def compute(self, planes_used: list[float]) -> dict[str, Any]:
         """The scores summed over every rank, and ``threshold_mean`` and ``scored_images``."""
-        for meter in self.meters.values():
+        for meter in (*self.meters.values(), *self.covered.values()):
             meter.confusion = distributed.all_reduce_tensor(meter.confusion)
         for patho in self.pathology.values():
             patho.all_reduce()
@@ -219,6 +224,9 @@ class _LabelScores:
                 f"recall{suffix}": scores["recall"],
                 f"ignore_frac{suffix}": counts[f"ignored{suffix}"] / max(counts["pixels"], 1),
                 f"iou{suffix}": json_iou(scores["iou"]),
+                # every pixel scored, the ignored ones as background: what the labels say about the image
+                f"miou_bg{suffix}": self.covered[suffix].compute()["miou"],
+                f"iou_bg{suffix}": json_iou(self.covered[suffix].compute()["iou"]),
             })  # fmt: skip
             if self.pathology[suffix].pixels:
                 result[f"pathology{suffix}"] = self.pathology[suffix].compute()
@@ -257,7 +265,9 @@ def make_labels(
             both labels are ignored where a class looks like its negatives; None leaves them.
 
     Returns:
-        dict with ``miou``, ``precision``, ``recall``, ``ignore_frac``, ``iou`` (per class),
+        dict with ``miou``, ``precision``, ``recall`` (over the labelled pixels), ``ignore_frac``
+        (the share labelled 255), ``miou_bg`` and ``iou_bg`` (every pixel, the ignored ones counted
+        as background), ``iou`` (per class),
         ``pathology`` and ``pathology_by_class`` (with diagnostic masks:
         :class:`~cpmc_lib.diagnostics.LabelPathologyMeter`) and the same with ``_crf``,
         plus ``method``, ``threshold`` (None for a per-image rule), ``threshold_rule``,
@@ -347,6 +357,41 @@ def rule_scores(cfg: Config, store: RunStore, method: str) -> dict[str, Any]:
         out["pathology"] = patho.compute()
     save_json(cache, {"key": key, "scores": out})
     return out
+
+
+def fp_split_scores(cfg: Config, store: RunStore, pair: tuple[str, str], calibrated: str) -> dict[str, Any] | None:
+    """The false positives of two paired maps split by whether they disagree, and what the calibrated
+    map keeps of each (:class:`~cpmc_lib.diagnostics.FpSplitMeter`), every map at its own
+    ground-truth-free decision (``pseudo.threshold_rule``, as :func:`rule_scores`).
+
+    The FP promise is read here: a discrepancy can only point at the *disagree* group; background
+    both maps label object is *shared*, out of the calibration's sight.
+
+    Args:
+        pair: the CAM methods whose discrepancy the calibration reads, e.g. ``("refined", "proto")``.
+        calibrated: the calibrated map's method, e.g. ``"cpmc"``.
+
+    Returns:
+        :meth:`FpSplitMeter.compute` with ``maps`` ({"a", "b", "c": method}); None on data without
+        diagnostic masks.
+    """
+    methods = (*pair, calibrated)
+    found = [store.require_maps(cfg, m) for m in methods]
+    fixed = [rule_threshold(cfg, metrics) for _, metrics in found]
+    ds = build_dataset(cfg, cfg.data.cam_split)
+    meter, seen = FpSplitMeter(), False
+    for name in ds.names:
+        gt, diag = ds.targets(name)
+        if gt is None or diag is None:
+            continue
+        masks = []
+        for (folder, _), thr in zip(found, fixed, strict=True):
+            saved = load_map(folder, name)
+            cam = saved.cam.astype(np.float32)
+            masks.append(cam_to_mask(cam, saved.keys, image_threshold(cam, cfg.pseudo.threshold_rule) if thr is None else thr))
+        meter.update(*masks, gt, diag)
+        seen = True
+    return {"maps": dict(zip("abc", methods, strict=True)), **meter.compute()} if seen else None
 
 
 def stage_crf_labels(cfg: Config, store: RunStore) -> Path | None:

@@ -12,6 +12,8 @@ A sweep file (``papermill_runs/<name>.yaml``)::
       refinement.iterations: [0, 1, 2, 3]
     points:                                # ... and/or explicit named points
       - {name: fp-only, set: {calibration.use_fn: false}}
+    family: test                           # the points become variants run on every setting and
+                                           # training seed of the family (cpmc_lib.families)
     workers: 1                             # points run in parallel when > 1
     columns: [cams.cam.miou, cams.cpmc.miou]   # metrics tabulated (dotted paths into metrics.json)
 
@@ -28,6 +30,8 @@ A sweep too long for ``make book`` (the held-out generator settings train a clas
 *recorded*: ``python -m cpmc_lib sweep FILE --record`` writes ``papermill_runs/records/<sweep>.json``
 with every point's metrics, the commits its stages ran at, the date and the command, so the book
 can show a run's numbers, labelled with where they came from, without rerunning it.
+:data:`RECORDED` lists every record the book reads that this checkout can remake, in the order
+``python -m cpmc_lib records`` remakes them (:func:`remake_records`, resumable like any sweep).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import json
 import re
 import shlex
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -49,18 +54,30 @@ from typing import Any
 import yaml
 
 from .config import Config, load_config
+from .families import test_points
 from .io import atomic_write, load_json, save_json
 from .progress import tqdm
 from .stages import STAGES, method_hash, stage_hash
 
 __all__ = [
-    "ABLATION", "Point", "Sweep", "ablation_rows", "flatten", "load_record", "load_results", "load_sweep", "point_metrics", "run_sweep",
-    "stale_points", "sweep_runs", "write_record",
+    "ABLATION", "RECORDED", "Point", "Sweep", "ablation_rows", "flatten", "load_record", "load_results", "load_sweep", "point_metrics",
+    "remake_records", "run_sweep", "stale_points", "sweep_runs", "write_record",
 ]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "papermill_runs" / "output"
 RECORDS = ROOT / "papermill_runs" / "records"
+# The records the book reads that this checkout can remake, by family of settings (cpmc_lib.families),
+# in the order they are remade: a later sweep reuses the classifiers and maps of an earlier one.
+# (records/parts/ and records/retired*.json hold measurements of code that no longer exists.)
+RECORDED = {
+    "robustness": "tuning",
+    "band": "tuning",
+    "heldout": "validation",
+    "negatives": "validation",
+    "test": "test",
+    "test_labels": "test",
+}
 
 
 @dataclass(frozen=True)
@@ -86,7 +103,7 @@ class Sweep:
     base: tuple[str, ...] = ()
 
 
-_KEYS = ("name", "notebook", "config", "set", "until", "methods", "grid", "points", "workers", "columns")
+_KEYS = ("name", "notebook", "config", "set", "until", "methods", "grid", "points", "family", "workers", "columns")
 _POINT_KEYS = ("name", "set", "rows")
 ABLATION = ROOT / "papermill_runs" / "ablation.yaml"
 
@@ -119,7 +136,14 @@ def load_sweep(path: str | Path) -> Sweep:
         for values in itertools.product(*(grid[k] for k in keys)):
             ov = _overrides(dict(zip(keys, values, strict=True)))
             points.append(Point(_slug(",".join(ov)), ov))
-    for p in spec.get("points") or []:
+    family = spec.get("family")
+    if family is not None and family != "test":
+        raise ValueError(f"{path}: family {family!r}; the one family with a drawing rule is 'test'")
+    listed = spec.get("points") or []
+    if family == "test":  # the listed points become variants, each run on every setting and seed
+        listed = [{"name": f"{v['name']}-{f['name']}", "set": {**f["set"], **(v.get("set") or {})}}
+                  for v in listed or [{"name": "default"}] for f in test_points()]  # fmt: skip
+    for p in listed:
         if unknown := set(p) - set(_POINT_KEYS):
             raise ValueError(f"{path}: point {p.get('name')!r}: unknown keys {sorted(unknown)}; keys: {', '.join(_POINT_KEYS)}")
         rows = tuple((str(title), str(m)) for title, m in (p.get("rows") or {}).items())
@@ -411,3 +435,38 @@ def _stale_note(name: str, runs: dict[str, dict[str, Any]]) -> str:
             f"a computation changed since; the cache keys say so), so "
             f"some of {'its' if len(stale) == 1 else 'their'} numbers may differ from what this checkout computes; "
             f"`python -m cpmc_lib sweep papermill_runs/{name}.yaml --record` reruns the sweep")  # fmt: skip
+
+
+def remake_records(
+    names: list[str] | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    folder: str | Path | None = None,
+    output: str | Path | None = None,
+    records: str | Path | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run each recorded sweep (``names``, default every one of :data:`RECORDED`, in its order) from
+    ``folder`` (default ``papermill_runs/``) and write its record. Resumable: a point finished by an
+    earlier, interrupted call is skipped, and a sweep whose points all failed keeps its old record.
+
+    Returns:
+        ``{sweep: {"record": path or None, "failures": {point: error}, "seconds": float}}``.
+    """
+    unknown = sorted(set(names or ()) - set(RECORDED))
+    if unknown:
+        raise ValueError(f"no recorded sweep {unknown}; the records: {', '.join(RECORDED)}")
+    folder = Path(folder) if folder else ROOT / "papermill_runs"
+    out = {}
+    for name in [n for n in RECORDED if not names or n in names]:
+        start = time.perf_counter()
+        where = Path(output) / name if output else None
+        result = run_sweep(folder / f"{name}.yaml", workers=workers, output=where, progress=progress)
+        done = any(r["status"] != "failed" for r in result["rows"])
+        command = shlex.join(["python", "-m", "cpmc_lib", "records", "--only", name])
+        dest = Path(records) / f"{name}.json" if records else None
+        out[name] = {
+            "record": write_record(folder / f"{name}.yaml", where, dest, command) if done else None,
+            "failures": result["failures"],
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+    return out

@@ -33,6 +33,14 @@ def test_pipeline_writes_complete_metrics(tiny):
             assert "gt_free" not in r
             continue
         assert r["gt_free"]["rule"] == cfg.pseudo.threshold_rule and 0 <= r["gt_free"]["miou"] <= 100
+    # The FP promise at the operating point: the split agrees with each map's own FP share there.
+    split = metrics["cams"]["cpmc"]["gt_free"]["fp_split"]
+    assert split["maps"] == {"a": "refined", "b": "proto", "c": "cpmc"}
+    for letter, m in split["maps"].items():
+        assert split["distractor"][f"{letter}_fp"] == pytest.approx(metrics["cams"][m]["gt_free"]["pathology"]["fp_distractor"])
+    for kind in ("context", "distractor"):
+        s = split[kind]
+        assert s["n_disagree"] + s["n_shared"] <= s["n"] and s["disagree"] + s["shared"] <= 100 + 1e-9
     for part in ("wsss", "full"):
         assert 0 <= metrics["seg"][part]["miou"] <= 100
         # which kinds of pixel each network gets right (the synthetic benchmark's diagnostic masks)

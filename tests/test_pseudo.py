@@ -205,3 +205,20 @@ def test_stage_assign_parts_changes_only_contested_object_pixels(tiny_cam_run):
     assert changed > 0  # the tiny benchmark has images with two classes of one group
     with pytest.raises(ValueError, match="part_share"):
         pseudo.run(cfg.replace(**{"pseudo.part_share": 0.0, "pseudo.method": "cam"}), store, progress=False)
+
+
+def test_the_labels_are_also_scored_with_their_ignored_pixels_as_background(tiny_cam_run):
+    """miou_bg: every pixel scored, the ignored ones as background; equal to miou without an ignore zone."""
+    cfg, store = tiny_cam_run
+    cfg = cfg.replace(**{"pseudo.method": "cam", "pseudo.crf": False, "pseudo.band": (0.5, 1.5)})
+    zone = pseudo.run(cfg, store, progress=False)
+    ds = build_dataset(cfg, cfg.data.cam_split)
+    preds, gts = [], []
+    for i, name in enumerate(ds.names):
+        lab = read_mask_png(pseudo.labels_dir(store) / f"{name}.png")
+        preds.append(np.where(lab == 255, 0, lab))
+        gts.append(ds[i]["mask"].numpy())
+    assert zone["ignore_frac"] > 0 and zone["miou_bg"] == pytest.approx(miou(preds, gts, cfg.data.num_classes)["miou"])
+    assert zone["miou_bg"] != zone["miou"]
+    plain = pseudo.make_labels(cfg.replace(**{"pseudo.band": (1.0, 1.0)}), store.maps_dir("cam"), None, progress=False)
+    assert plain["ignore_frac"] == 0 and plain["miou_bg"] == plain["miou"]

@@ -38,14 +38,17 @@ def test_headline_summarises_every_stage_of_a_metrics_file():
 
 
 def _run(cam, proto, cpmc, body=(70.0, 77.0), context=(12.0, 11.0), distractor=(24.0, 23.0), ratio=0.9,
-         curve=(80.0, 80.3, 80.4), rule="otsu"):  # fmt: skip
+         curve=(80.0, 80.3, 80.4), rule="otsu", cut=0.5):  # fmt: skip
     def path(b, c, d):
         return {"recall_body": b, "fp_context": c, "fp_distractor": d}
 
+    def free(miou, *p):  # the map as the pipeline cuts it (what the promises read); oracle view 5 higher
+        return {"miou": miou + 5, "threshold": 0.4, "gt_free": {"miou": miou, **({"pathology": path(*p)} if p else {})}}
+
     return {
-        "cams": {"cam": {"miou": cam, "threshold": 0.3}, "refined": {"miou": cam + 1, "threshold": 0.3},
-                 "proto": {"miou": proto, "threshold": 0.4, "pathology": path(body[0], context[0], distractor[0])},
-                 "cpmc": {"miou": cpmc, "threshold": 0.4, "pathology": path(body[1], context[1], distractor[1])}},
+        "cams": {"cam": free(cam), "refined": free(cam + 1),
+                 "proto": free(proto, body[0], context[0], distractor[0]),
+                 "cpmc": {**free(cpmc, body[1], context[1], distractor[1]), "miou": cpmc + cut}},
         "pseudo": {"threshold_rule": rule, "cpmc": {"miou": 70.0}, "cpmc_crf": {"miou": 72.0}},
         "seg": {"ratio": ratio, "wsss": {"miou": 70.0}, "full": {"miou": 80.0, "curve": list(curve)}},
     }  # fmt: skip
@@ -59,6 +62,16 @@ def test_promises_hold_and_fail_with_their_margins():
     assert ok["CPMC >= CAM + 10"]["margin"] == 4.0 and ok["CPMC >= proto + 3"]["margin"] == 1.0
     assert ok["body recall >= proto + 5"]["margin"] == 2.0 and ok["context FP <= proto"]["margin"] == 1.0
     assert abs(ok["ceiling converged"]["margin"] - 0.1) < 1e-9  # moved +0.4 over its last two epochs
+    assert ok["GT-free cut within 1"]["margin"] == 0.5 and "at the ground-truth-free decision" in ok["CPMC >= proto + 3"]["detail"]
+    # the oracle view, each map at its best threshold, is another claim set (5 points higher here)
+    oracle = {p["claim"]: p for p in promises(_run(50.0, 60.0, 64.0, cut=5.0), view="oracle")}
+    assert oracle["CPMC >= CAM + 10"]["margin"] == 4.0 and "GT-free cut within 1" not in oracle
+    assert "body recall >= proto + 5" not in oracle  # no pathology at the best threshold in this run
+    costly = {p["claim"]: p for p in promises(_run(50.0, 60.0, 64.0, cut=3.0))}["GT-free cut within 1"]
+    assert not costly["holds"] and costly["margin"] == -2.0
+    older = _run(50.0, 60.0, 64.0)  # a record from before the ground-truth-free scores: no map claims
+    older["cams"] = {k: {"miou": v["miou"], "threshold": 0.3} for k, v in older["cams"].items()}
+    assert "CPMC >= CAM + 10" not in {p["claim"] for p in promises(older)}
 
     bad = {p["claim"]: p for p in promises(_run(50.0, 60.0, 59.0, distractor=(24.0, 25.5), ratio=0.85,
                                                  curve=(80.0, 81.0, 82.0), rule="oracle"))}  # fmt: skip
@@ -75,8 +88,8 @@ def test_promises_hold_and_fail_with_their_margins():
     assert not {p["claim"]: p for p in promises(crf)}["weak/full >= 0.88"]["holds"]
     # a run that stopped at the CAM stage has no pseudo-label or segmentation claims
     assert {p["claim"] for p in promises({"cams": _run(50.0, 60.0, 64.0)["cams"]})} == {
-        "CAM < proto < CPMC", "CPMC >= CAM + 10", "CPMC >= proto + 3", "body recall >= proto + 5",
-        "context FP <= proto", "distractor FP <= proto",
+        "CAM < proto < CPMC", "CPMC >= CAM + 10", "CPMC >= proto + 3", "GT-free cut within 1",
+        "body recall >= proto + 5", "context FP <= proto", "distractor FP <= proto",
     }  # fmt: skip
 
 

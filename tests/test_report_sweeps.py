@@ -10,7 +10,7 @@ def test_settings_tables_give_each_setting_its_maps_and_promise_numbers():
 
     runs = {"a": _run(50.0, 60.0, 64.0), "b": _run(50.0, 60.0, 62.0, context=(12.0, 14.0))}
     tables = settings_tables(runs)
-    assert "| b | 50.0 | 51.0 | 60.0 | 62.0 | 0.40 |" in tables
+    assert "| b | 55.0 | 56.0 | 65.0 | 62.5 | 0.40 | 62.0 |" in tables  # oracle views, then CPMC as cut
     assert "| b | 70.0 → 77.0 | 12.0 → 14.0 | 24.0 → 23.0 | 72.0 | 90.0 |" in tables
     assert "ignored" not in tables  # no setting's labels leave pixels out: no column
     runs["b"]["pseudo"]["cpmc_crf"]["ignore_frac"] = 0.05

@@ -159,3 +159,35 @@ def test_a_point_made_under_other_defaults_is_called_stale(tmp_path):
     rec["points"][point.name]["metrics"]["config_hash"] = now
     (records / "robustness.json").write_text(json.dumps(rec))
     assert "Not this checkout" not in sweep_runs("robustness", output=tmp_path / "none", records=records)[1]
+
+
+def test_records_remakes_each_record_and_resumes(sweep_file, tmp_path, monkeypatch):
+    """`python -m cpmc_lib records`: every recorded sweep, its record written; a rerun skips finished points."""
+    from cpmc_lib import sweep
+
+    with pytest.raises(ValueError, match="no recorded sweep"):
+        sweep.remake_records(["nope"])
+    monkeypatch.setattr(sweep, "RECORDED", {"t": "tuning"})
+    out, records = tmp_path / "out", tmp_path / "records"
+    first = sweep.remake_records(progress=False, folder=tmp_path, output=out, records=records)
+    rec = sweep.load_record("t", records)
+    assert first["t"]["record"] == records / "t.json" and set(first["t"]["failures"]) == {"bad", "dead"}
+    assert list(rec["points"]) == ["good"] and rec["missing"] == ["bad", "dead"]
+    assert rec["command"] == "python -m cpmc_lib records --only t"
+    stamp = (out / "t" / "good" / "metrics.json").stat().st_mtime_ns
+    again = sweep.remake_records(["t"], progress=False, folder=tmp_path, output=out, records=records)
+    assert (out / "t" / "good" / "metrics.json").stat().st_mtime_ns == stamp  # resumed: not rerun
+    assert sweep.load_record("t", records)["points"] == rec["points"] and again["t"]["record"]
+
+
+def test_every_recorded_sweep_is_shipped_and_valid():
+    from cpmc_lib.config import load_config
+    from cpmc_lib.families import TEST_RULE
+    from cpmc_lib.sweep import RECORDED, ROOT
+
+    assert set(RECORDED.values()) == {"tuning", "validation", "test"}
+    for name in RECORDED:
+        s = load_sweep(ROOT / "papermill_runs" / f"{name}.yaml")
+        assert s.name == name
+        load_config(s.config, [*s.base, *s.points[0].overrides])
+    assert RECORDED["test"] == "test" and TEST_RULE["settings"] >= 5

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..cam_methods import CAM_METHODS
-from .text import _effect, fmt, markdown_table
+from .text import _effect, compare, fmt, markdown_table
 
-__all__ = ["CAM_NAMES", "ablation_verdict", "method_table"]
+__all__ = ["CAM_NAMES", "ablation_verdict", "fp_promise", "method_table"]
 
 
 def method_table(results: Mapping[str, Mapping[str, Any]], pathology: bool = True) -> str:
@@ -91,3 +91,54 @@ def ablation_verdict(miou: Mapping[str, float], tol: float = 0.5) -> str:
 
 # Method -> its title in tables, from the CAM-method registry.
 CAM_NAMES = {m: c.title for m, c in CAM_METHODS.items()}
+
+
+def fp_promise(proto: Mapping[str, Any], cpmc: Mapping[str, Any], split: Mapping[str, Any] | None = None) -> str:
+    """The FP promise read at the pipeline's own operating point, in generated sentences and a table.
+
+    Args:
+        proto, cpmc: the two maps' scores at the ground-truth-free decision
+            (:func:`cpmc_lib.pseudo.rule_scores`, ``metrics.json``'s ``cams.<m>.gt_free``), with
+            ``pathology``.
+        split: :func:`cpmc_lib.pseudo.fp_split_scores` (``cams.cpmc.gt_free.fp_split``), or None.
+
+    Returns:
+        Markdown: how calibration moves body recall and the context / distractor shares labelled
+        object, whether the promise (neither share rises above the prototype CAM's) holds, and,
+        with ``split``, per kind of background the share the two paired maps disagree on (what a
+        discrepancy can see) and share, and what CPMC keeps of each.
+
+    Example:
+        >>> path = lambda b, c, d: {"pathology": {"recall_body": b, "fp_context": c, "fp_distractor": d}}
+        >>> text = fp_promise(path(60.0, 11.5, 22.7), path(67.0, 12.2, 24.2))
+        >>> "raises body recall (60.0 -> 67.0 %)" in text, "**does not hold**" in text
+        (True, True)
+    """
+    p, c = proto["pathology"], cpmc["pathology"]
+    kept = c["fp_context"] <= p["fp_context"] and c["fp_distractor"] <= p["fp_distractor"]
+    shares = " and ".join(
+        f"{compare(p[k], c[k])} the share of {name} pixels labelled object ({p[k]:.1f} -> {c[k]:.1f} %)"
+        for k, name in (("fp_context", "class-context"), ("fp_distractor", "distractor"))
+    )
+    out = [
+        f"At the pipeline's own decision (the background rule that reads no ground truth), calibration "
+        f"{compare(p['recall_body'], c['recall_body'])} body recall ({p['recall_body']:.1f} -> {c['recall_body']:.1f} %) "
+        f"and {shares}. The FP side's promise, that neither share rises above the prototype CAM's, "
+        + ("holds at this operating point." if kept else "**does not hold** at this operating point.")
+    ]
+    if split:
+        rows = [{"background": kind, "disagree (%)": r["disagree"], "shared (%)": r["shared"],
+                 "CPMC keeps of disagree (%)": r["c_in_disagree"], "CPMC keeps of shared (%)": r["c_in_shared"],
+                 "CPMC adds (%)": r["c_added"]} for kind, r in split.items() if kind != "maps"]  # fmt: skip
+        ctx = split["context"]
+        out += [
+            f"Which false positives a discrepancy can see: a background pixel that one of the paired maps "
+            f"({split['maps']['a']}, {split['maps']['b']}) labels object and the other does not is in the "
+            f"*disagree* group, where the FP local prototypes are built; one both label object is *shared*, out "
+            f"of their sight. Of the class-context pixels, {ctx['disagree']:.1f} % are disagree and "
+            f"{ctx['shared']:.1f} % shared; CPMC still labels object {ctx['c_in_disagree']:.1f} % of the first and "
+            f"{ctx['c_in_shared']:.1f} % of the second, and {ctx['c_added']:.1f} % that neither paired map did "
+            f"(all shares in percent of the kind's pixels, each group's kept share in percent of the group).",
+            markdown_table(rows, list(rows[0])),
+        ]
+    return "\n\n".join(out)

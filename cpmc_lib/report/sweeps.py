@@ -29,8 +29,10 @@ def settings_tables(runs: Mapping[str, Mapping[str, Any]]) -> str:
     for name, m in runs.items():
         c = m.get("cams", {})
         maps.append({"setting": name, **{CAM_NAMES[k]: c.get(k, {}).get("miou") for k in ("cam", "refined", "proto", "cpmc")},
-                     "CPMC thr.": fmt(c.get("cpmc", {}).get("threshold"), 2)})  # fmt: skip
-        pp, cp = (c.get(k, {}).get("pathology") or {} for k in ("proto", "cpmc"))
+                     "CPMC thr.": fmt(c.get("cpmc", {}).get("threshold"), 2),
+                     "CPMC GT-free": (c.get("cpmc", {}).get("gt_free") or {}).get("miou")})  # fmt: skip
+        # the promises at the pipeline's own operating point (the ground-truth-free decision)
+        pp, cp = ((c.get(k, {}).get("gt_free") or {}).get("pathology") or {} for k in ("proto", "cpmc"))
         pseudo, seg = m.get("pseudo", {}), m.get("seg", {})
         method = m.get("config", {}).get("pseudo", {}).get("method", "cpmc")
         crf = pseudo.get(f"{method}_crf", {}).get("miou")
@@ -41,13 +43,14 @@ def settings_tables(runs: Mapping[str, Mapping[str, Any]]) -> str:
             "weak / full (%)": 100 * seg["ratio"] if "ratio" in seg else None,
             "weak / full + CRF (%)": 100 * seg["ratio_crf"] if "ratio_crf" in seg else None,
         })  # fmt: skip
-    cols = ["setting", *(CAM_NAMES[k] for k in ("cam", "refined", "proto", "cpmc")), "CPMC thr."]
+    cols = ["setting", *(CAM_NAMES[k] for k in ("cam", "refined", "proto", "cpmc")), "CPMC thr.", "CPMC GT-free"]
     # the labels' ignore share, shown when some setting's labels leave pixels out (pseudo.band)
     # ... and weak / full after the dense CRF when some setting scored it (segmentation.test_crf)
     optional = ("ignored (%)", "weak / full + CRF (%)")
     claim_cols = [k for k in (claims[0] if claims else ["setting"]) if k not in optional or any(c[k] for c in claims)]
     return (markdown_table(maps, cols) + "\n\n*Prototype CAM → CPMC (%), pseudo labels from the rule that reads no "
-            "ground truth (scored on their labelled pixels):*\n\n" + markdown_table(claims, claim_cols))  # fmt: skip
+            "ground truth (scored on their labelled pixels); body recall and FP shares at that decision:*\n\n"
+            + markdown_table(claims, claim_cols))  # fmt: skip
 
 
 # (row label, how to read it from a metrics.json): the headline numbers of spread_table
@@ -58,7 +61,8 @@ _HEADLINES = [
                       ("cpmc", "CPMC"))),
     ("CPMC − classifier CAM", lambda m: _diff(m, "cams.cpmc.miou", "cams.cam.miou")),
     ("CPMC − prototype CAM", lambda m: _diff(m, "cams.cpmc.miou", "cams.proto.miou")),
-    *((f"{what}: {'CPMC' if k == 'cpmc' else 'prototype CAM'}", lambda m, k=k, key=key: _get(m, f"cams.{k}.pathology.{key}"))
+    *((f"{what}: {'CPMC' if k == 'cpmc' else 'prototype CAM'} (GT-free decision)",
+       lambda m, k=k, key=key: _get(m, f"cams.{k}.gt_free.pathology.{key}"))
       for what, key in (("body recall", "recall_body"), ("context labelled object", "fp_context"),
                         ("distractor labelled object", "fp_distractor"))
       for k in ("proto", "cpmc")),
