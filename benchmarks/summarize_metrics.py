@@ -8,7 +8,7 @@ CAM's + 5, context and distractor labelled object <= the prototype CAM's, a pseu
 reads no ground truth, weak / full >= 0.88, and a ceiling whose val mIoU moved less than 0.5 over
 its last two epochs.
 
-With ``--sweep heldout`` it prints the same promises for every point of a pipeline sweep, as
+With ``--sweep validation`` it prints the same promises for every point of a pipeline sweep, as
 chapter 9 shows them: from the sweep's output when it ran here, else from its committed record
 (``papermill_runs/records/<sweep>.json``), with the commits the record's stages ran at; ``--spread``
 adds every headline number per point with its mean and standard deviation (the robustness sweep),
@@ -19,7 +19,7 @@ segmentation networks get wrong (where weak supervision loses to full), pooled a
 Usage::
 
     python benchmarks/summarize_metrics.py runs/default/metrics.json [more metrics.json ...]
-    python benchmarks/summarize_metrics.py --sweep heldout [runs/default/metrics.json]
+    python benchmarks/summarize_metrics.py --sweep validation [runs/default/metrics.json]
     python benchmarks/summarize_metrics.py --sweep robustness --spread
 """
 
@@ -69,7 +69,7 @@ def table(m: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("metrics", nargs="*", help="metrics.json files of pipeline runs")
-    ap.add_argument("--sweep", help="a pipeline sweep's points instead (e.g. heldout): its output, else its record")
+    ap.add_argument("--sweep", help="a pipeline sweep's points instead (e.g. validation): its output, else its record")
     ap.add_argument("--spread", action="store_true", help="with --sweep: each headline number per point, mean ± sd")
     args = ap.parse_args()
     if args.sweep:  # metrics files given too: their rows first, named by run folder (e.g. the tuning run)

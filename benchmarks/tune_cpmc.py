@@ -11,7 +11,7 @@ diagnostics at that threshold (:class:`~cpmc_lib.diagnostics.PathologyMeter`).
 Usage::
 
     python benchmarks/tune_cpmc.py --run default --grid main            # tuning seed (data/synth)
-    python benchmarks/tune_cpmc.py --run heldout_s1 --data data/synth_s1 --set synth.seed=1 --grid final
+    python benchmarks/tune_cpmc.py --run validation_s1 --data data/synth_s1 --set synth.seed=1 --grid final
 
 ``--limit N`` scores the first N images of the cam split (0 = all); ``--model`` scores other
 weights (e.g. a checkpoint's model state); ``--side-from MODEL`` swaps in the side projections of

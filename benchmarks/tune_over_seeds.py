@@ -10,7 +10,7 @@ and spread of its mIoU and for each promise on how many seeds it holds, with the
 
 The selection rule reads only the tuning data's training seeds: the highest mean mIoU among the
 settings that keep every promise on every seed; when none does, the settings that keep the most
-promise-seed pairs. Held-out generator settings are never given to it.
+promise-seed pairs. The validation and test generator settings are never given to it.
 
 Usage::
 

@@ -3,7 +3,7 @@
 - **Tuning**: the default benchmark (generator seed 0) and training seeds 0, 1 and 2. Every default
   of the pipeline was chosen here.
 - **Validation**: settings that choices have already looked at, named so: the five of
-  ``papermill_runs/heldout.yaml`` (generator seeds 1 and 2, 15 classes, parts of 30 %, context in
+  ``papermill_runs/validation.yaml`` (generator seeds 1 and 2, 15 classes, parts of 30 %, context in
   60 % of images; each changes one knob). Choices may read them.
 - **Test**: settings drawn by :data:`TEST_RULE`, written down here before any of them ran. Each
   changes several generator knobs at once, as real data sets differ from each other in many ways at

@@ -26,7 +26,7 @@ and the run store links in any stage an earlier point already computed with the 
 sweep over calibration settings trains the classifier once. Results gather in ``results.csv`` and
 ``results.json``, one row per point with the parameters as columns.
 
-A sweep too long for ``make book`` (the held-out generator settings train a classifier each) is
+A sweep too long for ``make book`` (the validation generator settings train a classifier each) is
 *recorded*: ``python -m cpmc_lib sweep FILE --record`` writes ``papermill_runs/records/<sweep>.json``
 with every point's metrics, the commits its stages ran at, the date and the command, so the book
 can show a run's numbers, labelled with where they came from, without rerunning it.
@@ -73,7 +73,7 @@ RECORDS = ROOT / "papermill_runs" / "records"
 RECORDED = {
     "robustness": "tuning",
     "band": "tuning",
-    "heldout": "validation",
+    "validation": "validation",
     "negatives": "validation",
     "test": "test",
     "test_labels": "test",
@@ -421,9 +421,18 @@ def sweep_runs(
         missing = f"; not recorded: {', '.join(rec['missing'])}" if rec.get("missing") else ""
         runs = {n: p["metrics"] for n, p in rec["points"].items()}
         source = (f"recorded {rec['recorded'][:10]} by `{rec['command']}` (stages run at commit "
-                  f"{', '.join(commits) or 'unknown'}){missing}")  # fmt: skip
+                  f"{', '.join(commits) or 'unknown'}){_renamed(rec)}{missing}")  # fmt: skip
         return runs, source + _stale_note(name, runs)
     return live, f"{len(live)} of {len(expected)} points finished on this machine, no record"
+
+
+def _renamed(rec: dict[str, Any]) -> str:
+    """A note when the record's command ran the sweep file under another name than the record's
+    ``file`` (a sweep renamed since, e.g. ``heldout`` -> ``validation``): the command stays as it ran."""
+    words = rec.get("command", "").split()
+    then = words[words.index("sweep") + 1] if "sweep" in words[:-1] else None
+    now = rec.get("file")
+    return f"; the sweep file, then `{then}`, is now `{now}`" if then and now and Path(then).name != Path(now).name else ""
 
 
 def _stale_note(name: str, runs: dict[str, dict[str, Any]]) -> str:

@@ -320,3 +320,8 @@ def test_negatives_gain_compares_each_point_with_the_default_it_reruns(tmp_path)
     (tmp_path / "robustness.json").write_text(json.dumps({"points": {"seed-1": current}}))
     lines = gain.table(tmp_path, sweep="robustness").splitlines()
     assert len(lines) == 3 and "74.5 -> 77.0 (+2.5)" in lines[2] and "82.0 -> 85.0 (with CRF 88.0)" in lines[2]
+    # the validation sweep's previous-default record is parts/heldout (the sweep's name then)
+    (tmp_path / "parts" / "heldout.json").write_text(json.dumps({"points": {"seed-1": metrics(80.0, 74.5, 0.82)}}))
+    (tmp_path / "validation.json").write_text(json.dumps({"points": {"seed-1": current}}))
+    lines = gain.table(tmp_path, sweep="validation").splitlines()
+    assert len(lines) == 3 and "74.5 -> 77.0 (+2.5)" in lines[2]

@@ -9,22 +9,22 @@ def test_label_zone_table_gives_each_band_its_labels_and_network():
     from cpmc_lib.report import label_zone_table
 
     runs = {"none": _run(50.0, 60.0, 64.0), "0.15-1.0": _run(50.0, 60.0, 64.0, ratio=0.92)}
-    runs["0.15-1.0"]["pseudo"]["cpmc_crf"]["ignore_frac"] = 0.066
+    runs["0.15-1.0"]["pseudo"]["cpmc_crf"].update(ignore_frac=0.066, miou_bg=61.5)
     table = label_zone_table(runs)
-    assert "| none | 72.0 | 0.0 | 70.0 | 90.0 |" in table
-    assert "| 0.15-1.0 | 72.0 | 6.6 | 70.0 | 92.0 |" in table
+    assert "| none | 72.0 | 0.0 | – | 70.0 | 90.0 |" in table  # a record from before miou_bg: a dash
+    assert "| 0.15-1.0 | 72.0 | 6.6 | 61.5 | 70.0 | 92.0 |" in table  # coverage beside the ignored share
 
 
 def test_label_variants_table_and_negatives_line():
     patho = {"recall_body": 70.0, "recall_atypical": 50.0, "fp_context": 4.0, "fp_distractor": 15.0}
     table = report.label_variants_table("negative prototypes", {
         "off": {"miou_crf": 82.4, "ignore_frac_crf": 0.066},
-        "on": {"miou_crf": 84.7, "ignore_frac_crf": 0.091, "pathology_crf": patho},
+        "on": {"miou_crf": 84.7, "ignore_frac_crf": 0.091, "miou_bg_crf": 75.2, "pathology_crf": patho},
     })  # fmt: skip
     lines = table.splitlines()
-    assert lines[0].startswith("| negative prototypes | mIoU + CRF | ignored (%) | body recall |")
-    assert lines[2] == "| off | 82.4 | 6.6 | – | – | – | – |"  # no diagnostic masks: dashes
-    assert lines[3] == "| on | 84.7 | 9.1 | 70.0 | 50.0 | 4.0 | 15.0 |"
+    assert lines[0].startswith("| negative prototypes | mIoU + CRF | ignored (%) | ignored as background | body recall |")
+    assert lines[2] == "| off | 82.4 | 6.6 | – | – | – | – | – |"  # no diagnostic masks: dashes
+    assert lines[3] == "| on | 84.7 | 9.1 | 75.2 | 70.0 | 50.0 | 4.0 | 15.0 |"
     assert report.negatives_line({"threshold_rule": "otsu"}) == ""  # negatives off
     line = report.negatives_line({"negatives": {}, "negative_firing": {"a": 0.06}})
     assert line == "negative prototypes: none; fired on images without them: a 0.06 %"

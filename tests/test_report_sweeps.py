@@ -21,6 +21,8 @@ def test_settings_tables_give_each_setting_its_maps_and_promise_numbers():
     runs["a"]["seg"]["ratio_crf"] = 0.91
     tables = settings_tables(runs)
     assert "| a | 70.0 → 77.0 | 12.0 → 11.0 | 24.0 → 23.0 | 72.0 | – | 90.0 | 91.0 |" in tables
+    runs["b"]["pseudo"]["cpmc_crf"]["miou_bg"] = 65.0  # the labels' coverage beside their ignored share
+    assert "| b | 70.0 → 77.0 | 12.0 → 14.0 | 24.0 → 23.0 | 72.0 | 5.0 | 65.0 | 90.0 |" in settings_tables(runs)
 
 
 def test_spread_table_gives_each_number_per_run_with_mean_and_sd():

@@ -94,7 +94,7 @@ def test_grid_expands_to_points(tmp_path):
         load_sweep(path)
 
 
-@pytest.mark.parametrize("name", ["ablation", "sensitivity", "robustness", "heldout"])
+@pytest.mark.parametrize("name", ["ablation", "sensitivity", "robustness", "validation"])
 def test_shipped_sweeps_have_valid_points(name):
     from cpmc_lib.config import load_config
     from cpmc_lib.pipeline import CAM_REPORT
@@ -134,6 +134,14 @@ def test_record_keeps_every_finished_point_with_its_commits(tmp_path):
     assert "python -m cpmc_lib sweep rec.yaml" in source and "abcdef0" in source and "not recorded: b" in source
     runs, source = sweep_runs("rec", output=out, records=records)
     assert runs["a"]["config"]["run"] == "rec-a" and "this checkout's run" in source
+    # a sweep renamed since it was recorded: the command stays as it ran, and the source says so
+    assert "then `" not in sweep_runs("rec", output=tmp_path / "nothing", records=records)[1]
+    rec["file"] = "papermill_runs/rec.yaml"
+    rec["command"] = "python -m cpmc_lib sweep papermill_runs/old.yaml --record"
+    (records / "rec.json").write_text(json.dumps(rec))
+    _, source = sweep_runs("rec", output=tmp_path / "nothing", records=records)
+    assert "sweep papermill_runs/old.yaml --record`" in source
+    assert "the sweep file, then `papermill_runs/old.yaml`, is now `papermill_runs/rec.yaml`" in source
 
 
 def test_a_point_made_under_other_defaults_is_called_stale(tmp_path):

@@ -27,12 +27,12 @@ def scored_labels(pseudo: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 
 def label_variants_table(head: str, variants: Mapping[str, Mapping[str, Any]]) -> str:
     """One Markdown row per variant of the same images' pseudo labels (name -> :func:`cpmc_lib.pseudo.make_labels`'s
-    result): mIoU after the CRF, the share ignored, then its body / atypical recall and context /
+    result): mIoU after the CRF, the share ignored, the mIoU with the ignored pixels as background, then its body / atypical recall and context /
     distractor labelled object where the data has diagnostic masks; ``head`` names the first column.
 
     Example:
-        >>> print(label_variants_table("zone", {"on": {"miou_crf": 80.0, "ignore_frac_crf": 0.05}}).splitlines()[2])
-        | on | 80.0 | 5.0 | – | – | – | – |
+        >>> print(label_variants_table("zone", {"on": {"miou_crf": 80.0, "ignore_frac_crf": 0.05, "miou_bg_crf": 71.0}}).splitlines()[2])
+        | on | 80.0 | 5.0 | 71.0 | – | – | – | – |
     """
     names = {"recall_body": "body recall", "recall_atypical": "atypical recall",
              "fp_context": "context labelled object (%)", "fp_distractor": "distractor labelled object (%)"}  # fmt: skip
@@ -40,8 +40,9 @@ def label_variants_table(head: str, variants: Mapping[str, Mapping[str, Any]]) -
     for name, r in variants.items():
         patho = r.get("pathology_crf", {})
         rows.append({head: name, "mIoU + CRF": r["miou_crf"], "ignored (%)": 100 * r["ignore_frac_crf"],
+                     "ignored as background": r.get("miou_bg_crf"),
                      **{names[k]: patho.get(k) for k in LABEL_COLUMNS}})  # fmt: skip
-    return markdown_table(rows, [head, "mIoU + CRF", "ignored (%)", *names.values()])
+    return markdown_table(rows, [head, "mIoU + CRF", "ignored (%)", "ignored as background", *names.values()])
 
 
 def negatives_line(pseudo: Mapping[str, Any]) -> str:
@@ -89,6 +90,7 @@ def label_zone_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
         crf = m.get("pseudo", {}).get(f"{method}_crf", {})
         rows.append({
             "point": name, "labels + CRF (labelled pixels)": crf.get("miou"), "ignored (%)": 100 * crf.get("ignore_frac", 0.0),
+            "ignored as background": crf.get("miou_bg"),
             "network on pseudo labels": _get(m, "seg.wsss.miou"),
             "weak / full (%)": 100 * r if (r := _get(m, "seg.ratio")) is not None else None,
         })  # fmt: skip

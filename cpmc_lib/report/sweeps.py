@@ -8,12 +8,13 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
+from ..components import COMPONENTS, Component
 from .classes import body_groups
 from .labels import _method, _trained_labels
 from .maps import CAM_NAMES
 from .text import _get, _mean_sd, _num, fmt, markdown_table
 
-__all__ = ["class_spread_table", "group_loss_table", "settings_tables", "spread_table"]
+__all__ = ["additions_table", "class_spread_table", "group_loss_table", "settings_tables", "spread_table"]
 
 
 def _arrow(before: Mapping[str, float], after: Mapping[str, float], key: str) -> str:
@@ -40,13 +41,14 @@ def settings_tables(runs: Mapping[str, Mapping[str, Any]]) -> str:
             "setting": name, "body recall": _arrow(pp, cp, "recall_body"), "context FP": _arrow(pp, cp, "fp_context"),
             "distractor FP": _arrow(pp, cp, "fp_distractor"), "pseudo + CRF": crf,
             "ignored (%)": 100 * ignored if (ignored := pseudo.get(f"{method}_crf", {}).get("ignore_frac")) else None,
+            "ignored as bg": pseudo.get(f"{method}_crf", {}).get("miou_bg"),
             "weak / full (%)": 100 * seg["ratio"] if "ratio" in seg else None,
             "weak / full + CRF (%)": 100 * seg["ratio_crf"] if "ratio_crf" in seg else None,
         })  # fmt: skip
     cols = ["setting", *(CAM_NAMES[k] for k in ("cam", "refined", "proto", "cpmc")), "CPMC thr.", "CPMC GT-free"]
     # the labels' ignore share, shown when some setting's labels leave pixels out (pseudo.band)
     # ... and weak / full after the dense CRF when some setting scored it (segmentation.test_crf)
-    optional = ("ignored (%)", "weak / full + CRF (%)")
+    optional = ("ignored (%)", "ignored as bg", "weak / full + CRF (%)")
     claim_cols = [k for k in (claims[0] if claims else ["setting"]) if k not in optional or any(c[k] for c in claims)]
     return (markdown_table(maps, cols) + "\n\n*Prototype CAM → CPMC (%), pseudo labels from the rule that reads no "
             "ground truth (scored on their labelled pixels); body recall and FP shares at that decision:*\n\n"
@@ -68,6 +70,8 @@ _HEADLINES = [
       for k in ("proto", "cpmc")),
     ("CPMC mIoU, ground-truth-free decision", lambda m: _get(m, "cams.cpmc.gt_free.miou")),
     ("pseudo labels + CRF (labelled pixels)", lambda m: _get(m, f"pseudo.{_method(m)}_crf.miou")),
+    ("pseudo labels: ignored (%)", lambda m: None if (x := _get(m, f"pseudo.{_method(m)}_crf.ignore_frac")) is None else 100 * x),
+    ("pseudo labels + CRF, ignored as background", lambda m: _get(m, f"pseudo.{_method(m)}_crf.miou_bg")),
     ("network on pseudo labels", lambda m: _get(m, "seg.wsss.miou")),
     ("network on ground truth", lambda m: _get(m, "seg.full.miou")),
     ("weak / full (%)", lambda m: None if _get(m, "seg.ratio") is None else 100 * _get(m, "seg.ratio")),
@@ -140,7 +144,7 @@ def _per_class(metrics: Mapping[str, Any]) -> tuple[list, list, Mapping[str, Any
 
 
 def group_loss_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
-    """Per run of its own synthetic benchmark (e.g. held-out settings): the IoU the network on pseudo
+    """Per run of its own synthetic benchmark (e.g. the validation settings): the IoU the network on pseudo
     labels loses to the one on ground truth, by the size of the classes' body group (range over the
     classes), and the pseudo labels' body recall of each shared body's best-labelled class against
     that of its siblings (mean over groups, resp. siblings).
@@ -180,3 +184,49 @@ def group_loss_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     sizes = sorted({int(k.rsplit(" ", 1)[1]) for r in rows for k in r if k.startswith("IoU lost")}, reverse=True)
     return markdown_table(rows, ["setting", "classes", *(f"IoU lost: groups of {n}" for n in sizes),
                                  "labels: body, best of its group", "labels: body, its siblings"])  # fmt: skip
+
+
+def _gains(c: Component, runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[float]:
+    """The component's gain in each run of the test family that has both numbers."""
+    default = {n.removeprefix("default-"): m for n, m in runs.get("test", {}).items() if n.startswith("default-")}
+    out = []
+    for rest, m in default.items():
+        if c.within:
+            other = m
+        else:
+            other = runs.get(c.sweep, {}).get(f"{c.variant}-{rest}")
+        a, b = _get(m, c.metric), _get(other or {}, c.within or c.metric)
+        if a is not None and b is not None:
+            out.append(a - b)
+    return out
+
+
+def additions_table(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """What CPMC does and what was added: every component of :data:`cpmc_lib.components.COMPONENTS`
+    with its origin and, where the test family switches it off, its gain there.
+
+    Args:
+        runs: ``{sweep: {point: metrics.json}}`` of the test family's sweeps (``test``,
+            ``test_labels``; their records or a run here).
+
+    Returns:
+        A Markdown table: component, origin, source, the metric, the gain as mean ± sd over the
+        runs that have both numbers, and on how many of them it is positive ("not recorded" where
+        the runs are missing; "–" for a component the test family does not switch off).
+
+    Example:
+        >>> m = lambda x, y: {"seg": {"wsss": {"miou": x, "miou_crf": y}}}
+        >>> table = additions_table({"test": {"default-t-seed-0": m(70.0, 74.0), "default-t-seed-1": m(71.0, 73.0)}})
+        >>> [line.replace("\xa0", " ") for line in table.splitlines() if line.startswith("| test-time")]
+        ["| test-time dense CRF | field | DeepLab's protocol | seg.wsss.miou_crf | 3.0 ± 1.4 | 2 of 2 |"]
+    """
+    rows = []
+    for c in COMPONENTS:
+        gains = _gains(c, runs) if c.metric else []
+        measured = c.metric and (c.within or c.variant)
+        rows.append({
+            "component": c.name, "origin": c.origin, "source": c.source, "metric": c.metric or "–",
+            "gain on the test family": _mean_sd(gains) if gains else ("not recorded" if measured else "–"),
+            "positive on": f"{sum(g > 0 for g in gains)} of {len(gains)}" if gains else "–",
+        })  # fmt: skip
+    return markdown_table(rows, list(rows[0]))

@@ -1,0 +1,92 @@
+"""Sphinx directives that render the library's declarations as tables on the method page.
+
+- ``{ledger}``: the ledger of choices, ``book/ledger.yaml``, one row per measured default: the
+  config key, its value *read from the library's defaults* (``cpmc_lib.Config()``, so no value is
+  typed twice), what it was chosen on, the family of settings it looked at, the metric and the commit.
+- ``{components}``: what the default is made of (``cpmc_lib.components.COMPONENTS``): each
+  component's origin (paper, reconstruction, lineage, field, this book), source, config keys and
+  how the test family measures it. The measured gains are chapter 9's (they come from runs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from docutils import nodes
+from docutils.parsers.rst import Directive
+
+__all__ = ["setup"]
+
+COLUMNS = ("key", "value", "family", "chosen on", "metric", "how", "commit")
+
+
+def _value(defaults: dict, key: str) -> str:
+    section, name = key.split(".", 1)
+    value = defaults[section][name]
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+class Ledger(Directive):
+    has_content = False
+
+    def run(self):
+        from cpmc_lib.config import Config
+
+        path = Path(self.state.document.settings.env.srcdir) / "ledger.yaml"
+        entries = yaml.safe_load(path.read_text())
+        defaults = Config().to_dict()
+        rows = [
+            (e["key"], _value(defaults, e["key"]), e["family"], e["chosen_on"], e["metric"], e["how"],
+             e["commit"] + (f" ({e['note']})" if e.get("note") else ""))
+            for e in entries
+        ]  # fmt: skip
+        return [_table(COLUMNS, rows)]
+
+
+def _row(cells) -> nodes.row:
+    row = nodes.row()
+    for text in cells:
+        entry = nodes.entry()
+        entry += nodes.paragraph(text=str(text))
+        row += entry
+    return row
+
+
+def _table(columns, rows) -> nodes.table:
+    table = nodes.table()
+    group = nodes.tgroup(cols=len(columns))
+    table += group
+    group += [nodes.colspec(colwidth=1) for _ in columns]
+    head = nodes.thead()
+    group += head
+    head += _row(columns)
+    body = nodes.tbody()
+    group += body
+    for cells in rows:
+        body += _row(cells)
+    return table
+
+
+class Components(Directive):
+    has_content = False
+
+    def run(self):
+        from cpmc_lib.components import COMPONENTS
+
+        rows = []
+        for c in COMPONENTS:
+            if c.variant:
+                measured = f"{c.metric}: default minus `{c.variant}` ({c.sweep}.yaml)"
+            elif c.within:
+                measured = f"{c.metric} minus {c.within}, same runs"
+            else:
+                measured = "–"
+            rows.append((c.name, c.origin, c.source, ", ".join(c.keys), measured))
+        return [_table(("component", "origin", "source", "config keys", "gain measured on the test family as"), rows)]
+
+
+def setup(app):
+    app.add_directive("ledger", Ledger)
+    app.add_directive("components", Components)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
