@@ -4,7 +4,10 @@
   of the pipeline was chosen here.
 - **Validation**: settings that choices have already looked at, named so: the five of
   ``papermill_runs/validation.yaml`` (generator seeds 1 and 2, 15 classes, parts of 30 %, context in
-  60 % of images; each changes one knob). Choices may read them.
+  60 % of images; each changes one knob), and the settings :data:`VALIDATION_RULE` draws: the
+  test family's rule with another seed, so that choices can look at settings that differ from the
+  tuning data in many ways at once without reading the test family (``papermill_runs/validation_drawn.yaml``).
+  Choices may read them.
 - **Test**: settings drawn by :data:`TEST_RULE`, written down here before any of them ran. Each
   changes several generator knobs at once, as real data sets differ from each other in many ways at
   a time. They are run through segmentation with the tuning family's three training seeds,
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TEST_RULE", "TRAINING_SEEDS", "test_points", "test_settings"]
+__all__ = ["TEST_RULE", "TRAINING_SEEDS", "VALIDATION_RULE", "family_points", "test_points", "test_settings"]
 
 TRAINING_SEEDS = (0, 1, 2)
 
@@ -42,9 +45,13 @@ TEST_RULE: dict[str, Any] = {
 }
 
 
+# Validation settings drawn like the test family's, from other seeds: choices may read these.
+VALIDATION_RULE: dict[str, Any] = {**TEST_RULE, "rng_seed": 7, "generator_seed": 2000, "prefix": "val"}
+
+
 def test_settings(rule: dict[str, Any] = TEST_RULE) -> list[dict[str, Any]]:
-    """The test family's generator settings: ``{"name", "synth": {...}, "num_classes"}`` per setting,
-    drawn by ``rule`` (the same rule gives the same settings)."""
+    """The generator settings a rule draws (the test family's by default): ``{"name", "synth":
+    {...}, "num_classes"}`` per setting (the same rule gives the same settings)."""
     rng = np.random.default_rng(rule["rng_seed"])
     out = []
     for i in range(rule["settings"]):
@@ -55,7 +62,7 @@ def test_settings(rule: dict[str, Any] = TEST_RULE) -> list[dict[str, Any]]:
         for key in ("part_frac", "context_prob", "absent_context_prob", "distractor_prob", "atypical_prob"):
             lo, hi = rule[key]
             synth[key] = round(float(rng.uniform(lo, hi)), 3)
-        out.append({"name": f"test-{i}", "synth": synth, "num_classes": synth["classes"] + 1})
+        out.append({"name": f"{rule.get('prefix', 'test')}-{i}", "synth": synth, "num_classes": synth["classes"] + 1})
     return out
 
 
@@ -69,3 +76,12 @@ def test_points(rule: dict[str, Any] = TEST_RULE) -> list[dict[str, Any]]:
         for seed in TRAINING_SEEDS:
             points.append({"name": f"{s['name']}-seed-{seed}", "set": {**base, "seed": seed}})
     return points
+
+
+def family_points(family: str) -> list[dict[str, Any]]:
+    """The sweep points of a drawn family: ``"test"`` (:data:`TEST_RULE`) or ``"validation"``
+    (:data:`VALIDATION_RULE`)."""
+    rules = {"test": TEST_RULE, "validation": VALIDATION_RULE}
+    if family not in rules:
+        raise ValueError(f"family {family!r}; the families with a drawing rule: {', '.join(rules)}")
+    return test_points(rules[family])

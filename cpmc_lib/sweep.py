@@ -13,7 +13,7 @@ A sweep file (``papermill_runs/<name>.yaml``)::
     points:                                # ... and/or explicit named points
       - {name: fp-only, set: {calibration.use_fn: false}}
     family: test                           # the points become variants run on every setting and
-                                           # training seed of the family (cpmc_lib.families)
+                                           # training seed of a drawn family (cpmc_lib.families)
     workers: 1                             # points run in parallel when > 1
     columns: [cams.cam.miou, cams.cpmc.miou]   # metrics tabulated (dotted paths into metrics.json)
 
@@ -54,7 +54,7 @@ from typing import Any
 import yaml
 
 from .config import Config, load_config
-from .families import test_points
+from .families import family_points
 from .io import atomic_write, load_json, save_json
 from .progress import tqdm
 from .stages import STAGES, method_hash, stage_hash
@@ -74,6 +74,7 @@ RECORDED = {
     "robustness": "tuning",
     "band": "tuning",
     "validation": "validation",
+    "validation_drawn": "validation",
     "negatives": "validation",
     "test": "test",
     "test_labels": "test",
@@ -137,12 +138,14 @@ def load_sweep(path: str | Path) -> Sweep:
             ov = _overrides(dict(zip(keys, values, strict=True)))
             points.append(Point(_slug(",".join(ov)), ov))
     family = spec.get("family")
-    if family is not None and family != "test":
-        raise ValueError(f"{path}: family {family!r}; the one family with a drawing rule is 'test'")
     listed = spec.get("points") or []
-    if family == "test":  # the listed points become variants, each run on every setting and seed
+    if family is not None:  # the listed points become variants, each run on every setting and seed
+        try:
+            drawn = family_points(family)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         listed = [{"name": f"{v['name']}-{f['name']}", "set": {**f["set"], **(v.get("set") or {})}}
-                  for v in listed or [{"name": "default"}] for f in test_points()]  # fmt: skip
+                  for v in listed or [{"name": "default"}] for f in drawn]  # fmt: skip
     for p in listed:
         if unknown := set(p) - set(_POINT_KEYS):
             raise ValueError(f"{path}: point {p.get('name')!r}: unknown keys {sorted(unknown)}; keys: {', '.join(_POINT_KEYS)}")

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cpmc_lib.config import SynthConfig
-from cpmc_lib.families import TEST_RULE, TRAINING_SEEDS, test_points, test_settings
+from cpmc_lib.families import (
+    TEST_RULE,
+    TRAINING_SEEDS,
+    VALIDATION_RULE,
+    family_points,
+    test_points,
+    test_settings,
+)
 from cpmc_lib.sweep import load_sweep, point_config
 from cpmc_lib.synth import check_config
 
@@ -36,3 +45,19 @@ def test_the_test_sweeps_run_every_variant_on_every_setting_and_training_seed():
     paper = [p for p in load_sweep("papermill_runs/test.yaml").points if p.name.startswith("paper-")]
     cfg = point_config(load_sweep("papermill_runs/test.yaml"), paper[0])
     assert cfg.pseudo.assign == "argmax" and not cfg.pseudo.negatives  # the paper-only pipeline
+
+
+def test_drawn_validation_settings_are_other_draws_of_the_same_rule():
+    """Choices may read validation settings drawn like the test family, never the test settings themselves."""
+    val, test = test_settings(VALIDATION_RULE), test_settings()
+    assert len(val) == len(test) and all(v["name"].startswith("val-") for v in val)
+    assert not {v["synth"]["seed"] for v in val} & {t["synth"]["seed"] for t in test}
+    assert {k: v for k, v in VALIDATION_RULE.items() if k not in ("rng_seed", "generator_seed", "prefix")} == {
+        k: v for k, v in TEST_RULE.items() if k not in ("rng_seed", "generator_seed")
+    }  # the same ranges
+    sweep = load_sweep("papermill_runs/validation_drawn.yaml")
+    assert [p.name for p in sweep.points] == [f"default-{p['name']}" for p in family_points("validation")]
+    roots = {point_config(sweep, p).data.root for p in sweep.points}
+    assert not roots & {point_config(load_sweep("papermill_runs/test.yaml"), p).data.root for p in load_sweep("papermill_runs/test.yaml").points}
+    with pytest.raises(ValueError, match="drawing rule"):
+        family_points("tuning")
