@@ -25,3 +25,16 @@ def test_notebooks_are_committed_without_outputs():
         assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells), (
             f"{nb}: no parameters cell"
         )
+
+
+def test_library_rooms_stay_small():
+    """No module of the library over 600 lines, no function over 80: a room that outgrows its job is split."""
+    import ast
+
+    for path in sorted(Path("cpmc_lib").rglob("*.py")):
+        src = path.read_text()
+        assert len(src.splitlines()) <= 600, f"{path}: {len(src.splitlines())} lines"
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 80, f"{path}:{node.lineno} {node.name} is {length} lines"
