@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -18,7 +19,9 @@ from docutils.parsers.rst import Directive
 
 __all__ = ["setup"]
 
-COLUMNS = ("key", "value", "family", "chosen on", "metric", "how", "commit")
+COLUMNS = ("key = value", "family", "chosen on (metric)", "how", "commit")
+# file names, commands' options and `spans`: set as code, so the typography leaves "--grid" alone
+_CODE = re.compile(r"`[^`]+`|--[\w-]+|[\w./-]+\.(?:py|yaml|json|md)\b")
 
 
 def _value(defaults: dict, key: str) -> str:
@@ -37,18 +40,29 @@ class Ledger(Directive):
         entries = yaml.safe_load(path.read_text())
         defaults = Config().to_dict()
         rows = [
-            (e["key"], _value(defaults, e["key"]), e["family"], e["chosen_on"], e["metric"], e["how"],
-             e["commit"] + (f" ({e['note']})" if e.get("note") else ""))
+            (f"`{e['key']}` = {_value(defaults, e['key'])}", e["family"], f"{e['chosen_on']} ({e['metric']})",
+             e["how"] + (f" Note: {e['note']}" if e.get("note") else ""), f"`{e['commit']}`")
             for e in entries
         ]  # fmt: skip
         return [_table(COLUMNS, rows)]
+
+
+def _paragraph(text: str) -> nodes.paragraph:
+    """``text`` as a paragraph, its file names, options and `spans` as code."""
+    para, at = nodes.paragraph(), 0
+    for m in _CODE.finditer(text):
+        para += nodes.Text(text[at : m.start()])
+        para += nodes.literal(text=m.group().strip("`"))
+        at = m.end()
+    para += nodes.Text(text[at:])
+    return para
 
 
 def _row(cells) -> nodes.row:
     row = nodes.row()
     for text in cells:
         entry = nodes.entry()
-        entry += nodes.paragraph(text=str(text))
+        entry += _paragraph(str(text))
         row += entry
     return row
 
@@ -77,12 +91,12 @@ class Components(Directive):
         rows = []
         for c in COMPONENTS:
             if c.variant:
-                measured = f"{c.metric}: default minus `{c.variant}` ({c.sweep}.yaml)"
+                measured = f"`{c.metric}`: default minus `{c.variant}` ({c.sweep}.yaml)"
             elif c.within:
-                measured = f"{c.metric} minus {c.within}, same runs"
+                measured = f"`{c.metric}` minus `{c.within}`, same runs"
             else:
                 measured = "–"
-            rows.append((c.name, c.origin, c.source, ", ".join(c.keys), measured))
+            rows.append((c.name, c.origin, c.source, ", ".join(f"`{k}`" for k in c.keys), measured))
         return [_table(("component", "origin", "source", "config keys", "gain measured on the test family as"), rows)]
 
 
