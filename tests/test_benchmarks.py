@@ -325,3 +325,11 @@ def test_negatives_gain_compares_each_point_with_the_default_it_reruns(tmp_path)
     (tmp_path / "validation.json").write_text(json.dumps({"points": {"seed-1": current}}))
     lines = gain.table(tmp_path, sweep="validation").splitlines()
     assert len(lines) == 3 and "74.5 -> 77.0 (+2.5)" in lines[2]
+
+
+def test_compare_metrics_finds_every_changed_result_and_ignores_timings():
+    compare = _load("compare_metrics")
+    a = {"cams": {"cpmc": {"miou": 71.4, "curve": [1.0, 2.0]}}, "seconds": {"total": 5.0}, "x": float("nan")}
+    b = {"cams": {"cpmc": {"miou": 71.4, "curve": [1.0, 2.5]}}, "seconds": {"total": 9.0}, "x": float("nan"), "y": 1}
+    assert compare.differences(a, a) == [] and len(compare.results(a)) == 4  # miou, two curve points, x
+    assert compare.differences(a, b) == [("cams.cpmc.curve.1", 2.0, 2.5), ("y", "<absent>", 1)]
