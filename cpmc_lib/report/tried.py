@@ -39,7 +39,7 @@ def retired_table(record: Mapping[str, Any], baseline: str = "default") -> str:
         >>> rec = {"points": {"default": {"overrides": [], "metrics": m(75.0)},
         ...                   "erasing": {"overrides": ["classifier.erase_weight=1.0"], "metrics": m(72.3)}}}
         >>> print(retired_table(rec).splitlines()[-1])
-        - `erasing` (classifier.erase_weight=1.0): the network on pseudo labels **hurts** (-2.7); the default's network moved 1.0 over its last epoch.
+        - `erasing` (classifier.erase_weight=1.0), the network on its pseudo labels: **hurts** (-2.7); the default's network moved 1.0 over its last epoch.
     """
     points = record["points"]
     base = points[baseline]["metrics"]
@@ -60,7 +60,7 @@ def retired_table(record: Mapping[str, Any], baseline: str = "default") -> str:
         })  # fmt: skip
         if name != baseline and _get(m, "seg.wsss.miou") is not None:
             change = round(_get(m, "seg.wsss.miou"), 1) - round(_get(base, "seg.wsss.miou"), 1)
-            lines.append(f"- `{name}` ({', '.join(point['overrides'])}): the network on pseudo labels "
+            lines.append(f"- `{name}` ({', '.join(point['overrides'])}), the network on its pseudo labels: "
                          f"{_verdict(change, _noise(base))}.")  # fmt: skip
     cols = ["point", "setting", "CPMC map", "labels + CRF (ignored %)", "network", "network + CRF", "Δ network"]
     return "\n".join([markdown_table(rows, cols), "", *lines])
@@ -79,5 +79,5 @@ def retired_gap_table(record: Mapping[str, Any]) -> str:
         labels = r["labels"]
         rows.append({"labels": name, "labels mIoU": labels.get("miou_crf", labels.get("miou")),
                      "network": net, "Δ network": delta(base, net)})  # fmt: skip
-        lines.append(f"- {name}: the network {_verdict(round(net, 1) - round(base, 1), noise)}.")
+        lines.append(f"- {name}, the network on these labels: {_verdict(round(net, 1) - round(base, 1), noise)}.")
     return "\n".join([markdown_table(rows, ["labels", "labels mIoU", "network", "Δ network"]), "", *lines])
