@@ -199,3 +199,19 @@ def test_every_recorded_sweep_is_shipped_and_valid():
         assert s.name == name
         load_config(s.config, [*s.base, *s.points[0].overrides])
     assert RECORDED["test"] == "test" and TEST_RULE["settings"] >= 5
+
+
+def test_the_retired_options_keep_their_last_measurement():
+    """Options that left the library keep a record of every point, made by the code that had them."""
+    import yaml
+
+    from cpmc_lib.report import retired_table
+    from cpmc_lib.sweep import RECORDS, load_record
+
+    rec = load_record("retired")
+    spec = yaml.safe_load((RECORDS / "retired.yaml").read_text())
+    assert rec is not None and rec["missing"] == [] and list(rec["points"]) == [p["name"] for p in spec["points"]]
+    table = retired_table(rec)
+    for name in rec["points"]:
+        assert f"| {name} |" in table
+    assert all(p["stage_commits"] for p in rec["points"].values())
