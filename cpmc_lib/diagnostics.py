@@ -265,10 +265,11 @@ class FpSplitMeter:
 
     CPMC's false-positive side builds local prototypes where the paired maps *disagree* (one labels
     a background pixel object, the other does not). A background pixel both maps label object is
-    *shared*: no discrepancy points at it. This meter counts, per background kind (``context``:
-    of a present or an absent class; ``distractor``; ``neutral``), how many background pixels fall
-    in each group, and which share of each the two maps and the calibrated map label object, all at
-    the decisions given (the pipeline's ground-truth-free ones).
+    *shared*: no discrepancy points at it. This meter counts, per background kind of
+    :data:`BACKGROUND_CODES` (``context`` is a present class's, as in :class:`PathologyMeter`'s
+    ``fp_context``), how many background pixels fall in each group, and which share of each the two
+    maps and the calibrated map label object, at the decisions given (the pipeline's
+    ground-truth-free ones).
 
     Example:
         >>> meter = FpSplitMeter()
@@ -280,7 +281,7 @@ class FpSplitMeter:
         (50.0, 25.0, 0.0, 100.0, 25.0)
     """
 
-    KINDS = {"context": (CONTEXT_PRESENT, CONTEXT_ABSENT), "distractor": (DISTRACTOR,), "neutral": (NEUTRAL,)}
+    KINDS = {name: (code,) for code, name in BACKGROUND_CODES.items()}  # as PathologyMeter's fp_<kind>
     _COUNTS = ("n", "disagree", "shared", "a_fp", "b_fp", "c_fp", "c_in_disagree", "c_in_shared", "c_added")
 
     def __init__(self) -> None:

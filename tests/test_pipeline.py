@@ -37,7 +37,8 @@ def test_pipeline_writes_complete_metrics(tiny):
     split = metrics["cams"]["cpmc"]["gt_free"]["fp_split"]
     assert split["maps"] == {"a": "refined", "b": "proto", "c": "cpmc"}
     for letter, m in split["maps"].items():
-        assert split["distractor"][f"{letter}_fp"] == pytest.approx(metrics["cams"][m]["gt_free"]["pathology"]["fp_distractor"])
+        for kind in ("context", "distractor"):
+            assert split[kind][f"{letter}_fp"] == pytest.approx(metrics["cams"][m]["gt_free"]["pathology"][f"fp_{kind}"])
     for kind in ("context", "distractor"):
         s = split[kind]
         assert s["n_disagree"] + s["n_shared"] <= s["n"] and s["disagree"] + s["shared"] <= 100 + 1e-9
