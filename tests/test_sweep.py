@@ -215,3 +215,13 @@ def test_the_retired_options_keep_their_last_measurement():
     for name in rec["points"]:
         assert f"| {name} |" in table
     assert all(p["stage_commits"] for p in rec["points"].values())
+
+
+def test_the_retired_label_rules_keep_their_last_measurement():
+    from cpmc_lib.report import retired_gap_table
+    from cpmc_lib.sweep import load_record
+
+    rec = load_record("retired_gap")
+    assert rec is not None and set(rec["experiments"]) == {"crf-agreement", "self-training"}
+    table = retired_gap_table(rec)
+    assert all(f"| {name} |" in table for name in rec["experiments"])

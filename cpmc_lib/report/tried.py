@@ -1,4 +1,4 @@
-"""What else was tried: the options measured as no help and retired, from their records.
+"""What else was tried: the options that left the library, and their last measurements, from their records.
 
 Each retired option left the library with its last measurement, a record made by the code that still
 had it (``papermill_runs/records/retired.json``: the tuning seed through segmentation, one point per
