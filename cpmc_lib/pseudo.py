@@ -335,9 +335,7 @@ def rule_scores(cfg: Config, store: RunStore, method: str) -> dict[str, Any]:
     ds = build_dataset(cfg, cfg.data.cam_split)
     meter, patho, planes = ConfusionMeter(cfg.data.num_classes), None, []
     for name in ds.names:
-        saved = load_map(folder, name)
-        cam, keys = saved.cam.astype(np.float32), saved.keys
-        thr = image_threshold(cam, p.threshold_rule) if threshold is None else threshold
+        cam, keys, thr = _cut(folder, name, p.threshold_rule, threshold)
         planes.append(thr)
         gt, diag = ds.targets(name)  # the masks only: the image is not needed
         if gt is None:
@@ -359,6 +357,13 @@ def rule_scores(cfg: Config, store: RunStore, method: str) -> dict[str, Any]:
     return out
 
 
+def _cut(folder: Path, name: str, rule: str, fixed: float | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """One saved map and where the rule cuts it: ``(cam, keys, plane)``, ``fixed`` when the rule has one."""
+    saved = load_map(folder, name)
+    cam = saved.cam.astype(np.float32)
+    return cam, saved.keys, image_threshold(cam, rule) if fixed is None else fixed
+
+
 def fp_split_scores(cfg: Config, store: RunStore, pair: tuple[str, str], calibrated: str) -> dict[str, Any] | None:
     """The false positives of two paired maps split by whether they disagree, and what the calibrated
     map keeps of each (:class:`~cpmc_lib.diagnostics.FpSplitMeter`), every map at its own
@@ -378,20 +383,22 @@ def fp_split_scores(cfg: Config, store: RunStore, pair: tuple[str, str], calibra
     methods = (*pair, calibrated)
     found = [store.require_maps(cfg, m) for m in methods]
     fixed = [rule_threshold(cfg, metrics) for _, metrics in found]
+    key = {"method_hashes": [m.get("method_hash") for _, m in found], "rule": cfg.pseudo.threshold_rule, "value": fixed}
+    cache = found[-1][0] / "fp_split.json"  # beside the calibrated maps, as rule_scores.json
+    if cache.is_file() and (saved := load_json(cache)).get("key") == key:
+        return saved["scores"]
     ds = build_dataset(cfg, cfg.data.cam_split)
     meter, seen = FpSplitMeter(), False
     for name in ds.names:
         gt, diag = ds.targets(name)
         if gt is None or diag is None:
             continue
-        masks = []
-        for (folder, _), thr in zip(found, fixed, strict=True):
-            saved = load_map(folder, name)
-            cam = saved.cam.astype(np.float32)
-            masks.append(cam_to_mask(cam, saved.keys, image_threshold(cam, cfg.pseudo.threshold_rule) if thr is None else thr))
-        meter.update(*masks, gt, diag)
+        cuts = [_cut(folder, name, cfg.pseudo.threshold_rule, thr) for (folder, _), thr in zip(found, fixed, strict=True)]
+        meter.update(*(cam_to_mask(cam, keys, thr) for cam, keys, thr in cuts), gt, diag)
         seen = True
-    return {"maps": dict(zip("abc", methods, strict=True)), **meter.compute()} if seen else None
+    scores = {"maps": dict(zip("abc", methods, strict=True)), **meter.compute()} if seen else None
+    save_json(cache, {"key": key, "scores": scores})
+    return scores
 
 
 def stage_crf_labels(cfg: Config, store: RunStore) -> Path | None:

@@ -28,7 +28,14 @@ from .labels import (
     scored_labels,
 )
 from .maps import ablation_verdict, fp_promise, method_table
-from .sweeps import additions_table, class_spread_table, group_loss_table, settings_tables, spread_table
+from .sweeps import (
+    additions_table,
+    class_spread_table,
+    group_loss_table,
+    settings_tables,
+    spread_table,
+    variant_runs,
+)
 from .text import compare, delta, direction, fmt, markdown_table
 from .tried import retired_gap_table, retired_table
 
@@ -37,5 +44,5 @@ __all__ = [
     "additions_table", "ablation_verdict", "ceiling_moved", "fp_promise", "compare", "delta", "direction", "fmt", "headline", "markdown_table", "method_table",
     "promise_summary", "promise_table", "promises", "settings_tables", "spread_table", "label_pathologies",
     "error_table", "error_gap", "label_zone_table", "class_table", "class_gap", "body_groups", "class_spread_table", "group_loss_table",
-    "metrics_class_table", "retired_gap_table", "retired_table",
+    "metrics_class_table", "retired_gap_table", "retired_table", "variant_runs",
 ]  # fmt: skip

@@ -14,7 +14,7 @@ from .labels import _method, _trained_labels
 from .maps import CAM_NAMES
 from .text import _get, _mean_sd, _num, fmt, markdown_table
 
-__all__ = ["additions_table", "class_spread_table", "group_loss_table", "settings_tables", "spread_table"]
+__all__ = ["additions_table", "class_spread_table", "group_loss_table", "settings_tables", "spread_table", "variant_runs"]
 
 
 def _arrow(before: Mapping[str, float], after: Mapping[str, float], key: str) -> str:
@@ -186,9 +186,20 @@ def group_loss_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
                                  "labels: body, best of its group", "labels: body, its siblings"])  # fmt: skip
 
 
+def variant_runs(runs: Mapping[str, Mapping[str, Any]], variant: str) -> dict[str, Mapping[str, Any]]:
+    """The runs of one variant of a family sweep (points ``<variant>-<setting>-seed-<seed>``), keyed
+    by ``<setting>-seed-<seed>``.
+
+    Example:
+        >>> variant_runs({"default-test-0-seed-0": {}, "paper-test-0-seed-0": {}}, "default")
+        {'test-0-seed-0': {}}
+    """
+    return {n.removeprefix(f"{variant}-"): m for n, m in runs.items() if n.startswith(f"{variant}-")}
+
+
 def _gains(c: Component, runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[float]:
     """The component's gain in each run of the test family that has both numbers."""
-    default = {n.removeprefix("default-"): m for n, m in runs.get("test", {}).items() if n.startswith("default-")}
+    default = variant_runs(runs.get("test", {}), "default")
     out = []
     for rest, m in default.items():
         if c.within:
