@@ -333,3 +333,28 @@ def test_compare_metrics_finds_every_changed_result_and_ignores_timings():
     b = {"cams": {"cpmc": {"miou": 71.4, "curve": [1.0, 2.5]}}, "seconds": {"total": 9.0}, "x": float("nan"), "y": 1}
     assert compare.differences(a, a) == [] and len(compare.results(a)) == 4  # miou, two curve points, x
     assert compare.differences(a, b) == [("cams.cpmc.curve.1", 2.0, 2.5), ("y", "<absent>", 1)]
+
+
+def _metrics(train: int, cpmc: float, curve: list[float], seconds: float) -> dict:
+    return {
+        "config": {"run": f"r{train}", "synth": {"train": train, "seed": 0}, "data": {"root": f"data/{train}"}},
+        "classifier": {"val_mAP": 99.0},
+        "cams": {"cpmc": {"miou": cpmc, "gt_free": {"miou": cpmc - 0.2}}},
+        "pseudo": {"cpmc_crf": {"miou": 85.0, "ignore_frac": 0.1, "miou_bg": 70.0}},
+        "seg": {"full": {"miou": curve[-1], "curve": curve}, "ratio": 0.87},
+        "stage_seconds": {"classifier": seconds, "pseudo": 10.0},
+    }
+
+
+def test_workload_record_reads_each_number_before_and_after_and_the_keys_changed():
+    workload = _load("workload")
+    before = _metrics(2000, 71.4, [88.0, 90.9, 91.1], 250.0)
+    after = _metrics(1000, 68.7, [88.7, 88.3, 88.2], 170.0)
+    record = workload.workload_record(before, after, book_seconds=880.0)
+    assert record["changed"] == {"synth.train": [2000, 1000]}  # run name and data root left out
+    rows = {r["path"]: r for r in record["numbers"]}
+    assert rows["cams.cpmc.miou"]["change"] == pytest.approx(68.7 - 71.4)
+    assert rows["pseudo.cpmc_crf.ignore_frac"]["after"] == pytest.approx(10.0)  # a share, in percent
+    assert rows["seg.wsss.miou"]["change"] is None  # absent from both runs: no cost claimed
+    assert record["ceiling_moved"]["after"] == pytest.approx(88.2 - 88.7)
+    assert record["pipeline_seconds"] == {"before": 260.0, "after": 180.0}

@@ -6,6 +6,9 @@
 - ``{components}``: what the default is made of (``cpmc_lib.components.COMPONENTS``): each
   component's origin (paper, reconstruction, lineage, field, this book), source, config keys and
   how the test family measures it. The measured gains are chapter 9's (they come from runs).
+- ``{workload}``: what the default's size cost, ``papermill_runs/records/workload.json``
+  (``benchmarks/workload.py``): each headline number before and after the cut, the keys it changed,
+  and the stages' seconds.
 """
 
 from __future__ import annotations
@@ -100,7 +103,46 @@ class Components(Directive):
         return [_table(("component", "origin", "source", "config keys", "gain measured on the test family as"), rows)]
 
 
+class Workload(Directive):
+    has_content = False
+
+    def run(self):
+        from cpmc_lib.io import load_json
+
+        root = Path(self.state.document.settings.env.srcdir).parent
+        record = load_json(root / "papermill_runs" / "records" / "workload.json")
+        changed = "; ".join(f"`{k}` {a} -> {b}" for k, (a, b) in record["changed"].items())
+        rows = []
+        for r in record["numbers"]:
+            if r["change"] is not None:
+                d = 3 if r["path"].startswith("seg.ratio") else 1  # the ratios in three decimals
+                rows.append((r["number"], _num(r["before"], d), _num(r["after"], d), _num(r["change"], d, True)))
+        moved = record["ceiling_moved"]
+        rows.append(("ceiling's move over its last two epochs", _num(moved["before"], 1, True), _num(moved["after"], 1, True), "–"))
+        secs = record["pipeline_seconds"]
+        rows.append(("pipeline seconds (stages from scratch, 2 CPU cores)", _num(secs["before"], 0), _num(secs["after"], 0),
+                     _num(secs["after"] - secs["before"], 0, True)))  # fmt: skip
+        made = record["made_by"]
+        intro = _paragraph(f"Changed: {changed}. {made.get('runs', '')} Table made by `{made['command']}` at `{made['commit']}`.")
+        out = [intro, _table(("number (tuning setting, training seed 0)", "before", "after", "cost"), rows)]
+        labels = {r["path"]: r["number"] for r in record["numbers"]}
+        for tried in record.get("tried", []):  # cuts stopped before their networks: what they reached
+            keys = "; ".join(f"`{k}` {a} -> {b}" for k, (a, b) in tried["changed"].items())
+            got = "; ".join(f"{labels.get(k, k)} {v:.1f}" for k, v in tried["numbers"].items())
+            out.append(_paragraph(f"Also tried and stopped before the networks ({keys}): {got}."))
+        if record.get("book_seconds"):
+            out.append(_paragraph(f"`make book` after install, from a fresh clone: {record['book_seconds'] / 60:.1f} minutes."))
+        return out
+
+
+def _num(x, digits: int = 1, signed: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
 def setup(app):
     app.add_directive("ledger", Ledger)
+    app.add_directive("workload", Workload)
     app.add_directive("components", Components)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,124 @@
+"""Ground-truth-free background decisions compared on saved maps: how far each is from the oracle.
+
+The pipeline cuts each map at ``pseudo.threshold_rule`` (default: Otsu's cut of each image's own
+top-class map). This script scores a method's saved maps under several rules that read no ground
+truth, beside the oracle (the best single threshold against the masks, IRN's evaluation protocol),
+so a rule can be chosen on the tuning and validation families and must then hold on the test family:
+
+- ``otsu``: per image, Otsu's cut of its top-class map (the default);
+- ``pooled``: one Otsu cut of the top-class values pooled over every image of the split;
+- ``class``: per class, Otsu's cut of that class's map pooled over the images labelled with it;
+- ``fixed``: ``pseudo.bg_threshold``, frozen.
+
+Run on one run (``--config``/``--set``; its maps are made first if missing), or on every setting of
+the drawn validation family at one training seed (``--family validation``; never the test family,
+which no choice may read)::
+
+    python benchmarks/background_rules.py --config configs/default.yaml --method cpmc
+    python benchmarks/background_rules.py --family validation --seed 0 --method cpmc --method proto
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from cpmc_lib.config import load_config
+from cpmc_lib.families import family_points
+from cpmc_lib.datasets import build_dataset
+from cpmc_lib.labels import otsu_threshold
+from cpmc_lib.mapfile import load_map
+from cpmc_lib.metrics import ConfusionMeter
+from cpmc_lib.pipeline import ensure, ensure_data
+from cpmc_lib.store import RunStore
+
+BINS = 64
+RULES = ("otsu", "pooled", "class", "fixed")
+
+
+def _otsu_from_hist(hist: np.ndarray) -> float:
+    """Otsu's cut of a histogram over [0, 1] in ``BINS`` bins (as :func:`otsu_threshold`)."""
+    centres = (np.arange(BINS) + 0.5) / BINS
+    w0 = np.cumsum(hist)[:-1]
+    w1 = hist.sum() - w0
+    s0 = np.cumsum(hist * centres)[:-1]
+    between = w0 * w1 * (s0 / np.maximum(w0, 1) - (hist @ centres - s0) / np.maximum(w1, 1)) ** 2
+    return float((int(np.argmax(between)) + 1) / BINS) if (between > 0).any() else 1.0
+
+
+def _hist(v: np.ndarray) -> np.ndarray:
+    return np.bincount(np.minimum((np.clip(v, 0, 1) * BINS).astype(np.int64), BINS - 1).ravel(), minlength=BINS)
+
+
+def compare_rules(cfg, method: str) -> dict:
+    """mIoU of ``method``'s saved cam-split maps under each rule of :data:`RULES` and the oracle grid."""
+    store = RunStore.for_config(cfg)
+    ensure(cfg, "cams", store, method=method, progress=False)
+    folder, metrics = store.require_maps(cfg, method)
+    ds = build_dataset(cfg, cfg.data.cam_split)
+    k = cfg.data.num_classes
+    pooled, per_class = np.zeros(BINS), np.zeros((k, BINS))
+    for name in ds.names:  # pass 1: the pooled histograms
+        saved = load_map(folder, name)
+        cam = saved.cam.astype(np.float32)
+        if cam.shape[0]:
+            pooled += _hist(cam.max(0))
+            for key, m in zip(saved.keys, cam, strict=True):
+                per_class[key] += _hist(m)
+    class_cut = np.array([_otsu_from_hist(h) if h.sum() else 1.0 for h in per_class])
+    pooled_cut = _otsu_from_hist(pooled)
+    grid = np.round(np.arange(0.05, 1.0, 0.05), 2)
+    meters = {r: ConfusionMeter(k) for r in RULES} | {f"oracle@{t}": ConfusionMeter(k) for t in grid}
+    for name in ds.names:  # pass 2: each rule's masks scored
+        gt, _ = ds.targets(name)
+        if gt is None:
+            continue
+        saved = load_map(folder, name)
+        cam = saved.cam.astype(np.float32)
+        if not cam.shape[0]:
+            for meter in meters.values():
+                meter.update(np.zeros_like(gt, dtype=np.int64), gt)
+            continue
+        top, chan = cam.max(0), cam.argmax(0)
+        cls = saved.keys[chan]
+        planes = {
+            "otsu": otsu_threshold(top), "pooled": pooled_cut, "class": class_cut[cls],
+            "fixed": cfg.pseudo.bg_threshold, **{f"oracle@{t}": t for t in grid},
+        }  # fmt: skip
+        for r, plane in planes.items():
+            meters[r].update(np.where(top > plane, cls, 0).astype(np.int64), gt)
+    scores = {r: m.compute()["miou"] for r, m in meters.items()}
+    oracle = max((v, r) for r, v in scores.items() if r.startswith("oracle@"))
+    return {
+        "method": method, "oracle": oracle[0], "oracle_threshold": float(oracle[1].split("@")[1]),
+        "stage_oracle": metrics["miou"], "pooled_cut": pooled_cut,
+        "class_cuts": {int(c): float(class_cut[c]) for c in range(1, k) if per_class[c].sum()},
+        **{r: scores[r] for r in RULES},
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/default.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--method", action="append", default=[])
+    parser.add_argument("--family", choices=["validation"], help="every setting of the drawn validation family")
+    parser.add_argument("--seed", type=int, default=0, help="the training seed of --family's points")
+    args = parser.parse_args()
+    if args.family:
+        points = [p for p in family_points(args.family) if p["set"]["seed"] == args.seed]
+        configs = [load_config(args.config, [*(f"{k}={v}" for k, v in p["set"].items()), f"run={p['name']}", *args.set])
+                   for p in points]  # fmt: skip
+    else:
+        configs = [load_config(args.config, args.set)]
+    for cfg, method in ((c, m) for c in configs for m in args.method or ["cpmc"]):
+        ensure_data(cfg, progress=False)
+        r = compare_rules(cfg, method)
+        costs = "  ".join(f"{rule} {r[rule]:.1f} ({r[rule] - r['oracle']:+.1f})" for rule in RULES)
+        print(f"{cfg.run:>16} {method:>8}: oracle {r['oracle']:.1f} @ {r['oracle_threshold']:.2f}  {costs}"
+              f"  [pooled cut {r['pooled_cut']:.2f}]")
+
+
+if __name__ == "__main__":
+    main()
