@@ -25,8 +25,8 @@ import argparse
 import numpy as np
 
 from cpmc_lib.config import load_config
-from cpmc_lib.families import family_points
 from cpmc_lib.datasets import build_dataset
+from cpmc_lib.families import family_points
 from cpmc_lib.labels import otsu_threshold
 from cpmc_lib.mapfile import load_map
 from cpmc_lib.metrics import ConfusionMeter
