@@ -27,7 +27,7 @@ import numpy as np
 from cpmc_lib.config import load_config
 from cpmc_lib.datasets import build_dataset
 from cpmc_lib.families import family_points
-from cpmc_lib.labels import otsu_threshold
+from cpmc_lib.labels import otsu_cut, otsu_threshold
 from cpmc_lib.mapfile import load_map
 from cpmc_lib.metrics import ConfusionMeter
 from cpmc_lib.pipeline import ensure, ensure_data
@@ -35,16 +35,6 @@ from cpmc_lib.store import RunStore
 
 BINS = 64
 RULES = ("otsu", "pooled", "class", "fixed")
-
-
-def _otsu_from_hist(hist: np.ndarray) -> float:
-    """Otsu's cut of a histogram over [0, 1] in ``BINS`` bins (as :func:`otsu_threshold`)."""
-    centres = (np.arange(BINS) + 0.5) / BINS
-    w0 = np.cumsum(hist)[:-1]
-    w1 = hist.sum() - w0
-    s0 = np.cumsum(hist * centres)[:-1]
-    between = w0 * w1 * (s0 / np.maximum(w0, 1) - (hist @ centres - s0) / np.maximum(w1, 1)) ** 2
-    return float((int(np.argmax(between)) + 1) / BINS) if (between > 0).any() else 1.0
 
 
 def _hist(v: np.ndarray) -> np.ndarray:
@@ -66,8 +56,8 @@ def compare_rules(cfg, method: str) -> dict:
             pooled += _hist(cam.max(0))
             for key, m in zip(saved.keys, cam, strict=True):
                 per_class[key] += _hist(m)
-    class_cut = np.array([_otsu_from_hist(h) if h.sum() else 1.0 for h in per_class])
-    pooled_cut = _otsu_from_hist(pooled)
+    class_cut = np.array([otsu_cut(h) if h.sum() else 1.0 for h in per_class])
+    pooled_cut = otsu_cut(pooled)
     grid = np.round(np.arange(0.05, 1.0, 0.05), 2)
     meters = {r: ConfusionMeter(k) for r in RULES} | {f"oracle@{t}": ConfusionMeter(k) for t in grid}
     for name in ds.names:  # pass 2: each rule's masks scored

@@ -51,6 +51,7 @@ __all__ = [
     "describe_threshold",
     "image_threshold",
     "label_planes",
+    "otsu_cut",
     "otsu_threshold",
     "pseudo_label",
     "rule_threshold",
@@ -102,14 +103,22 @@ def otsu_threshold(values: np.ndarray, bins: int = 64) -> float:
     """
     v = np.clip(np.asarray(values, dtype=np.float64).ravel(), 0, 1)
     hist = np.bincount(np.minimum((v * bins).astype(np.int64), bins - 1), minlength=bins).astype(np.float64)
+    return otsu_cut(hist)
+
+
+def otsu_cut(hist: np.ndarray) -> float:
+    """Otsu's threshold of a histogram over ``[0, 1]`` in ``len(hist)`` equal bins (:func:`otsu_threshold`
+    of the values it counts; histograms of several images can be summed first). 1.0 when they do not split."""
+    hist = np.asarray(hist, dtype=np.float64)
+    bins = hist.size
     centres = (np.arange(bins) + 0.5) / bins
     w0 = np.cumsum(hist)[:-1]  # pixels in bins 0..t (cut after bin t)
-    w1 = v.size - w0
+    w1 = hist.sum() - w0
     s0 = np.cumsum(hist * centres)[:-1]
     m0 = s0 / np.maximum(w0, 1)
     m1 = (hist @ centres - s0) / np.maximum(w1, 1)
     between = w0 * w1 * (m0 - m1) ** 2
-    if v.size == 0 or not (between > 0).any():
+    if hist.sum() == 0 or not (between > 0).any():
         return 1.0
     return float((int(np.argmax(between)) + 1) / bins)
 

@@ -136,3 +136,14 @@ def test_assign_to_parts_gives_a_shared_body_to_the_nearest_part():
     assert (labels.assign_to_parts(label, cam, [1, 2], np.zeros_like(cam), 0.4) == label).all()
     with pytest.raises(ValueError, match="do not match"):
         labels.assign_to_parts(label, cam, [1, 2], part_cam[:, :2], 0.4)
+
+
+def test_otsu_cut_of_summed_histograms_is_the_cut_of_the_pooled_values():
+    from cpmc_lib.labels import otsu_cut, otsu_threshold
+
+    rng = np.random.default_rng(0)
+    a, b = rng.beta(2, 5, size=(32, 32)), rng.beta(5, 2, size=(16, 16))
+    hist = lambda v: np.bincount(np.minimum((v.ravel() * 64).astype(int), 63), minlength=64)  # noqa: E731
+    pooled = np.concatenate([a.ravel(), b.ravel()])
+    assert otsu_cut(hist(a) + hist(b)) == otsu_threshold(pooled) != otsu_threshold(a)
+    assert otsu_cut(np.zeros(64)) == 1.0
