@@ -126,7 +126,7 @@ class Workload(Directive):
                      _num(secs["after"] - secs["before"], 0, True)))  # fmt: skip
         made = record["made_by"]
         intro = _paragraph(f"Changed: {changed}. {made.get('runs', '')} Table made by `{made['command']}` at `{made['commit']}`.")
-        out = [intro, _table(("number (tuning setting, training seed 0)", "before", "after", "cost"), rows)]
+        out = [intro, _table(("number (tuning setting, training seed 0)", "before", "after", "change"), rows)]
         labels = {r["path"]: r["number"] for r in record["numbers"]}
         for tried in record.get("tried", []):  # cuts stopped before their networks: what they reached
             keys = "; ".join(f"`{k}` {a} -> {b}" for k, (a, b) in tried["changed"].items())
