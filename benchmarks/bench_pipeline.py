@@ -333,13 +333,15 @@ def stage_flops(cfg: Config, hw: tuple[int, int], classes_per_image: float) -> d
 
 
 def flop_workload(cfg: Config, stage: str, sizes: dict[str, int]) -> dict[str, float]:
-    """:func:`workload` with every evaluation pass counted: segmentation scores val after each
-    epoch (``segmentation.curve``) and once more at the end unless that last curve point is reused."""
+    """:func:`workload` with every evaluation pass counted: segmentation scores val after each of
+    its last ``segmentation.curve_last`` epochs (``segmentation.curve``; 0: every epoch) and once more
+    at the end unless that last curve point is reused."""
     load = workload(cfg, stage, sizes)
     s = cfg.segmentation
     if stage.startswith("seg_"):
         final = 0 if s.curve and not s.test_crf else 1
-        load["eval"] = sizes["val"] * (s.epochs * s.curve + final)
+        scored = min(s.curve_last or s.epochs, s.epochs) if s.curve else 0
+        load["eval"] = sizes["val"] * (scored + final)
     if stage == "data":
         load = {}
     return load

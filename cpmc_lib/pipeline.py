@@ -11,7 +11,7 @@ pipeline --config ...``) runs every stage and writes ``runs/<run>/metrics.json``
      "pseudo": {"threshold", "threshold_rule", "split", "images", "scored_on", "scored_images",
                 "cpmc": {"miou", "iou", "ignore_frac", "pathology", "pathology_by_class", ..},
                 "cpmc_crf": {..}},
-     "seg": {"split", "wsss": {"miou", "miou_crf", "iou", "curve", "pathology", "pathology_by_class", ..},
+     "seg": {"split", "wsss": {"miou", "miou_crf", "iou", "curve", "curve_epochs", "pathology", "pathology_by_class", ..},
              "full": {..}, "ratio": .., "ratio_crf": ..},
      "seconds": {"<stage>": ..}, "stage_seconds": {..}, "peak_rss_mb": ..}
 
@@ -255,12 +255,14 @@ def _seg_metrics(cfg: Config, pl: dict[str, Any], wsss: dict[str, Any], full: di
             "labels": f"{pl['method']}{'_crf' if pl.get('crf') else ''}",
             "train_images": wsss.get("train_images"),
             "curve": wsss.get("curve", []),
+            "curve_epochs": wsss.get("curve_epochs", list(range(1, len(wsss.get("curve", [])) + 1))),
             **detail["wsss"],
         },
         "full": {
             "miou": full["val_miou"],
             "train_images": full.get("train_images"),
             "curve": full.get("curve", []),
+            "curve_epochs": full.get("curve_epochs", list(range(1, len(full.get("curve", [])) + 1))),
             **detail["full"],
         },
         "ratio": wsss["val_miou"] / full["val_miou"] if full["val_miou"] else float("nan"),

@@ -287,7 +287,8 @@ def train(
 
     Returns:
         dict with ``val_miou``, ``val_precision``, ``val_recall``, ``val_iou`` (per class),
-        ``val_miou_crf`` (with ``test_crf``), ``curve`` (val mIoU after each epoch, with ``curve``),
+        ``val_miou_crf`` (with ``test_crf``), ``curve`` (val mIoU after each of the last
+        ``curve_last`` epochs, with ``curve``) and its ``curve_epochs``,
         ``epochs``, ``train_split`` and ``train_images`` (what it trained on), ``train_seconds``,
         ``eval_seconds``, ``model``.
     """
@@ -317,6 +318,8 @@ def train(
     last: dict[str, Any] = {}  # the final epoch's scores, reused when no CRF score is asked for
 
     def validate(epoch: int, model: nn.Module) -> dict[str, float]:  # the learning curve: did it converge?
+        if s.curve_last and epoch < s.epochs - s.curve_last:
+            return {}
         distributed.sync_buffers(model)  # every rank scores its share of val with rank 0's network
         scores = evaluate(model, distributed.shard_dataset(val_set), device, cfg.data.num_classes, s.test_scales,
                           s.test_flip, None, s.batch_size, progress=False)  # fmt: skip
@@ -341,6 +344,7 @@ def train(
     result = {f"val_{k}": v for k, v in scores.items()}
     result.update(
         curve=[h["val_miou"] for h in history if "val_miou" in h],
+        curve_epochs=[h["epoch"] for h in history if "val_miou" in h],
         epochs=s.epochs,
         train_split=cfg.seg_split(),
         train_images=len(train_set),

@@ -112,17 +112,22 @@ def test_resume_gives_the_same_weights(tiny_cam_run, tmp_path, monkeypatch):
 
 def test_learning_curve_does_not_change_training(tiny_cam_run, tmp_path):
     cfg, _ = tiny_cam_run
+    cfg = cfg.replace(**{"segmentation.epochs": 3, "segmentation.curve_last": 0})
     device = torch.device("cpu")
     with_curve = segmentation.train(cfg, tmp_path / "curve", device, progress=False)
+    last = segmentation.train(cfg.replace(**{"segmentation.curve_last": 2}), tmp_path / "last", device, progress=False)
     without = segmentation.train(
         cfg.replace(**{"segmentation.curve": False}), tmp_path / "plain", device, progress=False
     )
-    assert without["curve"] == [] and len(with_curve["curve"]) == cfg.segmentation.epochs
+    assert without["curve"] == [] and with_curve["curve_epochs"] == [1, 2, 3]
+    # curve_last scores the last epochs only: the same points, the same network
+    assert last["curve_epochs"] == [2, 3] and last["curve"] == with_curve["curve"][1:]
     a = torch.load(with_curve["model"], weights_only=True)
-    b = torch.load(without["model"], weights_only=True)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], msg=k)
-    assert with_curve["val_miou"] == without["val_miou"]
+    for other in (without, last):
+        b = torch.load(other["model"], weights_only=True)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], msg=k)
+    assert with_curve["val_miou"] == without["val_miou"] == last["val_miou"]
 
 
 def test_mask_folder_dataset_replaces_masks(tiny_cam_run, tmp_path):

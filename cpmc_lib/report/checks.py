@@ -14,8 +14,8 @@ __all__ = ["ceiling_moved", "headline", "promise_summary", "promise_table", "pro
 
 
 def ceiling_moved(curve: Sequence[float]) -> float:
-    """How far a learning curve (val mIoU per epoch, at least 3) moved over its last two epochs:
-    issue 16's convergence reading is |moved| < 0.5."""
+    """How far a learning curve (val mIoU of consecutive epochs up to the last, at least 3) moved
+    over its last two epochs: the convergence reading is |moved| < 0.5."""
     return curve[-1] - curve[-3]
 
 
@@ -69,7 +69,7 @@ def headline(metrics: Mapping[str, Any]) -> str:
     if seg and len(c := seg["full"].get("curve", [])) >= 3:
         verdict = "converged by the < 0.5 reading" if abs(ceiling_moved(c)) < 0.5 else "still moving: an unfinished ceiling"
         lines.append(f"- The ground-truth ceiling's val mIoU moved {delta(c[-3], c[-1])} over its last two epochs "
-                     f"of {len(c)}, {verdict} (its learning curve is in chapter 8).")  # fmt: skip
+                     f"of {seg['full'].get('curve_epochs', [len(c)])[-1]}, {verdict} (its learning curve is in chapter 8).")  # fmt: skip
     if seg and "ratio_crf" in seg:
         lines.append(f"- Weak supervision reaches {100 * seg['ratio']:.1f} % of full supervision, "
                      f"{100 * seg['ratio_crf']:.1f} % with the dense CRF on both networks, the field's protocol "
