@@ -8,7 +8,11 @@ so a rule can be chosen on the tuning and validation families and must then hold
 - ``otsu``: per image, Otsu's cut of its top-class map (the default);
 - ``pooled``: one Otsu cut of the top-class values pooled over every image of the split;
 - ``class``: per class, Otsu's cut of that class's map pooled over the images labelled with it;
-- ``fixed``: ``pseudo.bg_threshold``, frozen.
+- ``fixed``: ``pseudo.bg_threshold``, frozen;
+- ``otsu3``: per image, the lower cut of Otsu's three-group split (background; completed bodies and
+  parts above it);
+- ``li``: per image, Li's minimum cross-entropy threshold of the top-class map;
+- ``class_image``: per image, each present class's map cut at Otsu's threshold of that map alone.
 
 Run on one run (``--config``/``--set``; its maps are made first if missing), or on every setting of
 the drawn validation family at one training seed (``--family validation``; never the test family,
@@ -34,7 +38,39 @@ from cpmc_lib.pipeline import ensure, ensure_data
 from cpmc_lib.store import RunStore
 
 BINS = 64
-RULES = ("otsu", "pooled", "class", "fixed")
+RULES = ("otsu", "pooled", "class", "fixed", "otsu3", "li", "class_image")
+
+
+def otsu3_low(v: np.ndarray, bins: int = BINS) -> float:
+    """The lower cut of Otsu's three-group split of ``v`` in [0, 1]: background below it, and the
+    middle and upper groups (completed bodies, discriminative parts) above."""
+    hist = _hist(v).astype(np.float64)
+    c = (np.arange(bins) + 0.5) / bins
+    w, s = np.concatenate([[0], np.cumsum(hist)]), np.concatenate([[0], np.cumsum(hist * c)])
+    i, j = np.triu_indices(bins + 1, 1)  # groups [0, i), [i, j), [j, bins)
+    ok = (i > 0) & (j < bins)
+    i, j = i[ok], j[ok]
+    w0, w1, w2 = w[i], w[j] - w[i], w[-1] - w[j]
+    s0, s1, s2 = s[i], s[j] - s[i], s[-1] - s[j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = np.nan_to_num(s0**2 / w0) + np.nan_to_num(s1**2 / w1) + np.nan_to_num(s2**2 / w2)
+    return float(i[np.argmax(between)]) / bins
+
+
+def li_cut(v: np.ndarray, tol: float = 1e-4) -> float:
+    """Li's minimum cross-entropy threshold of ``v`` (Li & Tam's iteration, as scikit-image's)."""
+    v = np.clip(v.ravel().astype(np.float64), 1e-6, 1)
+    t = v.mean()
+    for _ in range(200):
+        lo, hi = v[v <= t], v[v > t]
+        if not lo.size or not hi.size:
+            return 1.0
+        m0, m1 = lo.mean(), hi.mean()
+        new = (m1 - m0) / (np.log(m1) - np.log(m0))
+        if abs(new - t) < tol:
+            break
+        t = new
+    return float(t)
 
 
 def _hist(v: np.ndarray) -> np.ndarray:
@@ -76,8 +112,13 @@ def compare_rules(cfg, method: str) -> dict:
             "otsu": otsu_threshold(top), "pooled": pooled_cut, "class": class_cut[cls],
             "fixed": cfg.pseudo.bg_threshold, **{f"oracle@{t}": t for t in grid},
         }  # fmt: skip
+        planes["otsu3"], planes["li"] = otsu3_low(top), li_cut(top)
         for r, plane in planes.items():
             meters[r].update(np.where(top > plane, cls, 0).astype(np.int64), gt)
+        # each present class cut at Otsu's threshold of its own map in this image
+        own = np.stack([m > otsu_threshold(m) for m in cam])
+        score = np.where(own, cam, -1.0)
+        meters["class_image"].update(np.where(own.any(0), saved.keys[score.argmax(0)], 0).astype(np.int64), gt)
     scores = {r: m.compute()["miou"] for r, m in meters.items()}
     oracle = max((v, r) for r, v in scores.items() if r.startswith("oracle@"))
     return {

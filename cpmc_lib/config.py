@@ -241,7 +241,7 @@ class PseudoConfig:
     # classes' maps exceed contest_share x the plane, the class whose classifier-CAM part (the
     # cells >= part_share of its peak) is nearest - sibling classes share a body, and only the
     # part inside each body tells them apart; argmax: the maps' arg-max alone. Chosen on synth
-    # seed 0 through segmentation (README, "Whose body is it?").
+    # seed 0 through segmentation (README of 9a3ac02, "Whose body is it?").
     assign: Literal["argmax", "parts"] = "parts"
     part_share: float = 0.7
     contest_share: float = 0.5
@@ -322,9 +322,8 @@ class SegmentationConfig:
     # "deeplab": deeplab-pytorch's - backbone weights at lr, head weights at head_lr_mult x lr, head
     # biases at 2 x that, biases without weight decay (configs/voc.yaml, configs/coco.yaml).
     param_groups: Literal["backbone_head", "deeplab"] = "backbone_head"
-    # One schedule for both networks, long enough for the ground-truth ceiling to converge (its
-    # val mIoU moves < 0.5 over the last two epochs); shorter or slower schedules leave it rising.
-    # The curve is seg.full.curve in metrics.json; README, "Measured so far", has the schedules tried.
+    # One schedule for both networks, long enough for the ground-truth ceiling to converge (val mIoU
+    # moves < 0.5 over its last two epochs; seg.full.curve). Schedules tried: the ledger of choices.
     # 8 epochs of 96-pixel crops since the workload cut (records/workload.json); 10 of 128 before.
     epochs: int = 8
     batch_size: int = 16
@@ -341,9 +340,7 @@ class SegmentationConfig:
     # DeepLab (and its weak / full ratio).
     test_crf: bool = True
     curve: bool = True  # score val after epochs (the learning curve in metrics.json)
-    # ... after each of the last this many epochs (0 = every epoch): the convergence reading needs the
-    # last three; each earlier point cost 4.4 s a network on 2 cores (of a 15-minute make book).
-    curve_last: int = 3
+    curve_last: int = 3  # ... the last this many (0 = all): the convergence reading needs 3 (ledger)
     num_workers: int = 0
 
 
@@ -445,8 +442,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{f"{s}.momentum": (lambda x: 0 <= x < 1, "must lie in [0, 1)") for s in ("classifier", "segmentation")},
     **{f"{s}.num_workers": (_at_least(0), "must be >= 0") for s in ("classifier", "segmentation")},
     "data.num_classes": (_at_least(2), "must be at least 2 (background and one class)"),
-    "data.limit": (_at_least(0), "must be >= 0 (0 = every image)"),
-    "segmentation.curve_last": (_at_least(0), "must be >= 0 (0 = every epoch)"),
+    **{k: (_at_least(0), "must be >= 0 (0 = all)") for k in ("data.limit", "segmentation.curve_last")},
     "cams.thresholds_step": (lambda x: 0 < x < 1, "must lie in (0, 1)"),
     **{k: (lambda v: len(v) > 0 and all(x > 0 for x in v), "must be one or more factors > 0")
        for k in ("cams.scales", "segmentation.test_scales")},

@@ -45,6 +45,7 @@ from .datasets import build_dataset
 from .distributed import barrier, is_main
 from .io import load_json, save_json
 from .metrics import json_iou
+from .project import enter_project
 from .pseudo import fp_split_scores, rule_scores
 from .report import markdown_table, scored_labels
 from .stages import STEPS, check_methods, stage, stage_hash
@@ -115,9 +116,16 @@ def setup(
 ) -> tuple[Config, RunStore]:
     """A chapter's first line: its config, its run store, and the data set in place.
 
+    A relative ``config_path`` that names a file of the project rather than of the working
+    directory (a JupyterLab kernel starts in ``notebooks/``) moves the working directory to the
+    project first (:func:`cpmc_lib.project.enter_project`), so the chapter reads the same data and
+    run store as ``make book``.
+
     Example:
         >>> cfg, store = setup("configs/default.yaml", ["classifier.epochs=5"])  # doctest: +SKIP
     """
+    if config_path is not None and (root := enter_project(config_path)) is not None:
+        print(f"working directory: {root} (the project: the config's paths are relative to it)")
     cfg = load_config(config_path, overrides)
     check_methods(cfg)
     ensure_data(cfg)

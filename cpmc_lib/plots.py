@@ -11,6 +11,7 @@ feature grid are upsampled once, bilinearly, like the CAMs the cams stage saves.
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from collections.abc import Mapping, Sequence
 
@@ -19,7 +20,7 @@ import torch
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 from matplotlib.ticker import MaxNLocator
 
 from .io import IGNORE_INDEX, voc_palette
@@ -40,6 +41,7 @@ __all__ = [
     "plot_history",
     "plot_image_grid",
     "plot_matrix",
+    "plot_pipeline",
     "plot_regions",
     "plot_samples",
     "to_hwc_uint8",
@@ -485,4 +487,55 @@ def plot_deltas(
     ax.grid(alpha=0.3, axis="x")
     if title:
         ax.set_title(_wrap(title, 70), fontsize=TITLE_PT)
+    return fig
+
+
+# The default pipeline in reading order, one row per line of the diagram: component names of
+# cpmc_lib.components.COMPONENTS (their origin colours the box), or (name, origin) for the steps
+# that the components table does not list.
+PIPELINE_ROWS: tuple[tuple, ...] = (
+    ("stand-in pretraining", "classifier CAM", "context refinement", "prototype CAM"),
+    ("FN and FP local prototypes", "guards against false positives", "background decision without ground truth",
+     "ignore zone around the plane"),
+    ("part-anchored class assignment", "negative prototypes in the labels", "dense CRF on the pseudo labels",
+     ("segmentation network", "paper"), "test-time dense CRF"),
+)  # fmt: skip
+ORIGIN_COLORS = {"paper": "#1f5fa8", "reconstruction": "#7b4fa6", "lineage": "#2e8540", "field": "#6b6b6b",
+                 "book": "#c4580e"}  # fmt: skip
+ORIGIN_NAMES = {"paper": "CPMC (the paper)", "reconstruction": "our reading of the paper", "lineage": "SIPE / SFC / IRN",
+                "field": "field standard", "book": "this book's addition"}  # fmt: skip
+
+
+def plot_pipeline(rows: Sequence[Sequence] = PIPELINE_ROWS) -> Figure:
+    """The default pipeline as boxes in reading order, each coloured by where it comes from.
+
+    The origins are read from :data:`cpmc_lib.components.COMPONENTS`, so the picture follows the
+    declaration; one legend names the origins.
+    """
+    from .components import COMPONENTS
+
+    origin = {c.name: c.origin for c in COMPONENTS}
+    steps = [[(s, origin[s]) if isinstance(s, str) else tuple(s) for s in row] for row in rows]
+    width = max(len(r) for r in steps)
+    fig = Figure(figsize=(COLUMN_IN, 1.0 * len(steps) + 0.6), layout="constrained")
+    ax = fig.subplots()
+    ax.set_xlim(0, width)
+    ax.set_ylim(-len(steps) + 1.03, 0.87)
+    ax.axis("off")
+    centers = []
+    for r, row in enumerate(steps):
+        for c, (name, org) in enumerate(row):
+            x, y = c + 0.5, -r + 0.45
+            ax.add_patch(FancyBboxPatch((x - 0.44, y - 0.33), 0.88, 0.66, boxstyle="round,pad=0.02",
+                                        facecolor=ORIGIN_COLORS[org], edgecolor="none"))  # fmt: skip
+            ax.text(x, y, textwrap.fill(name, 13), ha="center", va="center", color="white", fontsize=TICK_PT)
+            centers.append((x, y))
+    for (x0, y0), (x1, y1) in itertools.pairwise(centers):
+        same_row = abs(y0 - y1) < 1e-6
+        start, end = ((x0 + 0.46, y0), (x1 - 0.46, y1)) if same_row else ((x0, y0 - 0.35), (x1, y1 + 0.35))
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10, color="#444444",
+                                     connectionstyle="arc3" if same_row else "angle3,angleA=0,angleB=90"))  # fmt: skip
+    used = list(dict.fromkeys(org for row in steps for _, org in row))
+    fig.legend(handles=[Patch(color=ORIGIN_COLORS[o], label=ORIGIN_NAMES[o]) for o in used],
+               loc="outside lower center", ncols=3, fontsize=TICK_PT, frameon=False)  # fmt: skip
     return fig

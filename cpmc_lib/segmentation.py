@@ -270,13 +270,9 @@ def training_set(cfg: Config, label_dir: str | Path | None = None, transform=Non
 
 
 def train(
-    cfg: Config,
-    out: str | Path,
-    device: torch.device,
-    label_dir: str | Path | None = None,
-    progress: bool = True,
+    cfg: Config, out: str | Path, device: torch.device, label_dir: str | Path | None = None, progress: bool = True,
     init: str | Path | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     """Train ``cfg.segmentation``'s network into ``out`` (resuming from its ``checkpoint.pt``) and score it.
 
     Args:
@@ -287,10 +283,9 @@ def train(
 
     Returns:
         dict with ``val_miou``, ``val_precision``, ``val_recall``, ``val_iou`` (per class),
-        ``val_miou_crf`` (with ``test_crf``), ``curve`` (val mIoU after each of the last
-        ``curve_last`` epochs, with ``curve``) and its ``curve_epochs``,
-        ``epochs``, ``train_split`` and ``train_images`` (what it trained on), ``train_seconds``,
-        ``eval_seconds``, ``model``.
+        ``val_miou_crf`` (with ``test_crf``), ``curve`` (val mIoU after each of the last ``curve_last``
+        epochs, with ``curve``) and its ``curve_epochs``, ``epochs``, ``train_split`` and
+        ``train_images`` (what it trained on), ``train_seconds``, ``eval_seconds``, ``model``.
     """
     start = time.perf_counter()
     out, s = Path(out), cfg.segmentation

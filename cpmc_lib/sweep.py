@@ -57,6 +57,7 @@ from .config import Config, load_config
 from .families import family_points
 from .io import atomic_write, load_json, save_json
 from .progress import tqdm
+from .project import ROOT
 from .stages import STAGES, method_hash, stage_hash
 
 __all__ = [
@@ -64,7 +65,6 @@ __all__ = [
     "remake_records", "run_sweep", "stale_points", "sweep_runs", "write_record",
 ]  # fmt: skip
 
-ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "papermill_runs" / "output"
 RECORDS = ROOT / "papermill_runs" / "records"
 # The records the book reads that this checkout can remake, by family of settings (cpmc_lib.families),

@@ -83,3 +83,34 @@ def test_missing_browser_fails_under_ci_and_skips_elsewhere(monkeypatch):
     monkeypatch.setattr(browser, "find_chromium", lambda: "/usr/bin/chromium")
     monkeypatch.setenv("CI", "true")
     assert browser.require_chromium() == "/usr/bin/chromium"
+
+
+def test_a_rebuild_reuses_chapters_whose_code_is_unchanged_with_their_new_prose(repo, tmp_path, monkeypatch):
+    out = tmp_path / "build"
+    (repo / "notebooks" / "02_bad.ipynb").unlink()
+    _notebook(repo / "notebooks" / "02_bad.ipynb", "y = 2\ny")  # a chapter that runs
+    ran, books = [], []
+    real = book_build.execute_notebook
+    monkeypatch.setattr(book_build, "execute_notebook", lambda src, *a, **k: ran.append(src.name) or real(src, *a, **k))
+
+    def fake_jupyter_book(book_dir):  # what the book would show: chapter 2's first cell and its output
+        nb = nbformat.read(book_dir / "notebooks" / "02_bad.ipynb", as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+        books.append((nb.cells[0].source, code[-1].outputs[0]["data"]["text/plain"]))
+        (book_dir / "_build" / "html").mkdir(parents=True)
+        (book_dir / "_build" / "html" / "index.html").write_text("book")
+
+    monkeypatch.setattr(book_build, "_run_jupyter_book", fake_jupyter_book)
+    build_book(out=out, root=repo)
+    assert ran == ["01_ok.ipynb", "02_bad.ipynb"]
+    nb = nbformat.read(repo / "notebooks" / "02_bad.ipynb", as_version=4)
+    nb.cells[0].source = "# A chapter, reworded"  # prose only: the outputs are reused
+    nbformat.write(nb, repo / "notebooks" / "02_bad.ipynb")
+    build_book(out=out, root=repo)
+    assert ran == ["01_ok.ipynb", "02_bad.ipynb"] and books[-1] == ("# A chapter, reworded", "2")
+    nb.cells[-1].source = "y = 3\ny"  # code: it runs again
+    nbformat.write(nb, repo / "notebooks" / "02_bad.ipynb")
+    build_book(out=out, root=repo)
+    assert ran[2:] == ["02_bad.ipynb"] and books[-1] == ("# A chapter, reworded", "3")
+    build_book(out=out, root=repo, fresh=True)  # --fresh: everything runs
+    assert ran[3:] == ["01_ok.ipynb", "02_bad.ipynb"]

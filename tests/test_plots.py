@@ -93,3 +93,20 @@ def test_deltas_are_drawn_against_the_reference_with_spread():
     fig = plots.plot_deltas(rows, "ref")
     widths = sorted(round(p.get_width(), 6) for p in fig.axes[0].patches)
     assert widths == [-2.0, 3.0]
+
+
+def test_pipeline_diagram_follows_the_components_and_the_committed_copy_is_current(tmp_path):
+    from matplotlib.image import imread
+
+    from cpmc_lib.book.build import ROOT, write_figures
+    from cpmc_lib.components import COMPONENTS
+
+    fig = plots.plot_pipeline()
+    texts = {t.get_text().replace("\n", " ") for t in fig.axes[0].texts}
+    named = {s for row in plots.PIPELINE_ROWS for s in row if isinstance(s, str)}
+    assert named <= {c.name for c in COMPONENTS} and named <= texts  # every box is a declared component
+    legend = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert legend == {plots.ORIGIN_NAMES[c.origin] for c in COMPONENTS if c.name in named}
+    (fresh,) = write_figures(tmp_path)
+    committed = ROOT / "book" / "_static" / fresh.name  # the README's copy: python -m cpmc_lib.book figures
+    assert imread(committed).shape == imread(fresh).shape

@@ -6,6 +6,8 @@
 - ``{components}``: what the default is made of (``cpmc_lib.components.COMPONENTS``): each
   component's origin (paper, reconstruction, lineage, field, this book), source, config keys and
   how the test family measures it. The measured gains are chapter 9's (they come from runs).
+- ``{tried}``: the options that left the library, each with its last measurement
+  (``papermill_runs/records/retired.json``, ``retired_gap.json``), as the report functions write them.
 - ``{workload}``: what the default's size cost, ``papermill_runs/records/workload.json``
   (``benchmarks/workload.py``): each headline number before and after the cut, the keys it changed,
   and the stages' seconds.
@@ -137,6 +139,31 @@ class Workload(Directive):
         return out
 
 
+class Tried(Directive):
+    has_content = False
+
+    def run(self):
+        from docutils.statemachine import StringList
+
+        from cpmc_lib import report
+        from cpmc_lib.sweep import load_record
+
+        parts = []
+        for name, table in (("retired", report.retired_table), ("retired_gap", report.retired_gap_table)):
+            rec = load_record(name)
+            if rec is None:
+                continue
+            commits = sorted({c[:7] for p in rec.get("points", {}).values() for c in p["stage_commits"]})
+            parts.append(f"### Record `{name}`\n\nRecorded {rec['recorded'][:10]} by `{rec['command']}` at commit "
+                         f"{', '.join(commits or [rec['commit'][:7]])}.\n\n{table(rec)}")  # fmt: skip
+        if not parts:
+            return [_paragraph("This checkout has no record of the retired options.")]
+        node = nodes.container()
+        # The report functions write Markdown: parsed as the page's own (MyST) text
+        self.state.nested_parse(StringList("\n\n".join(parts).splitlines(), source="records"), self.content_offset, node)
+        return node.children
+
+
 def _num(x, digits: int = 1, signed: bool = False) -> str:
     if x is None:
         return "–"
@@ -147,4 +174,5 @@ def setup(app):
     app.add_directive("ledger", Ledger)
     app.add_directive("workload", Workload)
     app.add_directive("components", Components)
+    app.add_directive("tried", Tried)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,5 +1,6 @@
 """``python -m cpmc_lib.book build [--quick]`` builds the book; ``... execute NOTEBOOK`` runs one chapter;
-``... screenshots HTML_DIR OUTDIR`` shoots every page of a built book in headless Chromium.
+``... screenshots HTML_DIR OUTDIR`` shoots every page of a built book in headless Chromium;
+``... figures`` redraws the static figures of ``book/_static`` (the pipeline diagram the README shows).
 
 A failing chapter prints ``error: ...`` (notebook, cell, rerun command) and exits with status 1;
 the previous book stays.
@@ -11,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .build import ROOT, BookBuildError, build_book, execute_alone
+from .build import ROOT, BookBuildError, build_book, execute_alone, write_figures
 
 __all__ = ["main"]
 
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny data and one epoch (CI)")
     p.add_argument("--out", type=Path, default=ROOT / "build")
     p.add_argument("--no-execute", action="store_true", help="copy notebooks without executing them")
+    p.add_argument("--fresh", action="store_true", help="execute every chapter, even those whose outputs could be reused")
     p = sub.add_parser("execute", help="execute one chapter alone, as the build would (into <out>/executed/)")
     p.add_argument("notebook", type=Path, help="e.g. notebooks/03_classifier_cams.ipynb")
     p.add_argument("--quick", action="store_true", help="tiny data and one epoch (CI)")
@@ -37,12 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("outdir", type=Path, help="folder for the PNGs and report.json")
     p.add_argument("--width", type=int, default=1280, help="browser window width in CSS pixels (default 1280)")
     p.add_argument("--column", action="store_true", help="shoot only the text column, not the whole page")
+    p = sub.add_parser("figures", help="draw the book's static figures into book/_static (the README shows them)")
+    p.add_argument("--out", type=Path, default=ROOT / "book" / "_static")
     args = parser.parse_args(argv)
+    if args.command == "figures":
+        for path in write_figures(args.out):
+            print(path)
+        return 0
     if args.command == "screenshots":
         return _screenshots(args.html_dir, args.outdir, args.width, args.column)
     try:
         if args.command == "build":
-            build_book(quick=args.quick, out=args.out, execute=not args.no_execute)
+            build_book(quick=args.quick, out=args.out, execute=not args.no_execute, fresh=args.fresh)
         else:
             execute_alone(args.notebook, quick=args.quick, out=args.out)
     except (BookBuildError, FileNotFoundError) as e:

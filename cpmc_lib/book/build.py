@@ -7,7 +7,9 @@
    staging copy of the book, ``build/.book.building/`` (the sources stay output-free), with the
    repository root as working directory and the config chosen by ``--quick`` as the
    ``config_path`` parameter; the landing page (the root, which gathers the chapters' results
-   into the reader's headline table) runs last;
+   into the reader's headline table) runs last. A chapter whose code, parameters, library, configs
+   and records are those of its last run (:func:`chapter_key`) is not run again: its outputs come
+   from ``build/.executed/`` with its current prose, so editing text rebuilds in seconds;
 3. copies the book's own pages beside them and runs ``jupyter-book build`` on the copy with
    execution switched off (the notebooks already ran);
 4. only then swaps the finished copy in as ``build/book/`` (two renames on one file system; the
@@ -25,6 +27,7 @@ of the build and named in the output, so the book always builds from what exists
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -35,19 +38,23 @@ from pathlib import Path
 
 import yaml
 
+from ..project import ROOT
+
 __all__ = [
     "CONFIGS",
     "ROOT",
     "BookBuildError",
     "build_book",
+    "chapter_key",
     "execute_alone",
     "execute_notebook",
     "hide_injected_parameters",
     "rerun_command",
+    "reuse_executed",
     "toc_files",
+    "write_figures",
 ]
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository: cpmc_lib/book/build.py -> ./
 CONFIGS = {False: "configs/default.yaml", True: "configs/quick.yaml"}
 
 
@@ -187,6 +194,76 @@ def hide_injected_parameters(path: Path) -> None:
     os.replace(tmp, path)
 
 
+# What a chapter's outputs depend on besides its own code cells: the library, the configs, the sweep
+# definitions and records (chapter 9 and the landing page read them), and the sweeps' results.
+_INPUTS = ("cpmc_lib", "configs", "papermill_runs")
+_INPUT_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".csv")
+
+
+def chapter_key(notebook: Path, parameters: dict, root: Path = ROOT) -> str:
+    """The cache key of a chapter's executed outputs; Markdown text is left out of it.
+
+    It covers the notebook's cells in order (their ids and types, the code cells' text), the
+    parameters, the Python and package versions, and every file of :data:`_INPUTS` that a chapter
+    can read (the library's code, the configs, the sweeps and their records). Editing a chapter's
+    prose keeps the key, so a rebuild reuses its outputs; any other change runs it again.
+    """
+    from importlib.metadata import version
+
+    h = hashlib.sha256()
+    for cell in json.loads(notebook.read_text())["cells"]:
+        h.update(f"{cell.get('id')}:{cell['cell_type']}\n".encode())
+        if cell["cell_type"] == "code":
+            h.update("".join(cell["source"]).encode())
+    h.update(json.dumps(parameters, sort_keys=True).encode())
+    h.update(f"{sys.version}|{version('torch')}|{version('numpy')}|{version('matplotlib')}".encode())
+    for folder in _INPUTS:
+        for path in sorted((root / folder).rglob("*")):
+            if path.suffix in _INPUT_SUFFIXES and path.is_file() and "__pycache__" not in path.parts:
+                h.update(str(path.relative_to(root)).encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def reuse_executed(cached: Path, src: Path, dst: Path, key: str) -> bool:
+    """Copy the executed ``cached`` notebook to ``dst`` when it was made under ``key``, with the
+    Markdown cells of ``src`` (the prose as it is now) in place of its own; False when it cannot."""
+    if not cached.is_file():
+        return False
+    nb = json.loads(cached.read_text())
+    if nb.get("metadata", {}).get("cpmc_build", {}).get("key") != key:
+        return False
+    prose = {c["id"]: c["source"] for c in json.loads(src.read_text())["cells"]
+             if c["cell_type"] == "markdown" and "id" in c}  # fmt: skip
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown" and cell.get("id") in prose:
+            cell["source"] = prose[cell["id"]]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(json.dumps(nb, indent=1, ensure_ascii=False))
+    return True
+
+
+def _remember(executed: Path, cached: Path, key: str) -> None:
+    """Keep a copy of a chapter that ran, stamped with its key, for the next build (atomically)."""
+    nb = json.loads(executed.read_text())
+    nb.setdefault("metadata", {})["cpmc_build"] = {"key": key}
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp")
+    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False))
+    os.replace(tmp, cached)
+
+
+def write_figures(folder: Path) -> list[Path]:
+    """Draw the book's static figures into ``folder`` (``book/_static`` holds the README's copy:
+    ``python -m cpmc_lib.book figures`` refreshes it); returns their paths."""
+    from ..plots import plot_pipeline
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pipeline.png"
+    plot_pipeline().savefig(path, dpi=150, metadata={"Software": None})  # no version stamp: same bytes
+    return [path]
+
+
 def _run_jupyter_book(book_dir: Path) -> None:
     """``jupyter-book build`` of ``book_dir`` into ``book_dir/_build/html``."""
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book_dir), "--builder", "html"]
@@ -207,12 +284,14 @@ def _swap_in(new: Path, dest: Path) -> None:
 
 
 def build_book(
-    quick: bool = False, out: Path = ROOT / "build", execute: bool = True, root: Path = ROOT
+    quick: bool = False, out: Path = ROOT / "build", execute: bool = True, root: Path = ROOT, fresh: bool = False
 ) -> Path:
     """Execute the chapters and build the HTML book under ``out``; returns the index page path.
 
     Everything is built in ``out/.book.building`` and swapped in as ``out/book`` at the end, so a
-    failing notebook (:class:`BookBuildError`) leaves the previous book as it was.
+    failing notebook (:class:`BookBuildError`) leaves the previous book as it was. A chapter whose
+    :func:`chapter_key` is that of its last run is not executed again: its outputs are reused from
+    ``out/.executed/`` with its current prose (``fresh`` executes every chapter).
 
     Args:
         root: the repository (``book/``, ``notebooks/``, ``configs/``); notebooks run there.
@@ -224,6 +303,7 @@ def build_book(
     if staging.exists():  # an earlier build that failed: the build's own scratch folder
         shutil.rmtree(staging)
     shutil.copytree(src_book, staging, ignore=shutil.ignore_patterns("_build"))
+    write_figures(staging / "_static")  # drawn from the declarations at every build: never stale
 
     present, missing = set(), []
     params = {"config_path": CONFIGS[quick]}
@@ -234,10 +314,16 @@ def build_book(
                 missing.append(f"{f}.ipynb")
                 continue
             if execute:
-                print(f"executing {f}.ipynb ...", flush=True)
-                rerun = rerun_command(f"{f}.ipynb", quick)
-                secs = execute_notebook(nb, staging / f"{f}.ipynb", params, cwd=root, rerun=rerun)
-                print(f"  done in {secs:.0f} s", flush=True)
+                key = chapter_key(nb, params, root)
+                cached = out / ".executed" / Path(params["config_path"]).stem / f"{f}.ipynb"
+                if not fresh and reuse_executed(cached, nb, staging / f"{f}.ipynb", key):
+                    print(f"reusing {f}.ipynb (its code, the library, configs and records unchanged)", flush=True)
+                else:
+                    print(f"executing {f}.ipynb ...", flush=True)
+                    rerun = rerun_command(f"{f}.ipynb", quick)
+                    secs = execute_notebook(nb, staging / f"{f}.ipynb", params, cwd=root, rerun=rerun)
+                    _remember(staging / f"{f}.ipynb", cached, key)
+                    print(f"  done in {secs:.0f} s", flush=True)
             else:
                 (staging / f).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(nb, staging / f"{f}.ipynb")
