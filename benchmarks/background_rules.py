@@ -20,22 +20,30 @@ which no choice may read)::
 
     python benchmarks/background_rules.py --config configs/default.yaml --method cpmc
     python benchmarks/background_rules.py --family validation --seed 0 --method cpmc --method proto
+
+``--record`` also writes ``papermill_runs/records/background_rules.json`` (every setting's scores,
+the commit, the date and the command), which the method page renders under the background decision.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+from datetime import datetime, timezone
 
 import numpy as np
 
 from cpmc_lib.config import load_config
 from cpmc_lib.datasets import build_dataset
 from cpmc_lib.families import family_points
+from cpmc_lib.io import save_json
 from cpmc_lib.labels import otsu_cut, otsu_threshold
 from cpmc_lib.mapfile import load_map
 from cpmc_lib.metrics import ConfusionMeter
 from cpmc_lib.pipeline import ensure, ensure_data
 from cpmc_lib.store import RunStore
+from cpmc_lib.sweep import RECORDS
 
 BINS = 64
 RULES = ("otsu", "pooled", "class", "fixed", "otsu3", "li", "class_image")
@@ -136,6 +144,7 @@ def main() -> None:
     parser.add_argument("--method", action="append", default=[])
     parser.add_argument("--family", choices=["validation"], help="every setting of the drawn validation family")
     parser.add_argument("--seed", type=int, default=0, help="the training seed of --family's points")
+    parser.add_argument("--record", action="store_true", help=f"also write {RECORDS / 'background_rules.json'}")
     args = parser.parse_args()
     if args.family:
         points = [p for p in family_points(args.family) if p["set"]["seed"] == args.seed]
@@ -143,12 +152,21 @@ def main() -> None:
                    for p in points]  # fmt: skip
     else:
         configs = [load_config(args.config, args.set)]
+    rows = []
     for cfg, method in ((c, m) for c in configs for m in args.method or ["cpmc"]):
         ensure_data(cfg, progress=False)
         r = compare_rules(cfg, method)
+        rows.append({"setting": cfg.run, **r})
         costs = "  ".join(f"{rule} {r[rule]:.1f} ({r[rule] - r['oracle']:+.1f})" for rule in RULES)
         print(f"{cfg.run:>16} {method:>8}: oracle {r['oracle']:.1f} @ {r['oracle_threshold']:.2f}  {costs}"
               f"  [pooled cut {r['pooled_cut']:.2f}]")
+    if args.record:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        save_json(RECORDS / "background_rules.json", {
+            "command": " ".join(["python", *sys.argv]), "commit": commit, "rules": list(RULES),
+            "family": args.family or "tuning", "seed": args.seed,
+            "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": rows,
+        })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -59,13 +59,18 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width)) if len(text) > width else text
 
 
-def class_legend(fig: Figure, class_names: Sequence[str], classes: Sequence[int]) -> None:
-    """A legend of VOC-palette swatches for ``classes`` (ids into ``class_names``) under the figure."""
+def class_legend(
+    fig: Figure, class_names: Sequence[str], classes: Sequence[int], extra: Sequence[Patch] = (), extra_title: str = ""
+) -> None:
+    """The figure's one legend, under it: VOC-palette swatches for ``classes`` (ids into
+    ``class_names``), then the ``extra`` swatches (e.g. the diagnostic colours) named by ``extra_title``."""
     pal = voc_palette()
     handles = [Patch(facecolor=pal[c] / 255, edgecolor="0.5", label=class_names[c]) for c in sorted(set(classes))]
+    handles += list(extra)
     if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=TICK_PT,
-                   title="mask colours", title_fontsize=TICK_PT, frameon=False)  # fmt: skip
+        title = "mask colours" + (f" · {extra_title}" if extra else "")
+        fig.legend(handles=handles, loc="outside lower center", ncols=2 if extra else min(len(handles), 6),
+                   fontsize=TICK_PT, title=title, title_fontsize=TICK_PT, frameon=False)  # fmt: skip
 
 
 def _present(masks: Sequence[np.ndarray | torch.Tensor]) -> list[int]:
@@ -194,11 +199,10 @@ def plot_samples(
             title.append("diagnostics")
         rows.append(row)
         titles.append(title)
-    fig = plot_image_grid(rows, titles, legend=(class_names, _present([s["mask"] for s in samples])))
-    if diag_colors is not None:
-        handles = [Patch(color=diag_colors[c] / 255, label=f"{c}: {n}") for c, n in diag_names.items()]
-        fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=TICK_PT,
-                   title="diagnostic colours", title_fontsize=TICK_PT, frameon=False)  # fmt: skip
+    fig = plot_image_grid(rows, titles)
+    diag = [] if diag_colors is None else [
+        Patch(color=diag_colors[c] / 255, label=f"({c}) {n}") for c, n in diag_names.items()]  # fmt: skip
+    class_legend(fig, class_names, _present([s["mask"] for s in samples]), diag, "diagnostic colours (n)")
     return fig
 
 

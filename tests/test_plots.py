@@ -33,6 +33,9 @@ def test_figures_have_expected_panels():
     }
     fig = plots.plot_samples([sample, sample], ["background", "x", "y"], {0: "neutral", 255: "border"})
     assert isinstance(fig, Figure) and len(fig.axes) == 6
+    # one legend: the mask colours of the classes shown, then the diagnostic codes
+    assert len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["background", "(0) neutral", "(255) border"]
     fig = plots.plot_history([{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}], ["loss"])
     assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 1
     fig = plots.plot_history([{"epoch": e, "loss": 1.0 / e} for e in range(1, 11)], ["loss"])

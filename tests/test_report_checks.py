@@ -104,3 +104,16 @@ def test_promise_tables_name_where_and_by_how_much_a_claim_fails():
     assert "**CPMC >= proto + 3** holds on 1 of 2; fails on b (-1.0)." in summary
     assert "**context FP <= proto** holds on 1 of 2; fails on b (-2.0)." in summary
     assert "**CPMC >= CAM + 10** holds on 2 of 2." in summary
+
+
+def test_limits_box_names_the_failing_promises_and_the_additions():
+    from cpmc_lib.components import COMPONENTS
+    from cpmc_lib.report import limits
+
+    good = limits(_run(50.0, 60.0, 64.0))
+    assert good.startswith(":::{admonition}") and good.endswith(":::")
+    assert "none: every promise holds on this run" in good
+    assert all(c.name in good for c in COMPONENTS if c.origin == "book" and c.variant != "paper")
+    bad = limits(_run(50.0, 60.0, 64.0, distractor=(24.0, 25.5)))
+    assert "**distractor FP <= proto** fails (-1.5): distractor labelled object 25.5" in bad
+    assert "every promise holds" not in bad and "not comparable with the ratios the papers report on VOC" in bad

@@ -8,6 +8,9 @@
   how the test family measures it. The measured gains are chapter 9's (they come from runs).
 - ``{tried}``: the options that left the library, each with its last measurement
   (``papermill_runs/records/retired.json``, ``retired_gap.json``), as the report functions write them.
+- ``{background_rules}``: ground-truth-free background decisions against the oracle threshold on
+  the drawn validation settings (``papermill_runs/records/background_rules.json``,
+  ``benchmarks/background_rules.py --record``), with the sentence read from the numbers.
 - ``{workload}``: what the default's size cost, ``papermill_runs/records/workload.json``
   (``benchmarks/workload.py``): each headline number before and after the cut, the keys it changed,
   and the stages' seconds.
@@ -139,6 +142,34 @@ class Workload(Directive):
         return out
 
 
+RULE_NAMES = {"otsu": "Otsu per image (default)", "pooled": "Otsu, pooled", "class": "Otsu per class, pooled",
+              "fixed": "fixed", "otsu3": "3-group Otsu, lower cut", "li": "Li per image",
+              "class_image": "Otsu per class and image"}  # fmt: skip
+
+
+class BackgroundRules(Directive):
+    has_content = False
+
+    def run(self):
+        from cpmc_lib.io import load_json
+        from cpmc_lib.report import background_rule_verdicts
+        from cpmc_lib.sweep import RECORDS
+
+        path = RECORDS / "background_rules.json"
+        if not path.is_file():
+            return [_paragraph("No background-rule record in this checkout: benchmarks/background_rules.py --record makes it.")]
+        rec = load_json(path)
+        rules, rows = rec["rules"], rec["rows"]
+        table = [(r["setting"], r["method"], f"{r['oracle']:.1f} @ {r['oracle_threshold']:.2f}",
+                  *(_num(r[k] - r["oracle"], 1, True) for k in rules)) for r in rows]  # fmt: skip
+        out = [_paragraph(f"Each rule's cost against the oracle threshold (mIoU points; the oracle reads the masks), "
+                          f"{rec['family']} family, training seed {rec['seed']}; made by `{rec['command']}` at "
+                          f"`{rec['commit']}` on {rec['recorded'][:10]}."),  # fmt: skip
+               _table(("setting", "map", "oracle @ threshold", *(RULE_NAMES.get(k, k) for k in rules)), table)]
+        out += [_paragraph(line) for line in background_rule_verdicts(rows, rules, RULE_NAMES)]
+        return out
+
+
 class Tried(Directive):
     has_content = False
 
@@ -175,4 +206,5 @@ def setup(app):
     app.add_directive("workload", Workload)
     app.add_directive("components", Components)
     app.add_directive("tried", Tried)
+    app.add_directive("background_rules", BackgroundRules)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -17,9 +17,10 @@ Imports among them flow one way, floor by floor (each imports only from the floo
 
 from __future__ import annotations
 
-from .checks import ceiling_moved, headline, promise_summary, promise_table, promises
+from .checks import ceiling_moved, headline, limits, promise_summary, promise_table, promises
 from .classes import body_groups, class_gap, class_table, error_gap, error_table, metrics_class_table
 from .labels import (
+    background_rule_verdicts,
     label_pathologies,
     label_row,
     label_variants_table,
@@ -40,8 +41,8 @@ from .text import compare, delta, direction, fmt, markdown_table
 from .tried import retired_gap_table, retired_table
 
 __all__ = [
-    "label_row", "label_variants_table", "negatives_line", "scored_labels",
-    "additions_table", "ablation_verdict", "ceiling_moved", "fp_promise", "compare", "delta", "direction", "fmt", "headline", "markdown_table", "method_table",
+    "background_rule_verdicts", "label_row", "label_variants_table", "negatives_line", "scored_labels",
+    "additions_table", "ablation_verdict", "ceiling_moved", "fp_promise", "compare", "delta", "direction", "fmt", "headline", "limits", "markdown_table", "method_table",
     "promise_summary", "promise_table", "promises", "settings_tables", "spread_table", "label_pathologies",
     "error_table", "error_gap", "label_zone_table", "class_table", "class_gap", "body_groups", "class_spread_table", "group_loss_table",
     "metrics_class_table", "retired_gap_table", "retired_table", "variant_runs",

@@ -10,7 +10,7 @@ from .labels import scored_labels
 from .maps import CAM_NAMES
 from .text import delta, markdown_table
 
-__all__ = ["ceiling_moved", "headline", "promise_summary", "promise_table", "promises"]
+__all__ = ["ceiling_moved", "headline", "limits", "promise_summary", "promise_table", "promises"]
 
 
 def ceiling_moved(curve: Sequence[float]) -> float:
@@ -184,3 +184,32 @@ def promise_summary(runs: Mapping[str, Mapping[str, Any]]) -> str:
             )
         lines.append(text + ".")
     return "\n".join(lines)
+
+
+def limits(metrics: Mapping[str, Any]) -> str:
+    """The landing page's box of limits, as a MyST admonition: what is CPMC and what was added, the
+    promises that fail on this run at its ground-truth-free operating point (read from ``metrics``),
+    that the benchmark is synthetic, and which setting the numbers come from."""
+    from ..components import COMPONENTS
+
+    added = [c.name for c in COMPONENTS if c.origin in ("book", "reconstruction") and c.variant != "paper"]
+    fails = [p for p in promises(metrics) if not p["holds"]]
+    failing = "\n".join(f"  - **{p['claim']}** fails" + ("" if p["margin"] is None else f" ({p['margin']:+.1f})")
+                        + f": {p['detail']}" for p in fails) or "  - none: every promise holds on this run."  # fmt: skip
+    return "\n".join([
+        ":::{admonition} Before you read the numbers",
+        ":class: important",
+        "- **CPMC and what this book added.** The paper's steps (classifier CAM, context refinement, prototype "
+        "CAM, FN and FP local prototypes) are reconstructed from its abstract and its lineage; the default "
+        f"also holds {len(added)} parts the paper does not give ({', '.join(added)}). The table "
+        "\"What CPMC does, and what this book added\" below labels every part and gives each one's gain.",
+        "- **Where the promises do not hold on this run**, read at the pipeline's own ground-truth-free "
+        "operating point:",
+        failing,
+        "- **Synthetic, not PASCAL VOC.** Every number here is of the embedded synthetic benchmark; its "
+        "weak / full ratio is not comparable with the ratios the papers report on VOC.",
+        "- **The tuning setting.** This run is generator seed 0 with training seed "
+        f"{metrics.get('config', {}).get('seed', 0)}, the setting every default was chosen on; chapter 9 "
+        "gives the spread over training seeds and the validation and test families.",
+        ":::",
+    ])  # fmt: skip

@@ -3,12 +3,15 @@ the negative prototypes, the labels of a sweep over the ignore zone and their pa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .text import _get, markdown_table
 
-__all__ = ["label_pathologies", "label_row", "label_variants_table", "label_zone_table", "negatives_line", "scored_labels"]
+__all__ = [
+    "background_rule_verdicts", "label_pathologies", "label_row", "label_variants_table", "label_zone_table",
+    "negatives_line", "scored_labels",
+]  # fmt: skip
 
 
 LABEL_COLUMNS = ("recall_body", "recall_atypical", "fp_context", "fp_distractor")
@@ -112,3 +115,27 @@ def label_pathologies(metrics: Mapping[str, Any]) -> dict[str, Mapping[str, floa
         "weak": seg.get("wsss", {}).get("pathology"),
         "full": seg.get("full", {}).get("pathology"),
     }
+
+
+def background_rule_verdicts(rows: Sequence[Mapping[str, Any]], rules: Sequence[str], names: Mapping[str, str],
+                             default: str = "otsu", tolerance: float = 1.0) -> list[str]:  # fmt: skip
+    """One sentence per map of ``benchmarks/background_rules.py``'s rows: what the ``default`` rule costs
+    against the oracle threshold at most, and which rules stay within ``tolerance`` on every setting.
+
+    Example:
+        >>> rows = [{"method": "cpmc", "oracle": 64.0, "otsu": 63.5, "fixed": 62.0},
+        ...         {"method": "cpmc", "oracle": 60.0, "otsu": 58.6, "fixed": 59.5}]
+        >>> background_rule_verdicts(rows, ["otsu", "fixed"], {"otsu": "Otsu"})[0]
+        'cpmc: the default rule costs at most 1.4 over the 2 settings; no rule stays within 1 point on every setting (the closest, Otsu, costs up to 1.4).'
+    """
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        worst = {k: max(r["oracle"] - r[k] for r in mine) for k in rules}
+        held = [names.get(k, k) for k in rules if worst[k] <= tolerance]
+        best = min(rules, key=worst.get)
+        out.append(f"{method}: the default rule costs at most {worst[default]:.1f} over the {len(mine)} settings; "
+                   + (f"within {tolerance:g} point everywhere: {', '.join(held)}." if held else
+                      f"no rule stays within {tolerance:g} point on every setting (the closest, "
+                      f"{names.get(best, best)}, costs up to {worst[best]:.1f})."))  # fmt: skip
+    return out
