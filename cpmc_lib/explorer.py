@@ -95,6 +95,7 @@ class Explorer:
         n = min(n_images, len(raw))
         self.samples = [raw[i] for i in range(n)]
         self.names = [s["name"] for s in self.samples]
+        self.class_names = list(raw.class_names)  # the masks' colours follow them (plots.mask_palette)
         self.img = torch.stack([norm({"img": s["img"]})["img"] for s in self.samples])
         self.label = torch.stack([s["label"] for s in self.samples])
         with torch.no_grad():
@@ -272,9 +273,9 @@ class Explorer:
             [
                 [
                     img,
-                    colorize(self.samples[index]["mask"]),
+                    colorize(self.samples[index]["mask"], self.class_names),
                     overlay_cam(img, heat),
-                    colorize(np.asarray(pred)),
+                    colorize(np.asarray(pred), self.class_names),
                 ]
             ],
             [[self.names[index], "ground truth", method, f"mask @ {threshold:.2f}"]],
@@ -334,7 +335,7 @@ class Explorer:
         """A static stand-in for the published book: every method on one image at one threshold."""
         img = to_hwc_uint8(self.samples[index]["img"])
         keys = self.label[index].nonzero().flatten()
-        row, titles = [img, colorize(self.samples[index]["mask"])], [self.names[index], "ground truth"]
+        row, titles = [img, colorize(self.samples[index]["mask"], self.class_names)], [self.names[index], "ground truth"]
         for method in METHODS:
             maps = self.maps(method)
             cam = maps[index, keys].numpy()
@@ -367,7 +368,7 @@ class Explorer:
         data: dict[str, Any] = {
             "images": [
                 {"name": self.names[i], "img": png_base64(to_hwc_uint8(self.samples[i]["img"])),
-                 "gt": png_base64(colorize(self.samples[i]["mask"]))}  # fmt: skip
+                 "gt": png_base64(colorize(self.samples[i]["mask"], self.class_names))}  # fmt: skip
                 for i in images
             ],
             "methods": list(METHODS),
@@ -390,7 +391,8 @@ class Explorer:
                 heat = cam.max(0) if len(cam) else np.zeros(img.shape[:2], np.float32)
                 data["heat"][key].append(png_base64(overlay_cam(img, heat)))
                 data["mask"][key].append(
-                    [png_base64(colorize(np.asarray(cam_to_mask(cam, (keys + 1).tolist(), t)))) for t in thresholds]
+                    [png_base64(colorize(np.asarray(cam_to_mask(cam, (keys + 1).tolist(), t)), self.class_names))
+                     for t in thresholds]
                 )
         return data
 
@@ -407,8 +409,8 @@ class Explorer:
             threshold and the FN / FP switches, and the drawing and the scores follow.
         """
         data = self.grid() if data is None else data
-        names = class_names or build_dataset(self.cfg, self.cfg.data.cam_split).class_names
-        pal = colorize(np.arange(len(names)))
+        names = class_names or self.class_names
+        pal = colorize(np.arange(len(names)), names)
         legend = "".join(
             f'<span style="display:inline-block;margin-right:.6em"><span style="display:inline-block;width:.9em;'
             f'height:.9em;background:rgb{tuple(int(v) for v in pal[k])};border:1px solid #888;vertical-align:middle">'

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import Config
+from .datasets import build_dataset
 from .labels import crf_pseudo_label, image_threshold, label_planes, pseudo_label, rule_threshold
 from .mapfile import load_map
 from .negatives import NegativeBank, build_bank
@@ -93,6 +94,7 @@ def examples(
     """
     p = cfg.pseudo
     folder, parts = store.maps_dir(p.method), part_folder(cfg, store)
+    names = build_dataset(cfg, cfg.data.cam_split).class_names  # the mask colours follow the class names
     rows = []
     for s in samples:
         saved = load_map(folder, s["name"])
@@ -103,5 +105,5 @@ def examples(
         assign = part_assigner(parts, s["name"], cam, keys, thr, p)
         plain = assign(pseudo_label(cam, keys, fg, bg))
         crf = assign(crf_pseudo_label(img, cam, keys, cfg.crf, fg, bg))
-        rows.append([img, colorize(s["mask"]), colorize(plain), colorize(crf)])
+        rows.append([img, colorize(s["mask"], names), colorize(plain, names), colorize(crf, names)])
     return rows

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_COLS",
     "TITLE_PT",
     "colorize",
+    "mask_palette",
     "overlay_cam",
     "class_legend",
     "median_index",
@@ -62,10 +63,13 @@ def _wrap(text: str, width: int) -> str:
 def class_legend(
     fig: Figure, class_names: Sequence[str], classes: Sequence[int], extra: Sequence[Patch] = (), extra_title: str = ""
 ) -> None:
-    """The figure's one legend, under it: VOC-palette swatches for ``classes`` (ids into
-    ``class_names``), then the ``extra`` swatches (e.g. the diagnostic colours) named by ``extra_title``."""
-    pal = voc_palette()
-    handles = [Patch(facecolor=pal[c] / 255, edgecolor="0.5", label=class_names[c]) for c in sorted(set(classes))]
+    """The figure's one legend, under it: the mask colours of ``classes`` (ids into ``class_names``;
+    255 shows as "ignored"), then the ``extra`` swatches (e.g. diagnostic colours) named by ``extra_title``."""
+    pal = mask_palette(class_names)
+    named = sorted(set(classes) - {IGNORE_INDEX})
+    handles = [Patch(facecolor=pal[c] / 255, edgecolor="0.5", label=class_names[c]) for c in named]
+    if IGNORE_INDEX in set(classes):
+        handles.append(Patch(facecolor=pal[IGNORE_INDEX] / 255, edgecolor="0.5", label="ignored"))
     handles += list(extra)
     if handles:
         title = "mask colours" + (f" · {extra_title}" if extra else "")
@@ -77,7 +81,7 @@ def _present(masks: Sequence[np.ndarray | torch.Tensor]) -> list[int]:
     ids: set[int] = set()
     for m in masks:
         a = m.cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
-        ids |= {int(v) for v in np.unique(a) if v != IGNORE_INDEX}
+        ids |= {int(v) for v in np.unique(a)}
     return sorted(ids)
 
 
@@ -91,10 +95,29 @@ def to_hwc_uint8(img: np.ndarray | torch.Tensor) -> np.ndarray:
     return x
 
 
-def colorize(mask: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Class-index mask (H, W) to (H, W, 3) uint8 colours of the VOC palette (255 = ignore, cream)."""
+def mask_palette(class_names: Sequence[str] | None = None) -> np.ndarray:
+    """The (256, 3) uint8 colours of mask classes: each class in the colour its name says, else VOC's.
+
+    Classes named ``<colour>-<shape>`` (the synthetic benchmark's ``red-disc``, ``white-triangle``)
+    get that colour, so a legend's name and its swatch agree; the background is then mid grey
+    (black and white are class colours). Names without distinct colour words (PASCAL VOC, COCO) keep
+    the VOC palette. 255 (ignored) is VOC's cream in both.
+    """
+    from matplotlib.colors import is_color_like, to_rgb
+
+    pal = voc_palette()
+    words = [n.split("-", 1)[0] for n in (class_names or [])[1:]]
+    if words and len(set(words)) == len(words) and all(w.isalpha() and is_color_like(w) for w in words):
+        pal[0] = (128, 128, 128)
+        for k, w in enumerate(words, 1):
+            pal[k] = np.round(np.array(to_rgb(w)) * 255).astype(np.uint8)
+    return pal
+
+
+def colorize(mask: np.ndarray | torch.Tensor, class_names: Sequence[str] | None = None) -> np.ndarray:
+    """Class-index mask (H, W) to (H, W, 3) uint8 colours of :func:`mask_palette` (255 = ignore, cream)."""
     m = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    return voc_palette()[m.astype(np.int64).clip(0, 255)]
+    return mask_palette(class_names)[m.astype(np.int64).clip(0, 255)]
 
 
 def overlay_cam(
@@ -191,7 +214,7 @@ def plot_samples(
     for s in samples:
         keys = (torch.as_tensor(s["label"]).nonzero().flatten() + 1).tolist()
         label = ", ".join(class_names[k] for k in keys)
-        row = [to_hwc_uint8(s["img"]), colorize(s["mask"])]
+        row = [to_hwc_uint8(s["img"]), colorize(s["mask"], class_names)]
         title = [f"{s['name']}: {label}", "mask (judged on)"]
         if has_diag:
             d = np.asarray(s["diag"])
@@ -333,7 +356,7 @@ def plot_cam_methods(
 
     samples = list(samples)[:MAX_COLS]
     imgs = [to_hwc_uint8(s["img"]) for s in samples]
-    rows, labels, titles = [imgs, [colorize(s["mask"]) for s in samples]], ["image", "ground truth"], []
+    rows, labels, titles = [imgs, [colorize(s["mask"], class_names) for s in samples]], ["image", "ground truth"], []
     titles = [[s["name"] for s in samples], [""] * len(samples)]
     masks = [s["mask"] for s in samples]
     for method, per_sample in maps.items():
@@ -345,7 +368,7 @@ def plot_cam_methods(
             t = thresholds[method]
             preds = [np.asarray(cam_to_mask(c, per_sample[i].keys, t)) for i, c in enumerate(cams)]
             masks += preds
-            rows.append([colorize(m) for m in preds])
+            rows.append([colorize(m, class_names) for m in preds])
             labels.append(f"{method} @ {t:.2f}")
             titles.append([""] * len(samples))
     return plot_image_grid(rows, titles, row_labels=labels, colorbar="map value (max over the image's classes)",
@@ -395,7 +418,7 @@ def plot_regions(
     up = {k: {i: upsample(steps[k][i, 1:].amax(0), imgs[i].shape[:2]) for i in indices} for k in ("proto", "cpmc")}
     rows = [
         [imgs[i] for i in indices],
-        [colorize(samples[i]["mask"]) for i in indices],
+        [colorize(samples[i]["mask"], class_names) for i in indices],
         [overlay_cam(imgs[i], up["proto"][i]) for i in indices],
         [_regions(imgs[i], steps, i) for i in indices],
         [overlay_cam(imgs[i], up["cpmc"][i]) for i in indices],
@@ -446,13 +469,13 @@ def plot_at_a_glance(
     key = {k: steps[k][index : index + 1, 1:] for k in ("cam", "refined", "proto", "cpmc")}
     up = {k: upsample(v[0].amax(0), img.shape[:2]) for k, v in key.items()}
     row = [img, overlay_cam(img, up["cam"]), overlay_cam(img, up["refined"]), overlay_cam(img, up["proto"]),
-           _regions(img, steps, index), overlay_cam(img, up["cpmc"]), colorize(samples[index]["mask"])]  # fmt: skip
+           _regions(img, steps, index), overlay_cam(img, up["cpmc"]), colorize(samples[index]["mask"], class_names)]  # fmt: skip
     titles = ["image", "1 classifier CAM", "2 refined by context", "3 prototype CAM",
               "4 FN (green) / FP (red)", "5 CPMC", "ground truth"]  # fmt: skip
     masks = [samples[index]["mask"]]
     if pred is not None:
         masks.append(pred)
-        row.append(colorize(pred))
+        row.append(colorize(pred, class_names))
         titles.append(pred_title)
     legend = (class_names, _present(masks)) if class_names else None
     title = f"CPMC at a glance: {samples[index]['name']}" + (f" ({note})" if note else "")

@@ -429,6 +429,7 @@ def examples(cfg: Config, store: RunStore, samples: Sequence[dict[str, Any]]) ->
     from .plots import colorize, to_hwc_uint8
 
     norm = eval_transform()
+    names = build_dataset(cfg, cfg.data.val_split).class_names  # the mask colours follow the class names
     models = [load_segnet(cfg, store.path(k) / "model.pt") for k in ("segmentation", "segmentation_gt")]
     rows = []
     for s in samples:
@@ -437,5 +438,5 @@ def examples(cfg: Config, store: RunStore, samples: Sequence[dict[str, Any]]) ->
             predict(m, x, cfg.segmentation.test_scales, cfg.segmentation.test_flip)[0].argmax(0)
             for m in models
         ]
-        rows.append([to_hwc_uint8(s["img"]), colorize(s["mask"]), *(colorize(p) for p in preds)])
+        rows.append([to_hwc_uint8(s["img"]), colorize(s["mask"], names), *(colorize(p, names) for p in preds)])
     return rows

@@ -113,3 +113,19 @@ def test_pipeline_diagram_follows_the_components_and_the_committed_copy_is_curre
     (fresh,) = write_figures(tmp_path)
     committed = ROOT / "book" / "_static" / fresh.name  # the README's copy: python -m cpmc_lib.book figures
     assert imread(committed).shape == imread(fresh).shape
+
+
+def test_mask_colours_follow_colour_named_classes_and_stay_voc_otherwise():
+    from cpmc_lib.io import voc_palette
+
+    synth = ["background", "red-disc", "white-triangle", "black-disc"]
+    pal = plots.mask_palette(synth)
+    assert pal[1].tolist() == [255, 0, 0] and pal[2].tolist() == [255, 255, 255] and pal[3].tolist() == [0, 0, 0]
+    assert pal[0].tolist() == [128, 128, 128] and pal[255].tolist() == voc_palette()[255].tolist()
+    voc = ["background", "aeroplane", "bicycle"]
+    assert (plots.mask_palette(voc) == voc_palette()).all() and (plots.mask_palette() == voc_palette()).all()
+    assert (plots.mask_palette(["background", "red-disc", "red-square"]) == voc_palette()).all()  # not distinct
+    mask = np.array([[0, 2], [255, 1]])
+    assert plots.colorize(mask, synth)[0, 1].tolist() == [255, 255, 255]
+    fig = plots.plot_image_grid([[plots.colorize(mask, synth)]], legend=(synth, [0, 2, 255]))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["background", "white-triangle", "ignored"]
