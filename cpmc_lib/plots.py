@@ -289,14 +289,17 @@ def plot_curves(
 def plot_bars(
     values: Mapping[str, Sequence[float]], labels: Sequence[str], ylabel: str, title: str = ""
 ) -> Figure:
-    """Grouped bars: ``values[series][i]`` for category ``labels[i]`` (e.g. per-class IoU per method)."""
+    """Grouped bars: ``values[series][i]`` for category ``labels[i]`` (e.g. per-class IoU per method),
+    each bar labelled with its value while the bars are few enough (at most 12) to read them."""
     n = len(values)
     x = np.arange(len(labels))
     width = 0.8 / max(n, 1)
     fig = Figure(figsize=(COLUMN_IN, 3.4), layout="constrained")
     ax = fig.subplots()
     for i, (name, v) in enumerate(values.items()):
-        ax.bar(x + (i - (n - 1) / 2) * width, np.asarray(v, dtype=float), width, label=name)
+        bars = ax.bar(x + (i - (n - 1) / 2) * width, np.asarray(v, dtype=float), width, label=name)
+        if n * len(labels) <= 12:
+            ax.bar_label(bars, fmt="%.1f", fontsize=TICK_PT - 1, padding=1)
     ax.set_xticks(x, labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center",
                   fontsize=TICK_PT)  # fmt: skip
     ax.tick_params(axis="y", labelsize=TICK_PT)

@@ -107,8 +107,7 @@ def run_in_lab(url: str, notebook: str, timeout: float = 600.0, map_button: str 
         page.goto(f"{base}/lab/tree/{notebook}?{query}", wait_until="load")
         page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=120_000)
         _idle(page, timeout)  # the kernel started
-        page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
-        page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+        _run_all(page)
         _ran(page, timeout)
         run.prompts = page.eval_on_selector_all(
             ".jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.innerText.replace(/\\s/g, ''))"
@@ -130,6 +129,24 @@ def run_in_lab(url: str, notebook: str, timeout: float = 600.0, map_button: str 
             run.scores.append(score.last.inner_text())
         browser.close()
     return run
+
+
+def _run_all(page, tries: int = 5) -> None:
+    """Run > Run All Cells, again until a cell is queued or ran: a busy machine may still be restoring
+    the workspace when the first click lands, and the command then has no notebook to act on."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    started = "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].some(p => /[*0-9]/.test(p.innerText))"
+    for _ in range(tries):
+        page.locator(".jp-Notebook .jp-Cell").first.click()  # the notebook is the current widget
+        page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+        try:
+            page.wait_for_function(started, timeout=30_000)
+            return
+        except PlaywrightTimeout:  # nothing was queued: try again
+            page.keyboard.press("Escape")
+    raise TimeoutError(f"Run All Cells queued no cell after {tries} tries")
 
 
 def _idle(page, timeout: float) -> None:
