@@ -123,6 +123,31 @@ class Explorer:
                for k, v in self.out.items()}  # fmt: skip
         return out, self.label[sl], self.img[sl]
 
+    def teaching_index(self) -> int:
+        """The image chapters 4 to 6 follow through the method, by a stated rule.
+
+        Of the cached images in split order, the first that shows everything the method is about:
+        a body the classifier CAM misses (object-body pixels it leaves as background when cut at its
+        own Otsu threshold), class context and a distractor in the diagnostic mask, and non-empty FN
+        and FP regions; else the first meeting most of these five. The rule reads the synthetic
+        benchmark's diagnostic masks (where they exist) to pick an illustration, never a setting.
+        """
+        from .labels import otsu_threshold
+        from .synth import BODY, CONTEXT_PRESENT, DISTRACTOR
+
+        steps, cam = self.steps(), self.maps("cam")
+        scores = []
+        for i, sample in enumerate(self.samples):
+            keys = self.label[i].nonzero().flatten()
+            met = [bool(steps["fn"][i, 1:].any()), bool(steps["fp"][i, 1:].any())]
+            if "diag" in sample and len(keys):
+                diag = np.asarray(sample["diag"])
+                cut = otsu_threshold(cam[i, keys].amax(0).numpy())
+                missed = (diag == BODY) & (self.mask(cam, i, cut) == 0)
+                met += [bool(missed.any()), bool((diag == CONTEXT_PRESENT).any()), bool((diag == DISTRACTOR).any())]
+            scores.append(sum(met))
+        return int(np.argmax(scores))  # the first of the highest
+
     def mask(self, maps: torch.Tensor, index: int, threshold: float) -> np.ndarray:
         """Image ``index``'s mask at a background threshold: (H, W) class ids (IRN's rule)."""
         keys = self.label[index].nonzero().flatten()

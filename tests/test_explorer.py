@@ -123,3 +123,18 @@ def test_cpmc_maps_run_once_per_setting_and_ablation_rows_are_reused(explorer, m
     assert {k: v for k, v in rows[0].items() if k != "variant"} == {k: v for k, v in rows[2].items() if k != "variant"}
     explorer.steps(explorer.settings(iterations=0))  # another setting replaces "no FP", the run's own stays
     assert len(explorer._steps) == 2 and explorer._key(explorer.cfg) in explorer._steps
+
+
+def test_teaching_index_follows_its_rule(explorer, monkeypatch):
+    steps = dict(explorer.steps())
+    assert 0 <= explorer.teaching_index() < len(explorer.samples)
+    # without diagnostic masks only the FN and FP regions count: the one image holding both wins
+    monkeypatch.setattr(explorer, "samples", [{k: v for k, v in s.items() if k != "diag"} for s in explorer.samples])
+    fn, fp = torch.zeros_like(steps["fn"]), torch.zeros_like(steps["fp"])
+    fn[3, 1], fp[3, 2], fp[1, 1] = True, True, True  # image 1 has FP cells only
+    monkeypatch.setattr(explorer, "steps", lambda cfg=None: {**steps, "fn": fn, "fp": fp})
+    assert explorer.teaching_index() == 3
+    fn[3], fp[3] = False, False
+    assert explorer.teaching_index() == 1  # the most criteria met: FP only, the first such
+    fp[1] = False
+    assert explorer.teaching_index() == 0  # none met: the first image
