@@ -124,7 +124,7 @@ class Explorer:
         return out, self.label[sl], self.img[sl]
 
     def teaching_index(self) -> int:
-        """The image chapters 4 to 6 follow through the method, by a stated rule.
+        """The image chapters 3 to 6 follow through the method, by a stated rule.
 
         Of the cached images in split order, the first that shows everything the method is about:
         a body the classifier CAM misses (object-body pixels it leaves as background when cut at its
