@@ -300,6 +300,7 @@ def plot_bars(
         bars = ax.bar(x + (i - (n - 1) / 2) * width, np.asarray(v, dtype=float), width, label=name)
         if n * len(labels) <= 12:
             ax.bar_label(bars, fmt="%.1f", fontsize=TICK_PT - 1, padding=1)
+            ax.margins(y=0.12)  # room for the labels under the title
     ax.set_xticks(x, labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center",
                   fontsize=TICK_PT)  # fmt: skip
     ax.tick_params(axis="y", labelsize=TICK_PT)

@@ -198,6 +198,7 @@ class Tried(Directive):
 def _num(x, digits: int = 1, signed: bool = False) -> str:
     if x is None:
         return "–"
+    x = 0.0 if round(x, digits) == 0 else x  # no "-0.0"
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
