@@ -114,3 +114,20 @@ def test_a_rebuild_reuses_chapters_whose_code_is_unchanged_with_their_new_prose(
     assert ran[2:] == ["02_bad.ipynb"] and books[-1] == ("# A chapter, reworded", "3")
     build_book(out=out, root=repo, fresh=True)  # --fresh: everything runs
     assert ran[3:] == ["01_ok.ipynb", "02_bad.ipynb"]
+
+
+def test_chapter_key_follows_code_parameters_and_the_library_not_prose(repo):
+    nb = repo / "notebooks" / "01_ok.ipynb"
+    key = book_build.chapter_key(nb, {"config_path": "configs/default.yaml"}, repo)
+    assert key != book_build.chapter_key(nb, {"config_path": "configs/quick.yaml"}, repo)
+    (repo / "cpmc_lib").mkdir()
+    (repo / "cpmc_lib" / "plots.py").write_text("X = 1\n")  # the library a chapter imports
+    with_lib = book_build.chapter_key(nb, {"config_path": "configs/default.yaml"}, repo)
+    assert with_lib != key
+    (repo / "cpmc_lib" / "plots.py").write_text("X = 2\n")
+    assert book_build.chapter_key(nb, {"config_path": "configs/default.yaml"}, repo) != with_lib
+    text = nbformat.read(nb, as_version=4)
+    text.cells[0].source = "# Reworded"
+    nbformat.write(text, nb)
+    (repo / "cpmc_lib" / "plots.py").write_text("X = 1\n")
+    assert book_build.chapter_key(nb, {"config_path": "configs/default.yaml"}, repo) == with_lib  # prose only
