@@ -118,16 +118,19 @@ def test_a_rebuild_reuses_chapters_whose_code_is_unchanged_with_their_new_prose(
 
 def test_chapter_key_follows_code_parameters_and_the_library_not_prose(repo):
     nb = repo / "notebooks" / "01_ok.ipynb"
-    key = book_build.chapter_key(nb, {"config_path": "configs/default.yaml"}, repo)
-    assert key != book_build.chapter_key(nb, {"config_path": "configs/quick.yaml"}, repo)
+    def key_of(params):
+        return book_build.chapter_key(nb, {"config_path": params}, book_build.inputs_digest(repo))
+
+    key = key_of("configs/default.yaml")
+    assert key != key_of("configs/quick.yaml")
     (repo / "cpmc_lib").mkdir()
     (repo / "cpmc_lib" / "plots.py").write_text("X = 1\n")  # the library a chapter imports
-    with_lib = book_build.chapter_key(nb, {"config_path": "configs/default.yaml"}, repo)
+    with_lib = key_of("configs/default.yaml")
     assert with_lib != key
     (repo / "cpmc_lib" / "plots.py").write_text("X = 2\n")
-    assert book_build.chapter_key(nb, {"config_path": "configs/default.yaml"}, repo) != with_lib
+    assert key_of("configs/default.yaml") != with_lib
     text = nbformat.read(nb, as_version=4)
     text.cells[0].source = "# Reworded"
     nbformat.write(text, nb)
     (repo / "cpmc_lib" / "plots.py").write_text("X = 1\n")
-    assert book_build.chapter_key(nb, {"config_path": "configs/default.yaml"}, repo) == with_lib  # prose only
+    assert key_of("configs/default.yaml") == with_lib  # prose only

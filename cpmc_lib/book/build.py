@@ -49,6 +49,7 @@ __all__ = [
     "execute_alone",
     "execute_notebook",
     "hide_injected_parameters",
+    "inputs_digest",
     "rerun_command",
     "reuse_executed",
     "toc_files",
@@ -200,28 +201,33 @@ _INPUTS = ("cpmc_lib", "configs", "papermill_runs")
 _INPUT_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".csv")
 
 
-def chapter_key(notebook: Path, parameters: dict, root: Path = ROOT) -> str:
-    """The cache key of a chapter's executed outputs; Markdown text is left out of it.
-
-    It covers the notebook's cells in order (their ids and types, the code cells' text), the
-    parameters, the Python and package versions, and every file of :data:`_INPUTS` that a chapter
-    can read (the library's code, the configs, the sweeps and their records). Editing a chapter's
-    prose keeps the key, so a rebuild reuses its outputs; any other change runs it again.
-    """
+def inputs_digest(root: Path = ROOT) -> str:
+    """One digest of every file of :data:`_INPUTS` that a chapter can read (the library's code, the
+    configs, the sweeps and their records) and of the Python and package versions; made once a build."""
     from importlib.metadata import version
 
-    h = hashlib.sha256()
-    for cell in json.loads(notebook.read_text())["cells"]:
-        h.update(f"{cell.get('id')}:{cell['cell_type']}\n".encode())
-        if cell["cell_type"] == "code":
-            h.update("".join(cell["source"]).encode())
-    h.update(json.dumps(parameters, sort_keys=True).encode())
-    h.update(f"{sys.version}|{version('torch')}|{version('numpy')}|{version('matplotlib')}".encode())
+    h = hashlib.sha256(f"{sys.version}|{version('torch')}|{version('numpy')}|{version('matplotlib')}".encode())
     for folder in _INPUTS:
         for path in sorted((root / folder).rglob("*")):
             if path.suffix in _INPUT_SUFFIXES and path.is_file() and "__pycache__" not in path.parts:
                 h.update(str(path.relative_to(root)).encode())
                 h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def chapter_key(notebook: Path, parameters: dict, inputs: str) -> str:
+    """The cache key of a chapter's executed outputs; Markdown text is left out of it.
+
+    It covers the notebook's cells in order (their ids and types, the code cells' text), the
+    parameters and ``inputs`` (:func:`inputs_digest`). Editing a chapter's prose keeps the key, so a
+    rebuild reuses its outputs; any other change runs it again.
+    """
+    h = hashlib.sha256(inputs.encode())
+    for cell in json.loads(notebook.read_text())["cells"]:
+        h.update(f"{cell.get('id')}:{cell['cell_type']}\n".encode())
+        if cell["cell_type"] == "code":
+            h.update("".join(cell["source"]).encode())
+    h.update(json.dumps(parameters, sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -307,6 +313,7 @@ def build_book(
 
     present, missing = set(), []
     params = {"config_path": CONFIGS[quick]}
+    inputs = inputs_digest(root) if execute else ""
     for f in [*files[1:], files[0]]:  # the root summarises the chapters: it runs last
         if f.startswith("notebooks/"):
             nb = root / f"{f}.ipynb"
@@ -314,7 +321,7 @@ def build_book(
                 missing.append(f"{f}.ipynb")
                 continue
             if execute:
-                key = chapter_key(nb, params, root)
+                key = chapter_key(nb, params, inputs)
                 cached = out / ".executed" / Path(params["config_path"]).stem / f"{f}.ipynb"
                 if not fresh and reuse_executed(cached, nb, staging / f"{f}.ipynb", key):
                     print(f"reusing {f}.ipynb (its code, the library, configs and records unchanged)", flush=True)
