@@ -24,9 +24,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["COMPONENTS", "ORIGINS", "Component"]
+__all__ = ["COMPONENTS", "ORIGINS", "ORIGIN_NAMES", "Component"]
 
 ORIGINS = ("paper", "reconstruction", "lineage", "field", "book")
+# what a page calls each origin
+ORIGIN_NAMES = {"paper": "CPMC (the paper)", "reconstruction": "our reading of the paper", "lineage": "SIPE / SFC / IRN",
+                "field": "field standard", "book": "this book's addition"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,19 @@ class Component:
 
 COMPONENTS: tuple[Component, ...] = (
     Component("classifier CAM", "paper", "CAM (Zhou et al.)", ("classifier.backbone",)),
-    Component("context refinement", "paper", "CPMC step 2; SFC's affinity", ("refinement.iterations", "refinement.power")),
-    Component("prototype CAM", "paper", "CPMC step 3; SIPE", ("prototypes.feature", "prototypes.seed_rule")),
-    Component("FN and FP local prototypes", "paper", "CPMC step 4", ("calibration.use_fn", "calibration.use_fp")),
+    # the paper's steps: each map against the one before it, both cut by the pipeline's own GT-free rule
+    Component(
+        "context refinement", "paper", "CPMC step 2; SFC's affinity", ("refinement.iterations", "refinement.power"),
+        metric="cams.refined.gt_free.miou", within="cams.cam.gt_free.miou",
+    ),  # fmt: skip
+    Component(
+        "prototype CAM", "paper", "CPMC step 3; SIPE", ("prototypes.feature", "prototypes.seed_rule"),
+        metric="cams.proto.gt_free.miou", within="cams.refined.gt_free.miou",
+    ),  # fmt: skip
+    Component(
+        "FN and FP local prototypes", "paper", "CPMC step 4", ("calibration.use_fn", "calibration.use_fp"),
+        metric="cams.cpmc.gt_free.miou", within="cams.proto.gt_free.miou",
+    ),  # fmt: skip
     Component(
         "guards against false positives", "reconstruction", "this book (book/method.md)",
         ("calibration.proto_bg_factor", "calibration.fn_radius", "calibration.gate"),

@@ -123,14 +123,16 @@ class Explorer:
                for k, v in self.out.items()}  # fmt: skip
         return out, self.label[sl], self.img[sl]
 
-    def teaching_index(self) -> int:
-        """The image chapters 3 to 6 follow through the method, by a stated rule.
+    def teaching_index(self, min_cells: int = 4) -> int:
+        """The image chapters 3 to 7 follow through the method, by a stated rule.
 
         Of the cached images in split order, the first that shows everything the method is about:
-        a body the classifier CAM misses (object-body pixels it leaves as background when cut at its
-        own Otsu threshold), class context and a distractor in the diagnostic mask, and non-empty FN
-        and FP regions; else the first meeting most of these five. The rule reads the synthetic
-        benchmark's diagnostic masks (where they exist) to pick an illustration, never a setting.
+        two or more classes (so that the pseudo labels' class assignment has a choice to make), FN and
+        FP regions of at least ``min_cells`` CAM-grid cells each (a local prototype averages more than
+        one cell), a body the classifier CAM misses (object-body pixels it leaves as background when
+        cut at its own Otsu threshold), class context and a distractor in the diagnostic mask; else
+        the first meeting most of these six. The rule reads the synthetic benchmark's diagnostic
+        masks (where they exist) to pick an illustration, never a setting.
         """
         from .labels import otsu_threshold
         from .synth import BODY, CONTEXT_PRESENT, DISTRACTOR
@@ -139,7 +141,8 @@ class Explorer:
         scores = []
         for i, sample in enumerate(self.samples):
             keys = self.label[i].nonzero().flatten()
-            met = [bool(steps["fn"][i, 1:].any()), bool(steps["fp"][i, 1:].any())]
+            sizes = [int(steps[r][i, 1:].flatten(1).sum(1).max()) for r in ("fn", "fp")]
+            met = [len(keys) >= 2] + [n >= min_cells for n in sizes]
             if "diag" in sample and len(keys):
                 diag = np.asarray(sample["diag"])
                 cut = otsu_threshold(cam[i, keys].amax(0).numpy())
@@ -356,8 +359,10 @@ class Explorer:
         ws["out"].value = buf.getvalue()
         return scores
 
-    def static_summary(self, threshold: float = 0.3, index: int = 0) -> Figure:
-        """A static stand-in for the published book: every method on one image at one threshold."""
+    def static_summary(self, threshold: float | None = None, index: int = 0) -> Figure:
+        """A static stand-in for the published book: every method on one image, each titled with its
+        mIoU over the cached images at ``threshold``, or (None) at its own best threshold, read
+        against the ground truth (an oracle view, as the chapters' tables; the title gives it)."""
         img = to_hwc_uint8(self.samples[index]["img"])
         keys = self.label[index].nonzero().flatten()
         row, titles = [img, colorize(self.samples[index]["mask"], self.class_names)], [self.names[index], "ground truth"]
@@ -366,7 +371,7 @@ class Explorer:
             cam = maps[index, keys].numpy()
             s = self.score(maps, threshold)
             row.append(overlay_cam(img, cam.max(0) if len(cam) else np.zeros(img.shape[:2])))
-            titles.append(f"{method}: mIoU {s['miou']:.1f}")
+            titles.append(f"{method}: mIoU {s['miou']:.1f} @ {s['threshold']:.2f}")
         return plot_image_grid([row], [titles], colorbar="map value (max over the image's classes)")
 
     def grid(
@@ -450,10 +455,12 @@ class Explorer:
         )
         switches = "".join(f'<option value="{s}">{html_lib.escape(s)}</option>' for s in data["switches"])
         nt = len(data["thresholds"])
-        t0 = min(range(nt), key=lambda i: abs(data["thresholds"][i] - 0.3))
-        panel = 'style="width:100%;max-width:220px;image-rendering:auto;display:block"'
+        # each map opens at its own best offered threshold (an oracle view, as the chapters' tables)
+        first = data["score"][f"cpmc|{data['switches'][0]}"]
+        t0 = max(range(nt), key=lambda i: first[i]["miou"])
+        panel = 'style="width:100%;max-width:320px;image-rendering:auto;display:block"'
         cells = "".join(
-            f'<figure style="margin:0;flex:1 1 22%;min-width:120px"><img id="{uid}-{k}" {panel} alt="{k}">'
+            f'<figure style="margin:0;flex:1 1 40%;min-width:220px"><img id="{uid}-{k}" {panel} alt="{k}">'
             f'<figcaption id="{uid}-{k}-cap" style="font-size:.85em">{cap}</figcaption></figure>'
             for k, cap in (("img", "image"), ("gt", "ground truth"), ("heat", "map"), ("mask", "mask"))
         )
@@ -471,12 +478,17 @@ class Explorer:
 <div style="margin-top:.4em;font-size:.85em">map colours: blue 0 to red 1 (jet). Classes: {legend}</div>
 <p id="{uid}-score" style="margin:.5em 0 0 0"></p>
 <script type="application/json" id="{uid}-data">{payload}</script>
-<script>
-(function () {{
-  var uid = "{uid}", root = document.getElementById(uid);
+{_script(uid, len(self.names))}</div>"""
+
+
+# The kernel-free explorer's behaviour: redraw on every control, each map opening at its own best
+# offered threshold. __UID__ and __N__ are filled in by :func:`_script`.
+_SCRIPT = """<script>
+(function () {
+  var uid = "__UID__", root = document.getElementById(uid);
   var D = JSON.parse(document.getElementById(uid + "-data").textContent);
-  function el(k) {{ return document.getElementById(uid + "-" + k); }}
-  function draw() {{
+  function el(k) { return document.getElementById(uid + "-" + k); }
+  function draw() {
     var i = +el("image").value, t = +el("threshold").value;
     var m = root.querySelector('input[name="' + uid + '-method"]:checked').value;
     var sw = el("switch").value, key = m + "|" + (m === "cpmc" ? sw : "");
@@ -489,14 +501,29 @@ class Explorer:
     el("mask-cap").textContent = "mask at threshold " + th;
     var s = D.score[key][t];
     el("score").innerHTML = "<b>" + m + (m === "cpmc" ? " (" + sw + ")" : "") + "</b> at threshold " + th +
-      " over the " + {len(self.names)} + " cached images: mIoU <b>" + s.miou.toFixed(1) + "</b>, precision " +
-      s.precision.toFixed(1) + ", recall " + s.recall.toFixed(1);
+      " over the " + __N__ + " cached images: mIoU <b>" + s.miou.toFixed(1) + "</b>, precision " +
+      s.precision.toFixed(1) + ", recall " + s.recall.toFixed(1) + "; its best offered threshold, read against the " +
+      "ground truth (an oracle view): " + D.thresholds[best(key)].toFixed(2) + " (" + D.score[key][best(key)].miou.toFixed(1) + ")";
     root.setAttribute("data-state", key + "@" + th + "#" + i);
-  }}
+  }
+  function best(key) {
+    var b = 0, s = D.score[key];
+    for (var j = 1; j < s.length; j++) if (s[j].miou > s[b].miou) b = j;
+    return b;
+  }
+  root.querySelectorAll('input[name="' + uid + '-method"]').forEach(function (r) {
+    r.addEventListener("change", function () {  // a new map opens at its own best threshold
+      el("threshold").value = best(r.value + "|" + (r.value === "cpmc" ? el("switch").value : ""));
+    });
+  });
   root.addEventListener("input", draw);
   root.addEventListener("change", draw);
   draw();
-}})();
+})();
 </script>
-</div>"""
+"""
 
+
+def _script(uid: str, n_images: int) -> str:
+    """The inline script of one kernel-free explorer (:meth:`Explorer.html`) with element prefix ``uid``."""
+    return _SCRIPT.replace("__UID__", uid).replace("__N__", str(n_images))

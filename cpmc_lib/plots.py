@@ -4,14 +4,14 @@ Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot``, so n
 registered globally: a notebook shows the returned figure once, and scripts can ``savefig`` it.
 
 Every figure is sized for the book's text column (:data:`COLUMN_IN` inches at the notebook's
-100 dpi, so it is shown at about its own size): at most four image panels a row, titles of
+100 dpi, so it is shown at about its own size): at most three image panels a row (each about 225
+pixels wide in the book), titles of
 :data:`TITLE_PT` points, a colour bar beside heat maps and a class legend under masks. Maps on the
 feature grid are upsampled once, bilinearly, like the CAMs the cams stage saves.
 """
 
 from __future__ import annotations
 
-import itertools
 import textwrap
 from collections.abc import Mapping, Sequence
 
@@ -20,7 +20,7 @@ import torch
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from .io import IGNORE_INDEX, voc_palette
@@ -37,12 +37,12 @@ __all__ = [
     "plot_at_a_glance",
     "plot_bars",
     "plot_cam_methods",
+    "plot_columns",
     "plot_curves",
     "plot_deltas",
     "plot_history",
     "plot_image_grid",
     "plot_matrix",
-    "plot_pipeline",
     "plot_regions",
     "plot_samples",
     "to_hwc_uint8",
@@ -50,8 +50,8 @@ __all__ = [
 ]
 
 
-COLUMN_IN = 6.2  # the book's text column, in inches at the notebook's 100 dpi
-MAX_COLS = 4  # image panels per row
+COLUMN_IN = 6.8  # the book's output column (688 px in sphinx-book-theme at 1280 px), inches at 100 dpi
+MAX_COLS = 3  # image panels per row: about 225 px each at column width
 TITLE_PT = 10  # panel titles
 TICK_PT = 9  # tick labels, legends
 
@@ -73,7 +73,12 @@ def class_legend(
     handles += list(extra)
     if handles:
         title = "mask colours" + (f" · {extra_title}" if extra else "")
-        fig.legend(handles=handles, loc="outside lower center", ncols=2 if extra else min(len(handles), 6),
+        # as many columns as the widest entry (swatch and gap, text at ~0.5 em a character) lets fit
+        entry_in = 0.6 + max(len(h.get_label()) for h in handles) * 0.5 * TICK_PT / 72
+        ncols = max(1, min(len(handles), 6, int(fig.get_figwidth() // entry_in)))
+        lines = -(-len(handles) // ncols) + 1  # and the title
+        fig.set_figheight(fig.get_figheight() + lines * 0.2)  # room for it, not taken from the panels
+        fig.legend(handles=handles, loc="outside lower center", ncols=ncols,
                    fontsize=TICK_PT, title=title, title_fontsize=TICK_PT, frameon=False)  # fmt: skip
 
 
@@ -153,19 +158,20 @@ def plot_image_grid(
         legend: ``(class_names, class_ids)``: a legend of the mask colours of those classes.
         max_cols: rows with more panels continue on the next line (titles and labels follow).
     """
-    if max(len(r) for r in rows) > max_cols:  # wrap long rows
+    if max(len(r) for r in rows) > max_cols:  # wrap long rows into lines of equal length (4 -> 2 + 2)
         wrapped, wtitles, wlabels = [], [], []
         for r, row in enumerate(rows):
-            for start in range(0, len(row), max_cols):
-                wrapped.append(list(row[start : start + max_cols]))
-                wtitles.append(list(titles[r][start : start + max_cols]) if titles is not None else [])
+            per = -(-len(row) // -(-len(row) // max_cols))
+            for start in range(0, len(row), per):
+                wrapped.append(list(row[start : start + per]))
+                wtitles.append(list(titles[r][start : start + per]) if titles is not None else [])
                 wlabels.append(row_labels[r] if row_labels is not None and start == 0 else "")
         rows, titles = wrapped, (wtitles if titles is not None else None)
         row_labels = wlabels if row_labels is not None else None
     nrows, ncols = len(rows), max(len(r) for r in rows)
     label_in = 0.35 if row_labels is not None else 0.0
     panel = (COLUMN_IN - label_in) / ncols if size is None else min(size, (COLUMN_IN - label_in) / ncols)
-    extra = (0.5 if suptitle else 0) + (0.55 if colorbar else 0) + (0.6 if legend else 0)
+    extra = (0.5 if suptitle else 0) + (0.55 if colorbar else 0)  # class_legend adds the legend's own room
     fig = Figure(figsize=(panel * ncols + label_in, (panel + 0.35) * nrows + extra), layout="constrained")
     axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
     chars = max(12, int(panel * 72 / (0.55 * TITLE_PT)))  # characters that fit on one title line
@@ -195,6 +201,28 @@ def plot_image_grid(
     if suptitle:
         fig.suptitle(_wrap(suptitle, int(COLUMN_IN * 72 / (0.55 * 11))), fontsize=11)
     return fig
+
+
+def plot_columns(
+    per_image: Sequence[Sequence[np.ndarray]],
+    kinds: Sequence[str],
+    names: Sequence[str] | None = None,
+    **kwargs,
+) -> Figure:
+    """One column per image (at most :data:`MAX_COLS`), one row per kind of panel.
+
+    Args:
+        per_image: ``per_image[i][r]`` is image ``i``'s panel of kind ``kinds[r]`` (e.g. image,
+            ground truth, label, label after the CRF); images past :data:`MAX_COLS` are left out.
+        kinds: the row labels.
+        names: titles of the first row (the images' names).
+        **kwargs: passed to :func:`plot_image_grid` (``legend``, ``colorbar``).
+    """
+    per_image = list(per_image)[:MAX_COLS]
+    rows = [list(r) for r in zip(*per_image, strict=True)]
+    first = list(names)[: len(per_image)] if names is not None else [""] * len(per_image)
+    titles = [first] + [[""] * len(per_image) for _ in rows[1:]]
+    return plot_image_grid(rows, titles, row_labels=list(kinds), **kwargs)
 
 
 def plot_samples(
@@ -346,7 +374,7 @@ def plot_cam_methods(
     class_names: Sequence[str],
     thresholds: Mapping[str, float] | None = None,
 ) -> Figure:
-    """One column per image (at most four): the image, its mask, then each method's map (max over
+    """One column per image (at most three): the image, its mask, then each method's map (max over
     the image's classes) and, with ``thresholds``, the mask it becomes.
 
     Args:
@@ -356,8 +384,10 @@ def plot_cam_methods(
         class_names: K names, for the mask legend.
         thresholds: method -> background threshold; when given, a row per method shows its mask.
     """
+    from .cam_methods import CAM_METHODS
     from .metrics import cam_to_mask
 
+    title = {m: c.title for m, c in CAM_METHODS.items()}  # readable row labels
     samples = list(samples)[:MAX_COLS]
     imgs = [to_hwc_uint8(s["img"]) for s in samples]
     rows, labels, titles = [imgs, [colorize(s["mask"], class_names) for s in samples]], ["image", "ground truth"], []
@@ -366,14 +396,14 @@ def plot_cam_methods(
     for method, per_sample in maps.items():
         cams = [np.asarray(per_sample[i].cam, dtype=np.float32) for i in range(len(samples))]
         rows.append([overlay_cam(img, c.max(0) if len(c) else np.zeros(img.shape[:2])) for img, c in zip(imgs, cams, strict=True)])
-        labels.append(f"{method} map")
+        labels.append(title.get(method, method))
         titles.append([""] * len(samples))
         if thresholds is not None:
             t = thresholds[method]
             preds = [np.asarray(cam_to_mask(c, per_sample[i].keys, t)) for i, c in enumerate(cams)]
             masks += preds
             rows.append([colorize(m, class_names) for m in preds])
-            labels.append(f"{method} @ {t:.2f}")
+            labels.append(f"its mask @ {t:.2f}")
             titles.append([""] * len(samples))
     return plot_image_grid(rows, titles, row_labels=labels, colorbar="map value (max over the image's classes)",
                            legend=(class_names, _present(masks)))  # fmt: skip
@@ -394,8 +424,10 @@ def _mask_overlay(
 
 
 def _regions(img: np.ndarray, steps: Mapping[str, torch.Tensor], i: int, which=("fn", "fp")) -> np.ndarray:
-    """The FN (green) and FP (red) regions of image ``i`` over it (grid cells upsampled bilinearly, > 0.5)."""
-    out = img
+    """The FN (green) and FP (red) regions of image ``i`` over a pale grey copy of it (so the two colours
+    stand out from the textures; grid cells upsampled bilinearly, > 0.5)."""
+    grey = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    out = np.repeat((160 + 0.35 * grey)[..., None], 3, axis=-1).round().astype(np.uint8)
     for k, colour in (("fn", (0, 200, 0)), ("fp", (230, 0, 0))):
         if k in which:
             out = _mask_overlay(out, upsample(steps[k][i, 1:].any(0), img.shape[:2]) > 0.5, colour)
@@ -408,13 +440,13 @@ def plot_regions(
     indices: Sequence[int],
     class_names: Sequence[str] | None = None,
 ) -> Figure:
-    """CPMC's intermediate maps, one column per image (at most four): the image, its mask, the
+    """CPMC's intermediate maps, one column per image (at most three): the image, its mask, the
     prototype CAM, the FN (green) and FP (red) regions and the calibrated map.
 
     Args:
         samples: dataset items (``img`` uint8 (3, H, W), ``mask``, ``name``).
         steps: :meth:`cpmc_lib.explorer.Explorer.steps`'s dict ((N, K, h, w) maps and region masks).
-        indices: which samples to draw (the first four).
+        indices: which samples to draw (the first three).
         class_names: K names, for the mask legend.
     """
     indices = list(indices)[:MAX_COLS]
@@ -518,55 +550,4 @@ def plot_deltas(
     ax.grid(alpha=0.3, axis="x")
     if title:
         ax.set_title(_wrap(title, 70), fontsize=TITLE_PT)
-    return fig
-
-
-# The default pipeline in reading order, one row per line of the diagram: component names of
-# cpmc_lib.components.COMPONENTS (their origin colours the box), or (name, origin) for the steps
-# that the components table does not list.
-PIPELINE_ROWS: tuple[tuple, ...] = (
-    ("stand-in pretraining", "classifier CAM", "context refinement", "prototype CAM"),
-    ("FN and FP local prototypes", "guards against false positives", "background decision without ground truth",
-     "ignore zone around the plane"),
-    ("part-anchored class assignment", "negative prototypes in the labels", "dense CRF on the pseudo labels",
-     ("segmentation network", "paper"), "test-time dense CRF"),
-)  # fmt: skip
-ORIGIN_COLORS = {"paper": "#1f5fa8", "reconstruction": "#7b4fa6", "lineage": "#2e8540", "field": "#6b6b6b",
-                 "book": "#c4580e"}  # fmt: skip
-ORIGIN_NAMES = {"paper": "CPMC (the paper)", "reconstruction": "our reading of the paper", "lineage": "SIPE / SFC / IRN",
-                "field": "field standard", "book": "this book's addition"}  # fmt: skip
-
-
-def plot_pipeline(rows: Sequence[Sequence] = PIPELINE_ROWS) -> Figure:
-    """The default pipeline as boxes in reading order, each coloured by where it comes from.
-
-    The origins are read from :data:`cpmc_lib.components.COMPONENTS`, so the picture follows the
-    declaration; one legend names the origins.
-    """
-    from .components import COMPONENTS
-
-    origin = {c.name: c.origin for c in COMPONENTS}
-    steps = [[(s, origin[s]) if isinstance(s, str) else tuple(s) for s in row] for row in rows]
-    width = max(len(r) for r in steps)
-    fig = Figure(figsize=(COLUMN_IN, 1.0 * len(steps) + 0.6), layout="constrained")
-    ax = fig.subplots()
-    ax.set_xlim(0, width)
-    ax.set_ylim(-len(steps) + 1.03, 0.87)
-    ax.axis("off")
-    centers = []
-    for r, row in enumerate(steps):
-        for c, (name, org) in enumerate(row):
-            x, y = c + 0.5, -r + 0.45
-            ax.add_patch(FancyBboxPatch((x - 0.44, y - 0.33), 0.88, 0.66, boxstyle="round,pad=0.02",
-                                        facecolor=ORIGIN_COLORS[org], edgecolor="none"))  # fmt: skip
-            ax.text(x, y, textwrap.fill(name, 13), ha="center", va="center", color="white", fontsize=TICK_PT)
-            centers.append((x, y))
-    for (x0, y0), (x1, y1) in itertools.pairwise(centers):
-        same_row = abs(y0 - y1) < 1e-6
-        start, end = ((x0 + 0.46, y0), (x1 - 0.46, y1)) if same_row else ((x0, y0 - 0.35), (x1, y1 + 0.35))
-        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10, color="#444444",
-                                     connectionstyle="arc3" if same_row else "angle3,angleA=0,angleB=90"))  # fmt: skip
-    used = list(dict.fromkeys(org for row in steps for _, org in row))
-    fig.legend(handles=[Patch(color=ORIGIN_COLORS[o], label=ORIGIN_NAMES[o]) for o in used],
-               loc="outside lower center", ncols=3, fontsize=TICK_PT, frameon=False)  # fmt: skip
     return fig

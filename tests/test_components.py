@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cpmc_lib.components import COMPONENTS, ORIGINS
 from cpmc_lib.config import Config
-from cpmc_lib.report import additions_table
+from cpmc_lib.report import additions_table, component_verdicts
 from cpmc_lib.sweep import RECORDED, ROOT, load_sweep
 
 
@@ -32,5 +32,26 @@ def test_additions_table_pairs_each_run_with_its_variant():
     assert rows["part-anchored class assignment"].endswith("| 0.0 ± 1.4 | 1 of 2 |")  # +1 and -1
     assert rows["both label additions (the default against the paper-only pipeline)"].endswith("| 2.0 ± – | 1 of 1 |")
     assert "not recorded" in rows["negative prototypes in the labels"]
-    assert rows["prototype CAM"].endswith("| – | – |")  # the paper's own steps are not switched off
+    assert "not recorded" in rows["prototype CAM"]  # read inside each run: these have no map numbers
+    assert rows["stand-in pretraining"].endswith("| – | – |")  # not switched off on the test family
     assert "not recorded" in additions_table({})
+
+
+def test_verdicts_follow_the_sign_and_spread_of_the_gains():
+    def m(refined, proto, labels=80.0, ignored=0.1):
+        cams = {"cam": {"gt_free": {"miou": 50.0}}, "refined": {"gt_free": {"miou": refined}},
+                "proto": {"gt_free": {"miou": proto}}, "cpmc": {"gt_free": {"miou": proto}}}  # fmt: skip
+        return {"cams": cams, "pseudo": {"cpmc_crf": {"miou": labels, "ignore_frac": ignored}}}
+
+    runs = {
+        "test": {"default-a-seed-0": m(52.0, 60.0), "default-b-seed-0": m(53.0, 50.0), "default-c-seed-0": m(51.0, 55.0)},
+        "test_labels": {"no-parts-a-seed-0": m(0, 0, 78.0, 0.05), "no-parts-b-seed-0": m(0, 0, 79.0, 0.05)},
+    }
+    lines = {line.split("**")[1]: line.replace("\xa0", " ") for line in component_verdicts(runs).splitlines()}
+    assert ": helps, 2.0 ± 1.0 " in lines["context refinement"]  # +2, +3, +1: above its spread
+    assert "no clear effect" in lines["prototype CAM"]  # +8, -3, +4: the spread covers zero
+    assert ": helps, 1.5 ± 0.7 pseudo-label mIoU" in lines["part-anchored class assignment"]
+    assert "ignored share 5.0 ± 0.0 points" in lines["part-anchored class assignment"]  # beside the label mIoU
+    assert lines["negative prototypes in the labels"].endswith("not recorded")
+    runs["test"] = {"default-a-seed-0": m(40.0, 60.0), "default-b-seed-0": m(49.0, 50.0), "default-c-seed-0": m(45.0, 55.0)}
+    assert "**hurts**" in component_verdicts(runs).split("context refinement")[1].splitlines()[0]  # -10, -1, -5

@@ -49,8 +49,10 @@ def test_settings_change_the_calibrated_map(explorer):
 
 def test_static_summary_has_every_method(explorer):
     fig = explorer.static_summary()
-    titles = [ax.get_title() for ax in fig.axes]
-    assert all(any(t.startswith(m + ":") for t in titles) for m in METHODS)
+    titles = [ax.get_title().replace("\n", " ") for ax in fig.axes]
+    for m in METHODS:  # each map titled with its own best threshold and the mIoU there
+        best = explorer.score(explorer.maps(m))
+        assert f"{m}: mIoU {best['miou']:.1f} @ {best['threshold']:.2f}" in titles, titles
 
 
 def test_ablation_rows_use_best_thresholds(explorer):
@@ -128,13 +130,22 @@ def test_cpmc_maps_run_once_per_setting_and_ablation_rows_are_reused(explorer, m
 def test_teaching_index_follows_its_rule(explorer, monkeypatch):
     steps = dict(explorer.steps())
     assert 0 <= explorer.teaching_index() < len(explorer.samples)
-    # without diagnostic masks only the FN and FP regions count: the one image holding both wins
+    # without diagnostic masks: two classes, and FN and FP regions of min_cells cells each
     monkeypatch.setattr(explorer, "samples", [{k: v for k, v in s.items() if k != "diag"} for s in explorer.samples])
+    label = torch.zeros_like(explorer.label)
+    label[:, 0] = 1
+    label[[1, 3], 1] = 1  # images 1 and 3 hold two classes
+    monkeypatch.setattr(explorer, "label", label)
     fn, fp = torch.zeros_like(steps["fn"]), torch.zeros_like(steps["fp"])
-    fn[3, 1], fp[3, 2], fp[1, 1] = True, True, True  # image 1 has FP cells only
+    fn[3, 1, :2, :2], fp[3, 2, :2, :2], fp[1, 1, :2, :2] = True, True, True  # image 1 has FP cells only
+    fp[2, 1, :2, :2], fn[2, 1, :2, :2] = True, True  # image 2: both regions, one class
     monkeypatch.setattr(explorer, "steps", lambda cfg=None: {**steps, "fn": fn, "fp": fp})
     assert explorer.teaching_index() == 3
-    fn[3], fp[3] = False, False
-    assert explorer.teaching_index() == 1  # the most criteria met: FP only, the first such
-    fp[1] = False
+    assert explorer.teaching_index(min_cells=5) == 1  # regions of 4 cells are too small: two classes win
+    fn[3, 1, 1, 1] = False
+    assert explorer.teaching_index() == 1  # image 3's FN region has 3 cells: the first with two criteria
+    label[1, 1] = 0
+    assert explorer.teaching_index() == 2  # image 1 meets one now, images 2 and 3 two: the first of them
+    label[3, 1], fp[:] = 0, False
+    fn[:] = False
     assert explorer.teaching_index() == 0  # none met: the first image

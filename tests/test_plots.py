@@ -1,8 +1,10 @@
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from cpmc_lib import plots
+from cpmc_lib import diagrams, plots
+from cpmc_lib.components import ORIGIN_NAMES
 from cpmc_lib.io import voc_palette
 
 
@@ -68,7 +70,7 @@ def test_at_a_glance_draws_the_chosen_image_with_its_mask():
                                  class_names=["bg", "a", "b"], note="x")
     titles = [ax.get_title() for ax in fig.axes]
     assert "second" in fig.get_suptitle() and "CPMC mask @ 0.30" in titles
-    # at most four panels a row: 8 panels in two rows, plus the colour bar
+    # 8 panels, plus the colour bar
     assert sum(1 for ax in fig.axes if ax.images) == 8 and len(fig.legends) == 1
 
 
@@ -77,14 +79,18 @@ def test_median_index_is_the_median_gain():
     assert plots.median_index([float("nan"), 3.0, 1.0]) == 2
 
 
-def test_image_grids_wrap_to_four_panels_and_keep_titles_readable():
+def test_image_grids_wrap_to_equal_lines_and_keep_panels_readable():
     img = np.zeros((8, 8, 3), np.uint8)
-    fig = plots.plot_image_grid([[img] * 6], [[f"t{i}" for i in range(6)]], colorbar="value")
-    panels = [ax for ax in fig.axes if ax.images]
-    assert len(panels) == 6
-    assert len({round(ax.get_position().y0, 3) for ax in panels}) == 2  # two rows
-    assert fig.get_figwidth() <= plots.COLUMN_IN + 1e-6
-    assert all(ax.title.get_fontsize() >= 9 for ax in panels)
+    for n, lines in ((6, 2), (4, 2), (3, 1), (7, 3)):  # at most MAX_COLS a line, lines of equal length
+        fig = plots.plot_image_grid([[img] * n], [[f"t{i}" for i in range(n)]], colorbar="value")
+        FigureCanvasAgg(fig).draw()  # the constrained layout places the panels
+        panels = [ax for ax in fig.axes if ax.images]
+        assert len(panels) == n
+        assert len({round(ax.get_position().y0, 3) for ax in panels}) == lines
+        assert fig.get_figwidth() <= plots.COLUMN_IN + 1e-6
+        assert all(ax.title.get_fontsize() >= 9 for ax in panels)
+        # each panel about 225 px or more at the book's 100 dpi (the column's width over MAX_COLS)
+        assert min(ax.get_position().width for ax in panels) * fig.get_figwidth() * 100 >= 200
 
 
 def test_deltas_are_drawn_against_the_reference_with_spread():
@@ -104,15 +110,25 @@ def test_pipeline_diagram_follows_the_components_and_the_committed_copy_is_curre
     from cpmc_lib.book.build import ROOT, write_figures
     from cpmc_lib.components import COMPONENTS
 
-    fig = plots.plot_pipeline()
+    fig = diagrams.plot_pipeline()
     texts = {t.get_text().replace("\n", " ") for t in fig.axes[0].texts}
-    named = {s for row in plots.PIPELINE_ROWS for s in row if isinstance(s, str)}
+    named = {s for row in diagrams.PIPELINE_ROWS for s in row if isinstance(s, str)}
     assert named <= {c.name for c in COMPONENTS} and named <= texts  # every box is a declared component
     legend = {t.get_text() for t in fig.legends[0].get_texts()}
-    assert legend == {plots.ORIGIN_NAMES[c.origin] for c in COMPONENTS if c.name in named}
-    (fresh,) = write_figures(tmp_path)
-    committed = ROOT / "book" / "_static" / fresh.name  # the README's copy: python -m cpmc_lib.book figures
-    assert imread(committed).shape == imread(fresh).shape
+    assert legend == {ORIGIN_NAMES[c.origin] for c in COMPONENTS if c.name in named}
+    for fresh in write_figures(tmp_path):
+        committed = ROOT / "book" / "_static" / fresh.name  # python -m cpmc_lib.book figures refreshes them
+        assert imread(committed).shape == imread(fresh).shape
+
+
+def test_calibration_regions_figure_splits_the_extra_cells_by_attachment():
+    l_c, l_p = diagrams.toy_labels()
+    fig = diagrams.plot_calibration_regions()
+    fn_fp = np.asarray(fig.axes[3].images[0].get_array())  # the last panel: FN green, FP red
+    green, red = (fn_fp == [0, 170, 0]).all(-1), (fn_fp == [220, 0, 0]).all(-1)
+    body = ((l_p == 1) & (l_c == 0)).numpy()
+    assert green.sum() > 0 and (green == (body & (np.arange(12)[:, None] >= 5))).all()  # the body round the part
+    assert red[1:4, 8:11].all() and red[6, 2] and red.sum() == 10  # the look-alike and the classifier's own cell
 
 
 def test_mask_colours_follow_colour_named_classes_and_stay_voc_otherwise():
@@ -129,3 +145,30 @@ def test_mask_colours_follow_colour_named_classes_and_stay_voc_otherwise():
     assert plots.colorize(mask, synth)[0, 1].tolist() == [255, 255, 255]
     fig = plots.plot_image_grid([[plots.colorize(mask, synth)]], legend=(synth, [0, 2, 255]))
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["background", "white-triangle", "ignored"]
+
+
+def test_legend_stays_inside_the_figure():
+    names = ["background", "blue-triangle", "magenta-square", "black-disc", "white-triangle", "orange-disc"]
+    image = np.zeros((8, 8, 3), np.uint8)
+    fig = plots.plot_image_grid([[image] * 4], legend=(names, [0, 1, 2, 3, 4, 5, 255]))
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    box, width = fig.legends[0].get_window_extent(canvas.get_renderer()), fig.bbox.width
+    assert box.x0 >= 0 and box.x1 <= width  # wrapped onto more rows, not cut at the page edge
+    # a long legend gets its own room: the panels keep the size they have without one
+    plain = plots.plot_image_grid([[image] * 4])
+    FigureCanvasAgg(plain).draw()
+    sizes = [min(ax.get_position().width * f.get_figwidth(), ax.get_position().height * f.get_figheight())
+             for f in (fig, plain) for ax in f.axes if ax.images][::4]
+    assert sizes[0] >= 0.9 * sizes[1], sizes
+
+
+def test_columns_put_each_image_in_a_column_and_each_kind_in_a_row():
+    panels = [[np.full((8, 8, 3), 10 * i + r, np.uint8) for r in range(4)] for i in range(5)]
+    fig = plots.plot_columns(panels, ["image", "truth", "label", "+ CRF"], [f"n{i}" for i in range(5)])
+    FigureCanvasAgg(fig).draw()
+    axes = [ax for ax in fig.axes if ax.images]
+    assert len(axes) == 4 * plots.MAX_COLS  # images past MAX_COLS are left out
+    first_row = sorted(axes, key=lambda ax: (-round(ax.get_position().y0, 3), ax.get_position().x0))[: plots.MAX_COLS]
+    assert [ax.get_title() for ax in first_row] == [f"n{i}" for i in range(plots.MAX_COLS)]
+    assert [int(ax.images[0].get_array()[0, 0, 0]) for ax in first_row] == [10 * i for i in range(plots.MAX_COLS)]

@@ -13,7 +13,11 @@ def test_headline_summarises_every_stage_of_a_metrics_file():
     assert "| CAM (train split) | CPMC (calibrated) | 52.5 |" in text
     assert "| pseudo labels (train split) | cpmc pseudo labels + dense CRF | 53.0 |" in text
     assert "| segmentation (val split) | trained on ground truth (ceiling) | 75.0 |" in text
-    assert "+12.5 mIoU over the classifier CAM and +7.5 over" in text
+    assert "oracle threshold, CPMC scores +12.5 mIoU over the classifier CAM and +7.5 over" in text
+    free = {k: {**v, "gt_free": {"miou": v["miou"] - d}} for (k, v), d in zip(metrics["cams"].items(), (10, 1, 2), strict=True)}
+    gt_free = headline(dict(metrics, cams=free))  # the operating point first, the oracle view beside it
+    assert "(ground-truth-free), CPMC scores +20.5 mIoU over the classifier CAM and +6.5 over" in gt_free
+    assert "oracle threshold, +12.5 and +7.5." in gt_free
     assert "changes cpmc pseudo-label mIoU by +3.0" in text and "80.0 % of full supervision" in text
     assert "over its last two epochs" not in text  # no learning curve, no convergence line
     flat = dict(metrics, seg={**metrics["seg"], "full": {"miou": 75.0, "curve": [70.0, 74.7, 74.9, 75.0]}})

@@ -28,3 +28,14 @@ def test_label_variants_table_and_negatives_line():
     assert report.negatives_line({"threshold_rule": "otsu"}) == ""  # negatives off
     line = report.negatives_line({"negatives": {}, "negative_firing": {"a": 0.06}})
     assert line == "negative prototypes: none; fired on images without them: a 0.06 %"
+
+
+def test_every_pseudo_label_miou_of_the_method_table_carries_its_ignored_share():
+    from cpmc_lib.report import method_labels_table
+
+    results = {m: {"miou": 70.0 + i, "ignore_frac": 0.1 * i, "miou_crf": 72.0 + i, "ignore_frac_crf": 0.05 * i,
+                   "miou_bg_crf": 60.0 + i, "pathology_crf": {"recall_body": 80.0, "fp_context": 3.0}}
+               for i, m in enumerate(("cam", "cpmc"))}  # fmt: skip
+    rows = method_labels_table(results).splitlines()[2:]
+    assert rows[1] == "| cpmc | 71.0 (10.0 % ignored) | 73.0 (5.0 % ignored) | 61.0 | 80.0 | 3.0 |"
+    assert rows[0].startswith("| cam | 70.0 (0.0 % ignored) | 72.0 (0.0 % ignored) |")

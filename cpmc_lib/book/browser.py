@@ -252,7 +252,9 @@ def check_explorer(page_path: str | Path, chromium: str | None = None) -> dict[s
                 result["scores"].append(page.inner_text(f"#{uid}-score"))
 
             snap()
-            page.fill(f"#{uid}-threshold", "0")  # the threshold slider to its lowest value
+            slider = page.locator(f"#{uid}-threshold")  # to its other end (a map opens at its best value)
+            low = slider.input_value() != slider.get_attribute("min")
+            page.fill(f"#{uid}-threshold", slider.get_attribute("min") if low else slider.get_attribute("max"))
             page.dispatch_event(f"#{uid}-threshold", "input")
             snap()
             page.check(f"input[name='{uid}-method'][value='cam']")  # another map

@@ -262,12 +262,14 @@ def _remember(executed: Path, cached: Path, key: str) -> None:
 def write_figures(folder: Path) -> list[Path]:
     """Draw the book's static figures into ``folder`` (``book/_static`` holds the README's copy:
     ``python -m cpmc_lib.book figures`` refreshes it); returns their paths."""
-    from ..plots import plot_pipeline
+    from ..diagrams import plot_calibration_regions, plot_pipeline
 
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "pipeline.png"
-    plot_pipeline().savefig(path, dpi=150, metadata={"Software": None})  # no version stamp: same bytes
-    return [path]
+    paths = []
+    for name, draw in (("pipeline.png", plot_pipeline), ("regions.png", plot_calibration_regions)):
+        paths.append(folder / name)
+        draw().savefig(paths[-1], dpi=150, metadata={"Software": None})  # no version stamp: same bytes
+    return paths
 
 
 def _run_jupyter_book(book_dir: Path) -> None:

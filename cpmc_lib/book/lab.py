@@ -110,11 +110,11 @@ def run_in_lab(url: str, notebook: str, timeout: float = 600.0, map_button: str 
         _run_all(page)
         _ran(page, timeout)
         run.prompts = page.eval_on_selector_all(
-            ".jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.innerText.replace(/\\s/g, ''))"
+            ".jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.textContent.replace(/\\s/g, ''))"
         )
         run.errors = page.eval_on_selector_all(
             ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
-            "els => els.map(e => e.innerText.slice(0, 300)).filter(t => /Error|Traceback/.test(t))",
+            "els => els.map(e => e.textContent.slice(0, 300)).filter(t => /Error|Traceback/.test(t))",
         )
         drawing, score = page.locator("img.widget-image"), page.locator(".widget-html-content")
         if drawing.count():
@@ -136,7 +136,7 @@ def _run_all(page, tries: int = 5) -> None:
     the workspace when the first click lands, and the command then has no notebook to act on."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    started = "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].some(p => /[*0-9]/.test(p.innerText))"
+    started = "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].some(p => /[*0-9]/.test(p.textContent))"
     for _ in range(tries):
         page.locator(".jp-Notebook .jp-Cell").first.click()  # the notebook is the current widget
         page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
@@ -158,7 +158,7 @@ def _ran(page, timeout: float) -> None:
     """Wait until no cell is queued or running (``[*]``) and the kernel is idle, twice in a row."""
     js = r"""() => { const ps = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
                     const ind = document.querySelector('.jp-Notebook-ExecutionIndicator');
-                    return ps.some(p => /\d/.test(p.innerText)) && !ps.some(p => p.innerText.includes('*'))
+                    return ps.some(p => /\d/.test(p.textContent)) && !ps.some(p => p.textContent.includes('*'))
                            && (!ind || ind.getAttribute('data-status') === 'idle'); }"""
     deadline = time.monotonic() + timeout
     settled = 0

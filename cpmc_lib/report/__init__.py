@@ -25,6 +25,7 @@ from .labels import (
     label_row,
     label_variants_table,
     label_zone_table,
+    method_labels_table,
     negatives_line,
     scored_labels,
 )
@@ -32,6 +33,7 @@ from .maps import ablation_verdict, fp_promise, method_table
 from .sweeps import (
     additions_table,
     class_spread_table,
+    component_verdicts,
     group_loss_table,
     settings_tables,
     spread_table,
@@ -41,8 +43,8 @@ from .text import compare, delta, direction, fmt, markdown_table
 from .tried import retired_gap_table, retired_table
 
 __all__ = [
-    "background_rule_verdicts", "label_row", "label_variants_table", "negatives_line", "scored_labels",
-    "additions_table", "ablation_verdict", "ceiling_moved", "fp_promise", "compare", "delta", "direction", "fmt", "headline", "limits", "markdown_table", "method_table",
+    "background_rule_verdicts", "label_row", "label_variants_table", "method_labels_table", "negatives_line", "scored_labels",
+    "additions_table", "ablation_verdict", "component_verdicts", "ceiling_moved", "fp_promise", "compare", "delta", "direction", "fmt", "headline", "limits", "markdown_table", "method_table",
     "promise_summary", "promise_table", "promises", "settings_tables", "spread_table", "label_pathologies",
     "error_table", "error_gap", "label_zone_table", "class_table", "class_gap", "body_groups", "class_spread_table", "group_loss_table",
     "metrics_class_table", "retired_gap_table", "retired_table", "variant_runs",

@@ -10,7 +10,7 @@ from .text import _get, markdown_table
 
 __all__ = [
     "background_rule_verdicts", "label_pathologies", "label_row", "label_variants_table", "label_zone_table",
-    "negatives_line", "scored_labels",
+    "method_labels_table", "negatives_line", "scored_labels",
 ]  # fmt: skip
 
 
@@ -46,6 +46,30 @@ def label_variants_table(head: str, variants: Mapping[str, Mapping[str, Any]]) -
                      "ignored as background": r.get("miou_bg_crf"),
                      **{names[k]: patho.get(k) for k in LABEL_COLUMNS}})  # fmt: skip
     return markdown_table(rows, [head, "mIoU + CRF", "ignored (%)", "ignored as background", *names.values()])
+
+
+def method_labels_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """Pseudo labels of several CAM methods (method -> :func:`cpmc_lib.pseudo.make_labels`'s result):
+    mIoU without and with the CRF, each with its ignored share beside it, the CRF labels' mIoU with the
+    ignored pixels counted as background, then their body recall and context labelled object.
+
+    Example:
+        >>> r = {"miou": 70.0, "ignore_frac": 0.1, "miou_crf": 72.0, "ignore_frac_crf": 0.08, "miou_bg_crf": 66.0}
+        >>> print(method_labels_table({"cpmc": r}).splitlines()[2])
+        | cpmc | 70.0 (10.0 % ignored) | 72.0 (8.0 % ignored) | 66.0 | – | – |
+    """
+
+    def with_share(miou: float, share: float | None) -> str:
+        return f"{miou:.1f}" if share is None else f"{miou:.1f} ({100 * share:.1f} % ignored)"
+
+    rows = [{
+        "method": m, "mIoU": with_share(r["miou"], r.get("ignore_frac")),
+        "mIoU + CRF": with_share(r["miou_crf"], r.get("ignore_frac_crf")),
+        "+ CRF, ignored as background": r.get("miou_bg_crf"),
+        "body recall": r.get("pathology_crf", {}).get("recall_body"),
+        "context labelled object (%)": r.get("pathology_crf", {}).get("fp_context"),
+    } for m, r in results.items()]  # fmt: skip
+    return markdown_table(rows, list(rows[0]) if rows else ["method"])
 
 
 def negatives_line(pseudo: Mapping[str, Any]) -> str:

@@ -8,13 +8,13 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from ..components import COMPONENTS, Component
+from ..components import COMPONENTS, ORIGIN_NAMES, Component
 from .classes import body_groups
 from .labels import _method, _trained_labels
 from .maps import CAM_NAMES
 from .text import _get, _mean_sd, _num, fmt, markdown_table
 
-__all__ = ["additions_table", "class_spread_table", "group_loss_table", "settings_tables", "spread_table", "variant_runs"]
+__all__ = ["additions_table", "class_spread_table", "component_verdicts", "group_loss_table", "settings_tables", "spread_table", "variant_runs"]
 
 
 def _arrow(before: Mapping[str, float], after: Mapping[str, float], key: str) -> str:
@@ -241,3 +241,59 @@ def additions_table(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
             "positive on": f"{sum(g > 0 for g in gains)} of {len(gains)}" if gains else "–",
         })  # fmt: skip
     return markdown_table(rows, list(rows[0]))
+
+
+# what each gain is read on, in words
+METRIC_WORDS = {
+    "gt_free.miou": "mIoU of the map at the pipeline's own GT-free cut, over the map before it",
+    "pseudo.cpmc_crf.miou": "pseudo-label mIoU after the CRF",
+    "seg.wsss.miou_crf": "network mIoU with the test-time CRF",
+}
+
+
+def _metric_words(c: Component) -> str:
+    words = next((w for key, w in METRIC_WORDS.items() if c.metric.endswith(key)), c.metric)
+    return "network mIoU, with the test-time CRF over without it" if c.within == "seg.wsss.miou" else words
+
+
+def component_verdicts(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """One line per component the test family measures: the verdict, its gain as mean ± sd over the
+    runs (settings x training seeds), and on how many runs it is positive.
+
+    The verdict is read from the numbers: "helps" where the mean gain exceeds its standard deviation,
+    "hurts" where it is below minus it, else "no clear effect" (the spread covers zero); with one run,
+    its sign. A gain in pseudo-label mIoU (which counts labelled pixels only) carries the change of the
+    ignored share beside it.
+
+    Args:
+        runs: ``{sweep: {point: metrics.json}}`` of the test family (as :func:`additions_table`).
+
+    Returns:
+        A Markdown list ("not recorded" for a component without runs).
+
+    Example:
+        >>> m = lambda x, y: {"seg": {"wsss": {"miou": x, "miou_crf": y}}}
+        >>> lines = component_verdicts({"test": {"default-t-seed-0": m(70.0, 74.0), "default-t-seed-1": m(71.0, 73.0)}})
+        >>> [line.replace("\xa0", " ") for line in lines.splitlines() if "test-time dense CRF" in line]
+        ['- **test-time dense CRF** (field standard): helps, 3.0 ± 1.4 network mIoU, with the test-time CRF over without it (positive on 2 of 2 runs)']
+    """
+    lines = []
+    for c in COMPONENTS:
+        if not (c.metric and (c.within or c.variant)):
+            continue
+        head = f"- **{c.name}** ({ORIGIN_NAMES[c.origin]})"
+        gains = _gains(c, runs)
+        if not gains:
+            lines.append(f"{head}: not recorded")
+            continue
+        mean = statistics.fmean(gains)
+        sd = statistics.stdev(gains) if len(gains) > 1 else 0.0
+        verdict = "helps" if mean > sd else "**hurts**" if mean < -sd else "no clear effect (its spread covers zero)"
+        line = f"{head}: {verdict}, {_mean_sd(gains)} {_metric_words(c)} (positive on {sum(g > 0 for g in gains)} of {len(gains)} runs)"
+        if c.metric.startswith("pseudo.") and c.metric.endswith(".miou"):
+            share = c.metric.removesuffix(".miou") + ".ignore_frac"
+            ignored = _gains(Component(c.name, c.origin, c.source, c.keys, c.sweep, c.variant, share, c.within), runs)
+            if ignored:
+                line += f"; ignored share {_mean_sd([100 * g for g in ignored])} points"
+        lines.append(line)
+    return "\n".join(lines)
