@@ -26,6 +26,7 @@ import base64
 import html as html_lib
 import io
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -411,7 +412,9 @@ class Explorer:
         for key, (method, settings) in variants.items():
             maps = self.maps(method, self.settings(**settings))
             data["score"][key] = [
-                {k: round(v, 1) for k, v in self.score(maps, t).items() if k != "threshold"} for t in thresholds
+                # NaN (no pixel predicted, say) as None: JSON has no NaN, and the page prints a dash
+                {k: None if math.isnan(v) else round(v, 1) for k, v in self.score(maps, t).items() if k != "threshold"}
+                for t in thresholds
             ]
             data["heat"][key], data["mask"][key] = [], []
             for i in images:
@@ -464,7 +467,7 @@ class Explorer:
             f'<figcaption id="{uid}-{k}-cap" style="font-size:.85em">{cap}</figcaption></figure>'
             for k, cap in (("img", "image"), ("gt", "ground truth"), ("heat", "map"), ("mask", "mask"))
         )
-        payload = json.dumps(data, separators=(",", ":"))
+        payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
         return f"""<div id="{uid}" class="cpmc-explorer" data-cpmc-explorer="1"
  style="border:1px solid #ccc;border-radius:6px;padding:.8em;font-size:.95em">
 <div style="display:flex;flex-wrap:wrap;gap:.6em 1.6em;align-items:center">
@@ -501,14 +504,15 @@ _SCRIPT = """<script>
     el("mask-cap").textContent = "mask at threshold " + th;
     var s = D.score[key][t];
     el("score").innerHTML = "<b>" + m + (m === "cpmc" ? " (" + sw + ")" : "") + "</b> at threshold " + th +
-      " over the " + __N__ + " cached images: mIoU <b>" + s.miou.toFixed(1) + "</b>, precision " +
-      s.precision.toFixed(1) + ", recall " + s.recall.toFixed(1) + "; its best offered threshold, read against the " +
-      "ground truth (an oracle view): " + D.thresholds[best(key)].toFixed(2) + " (" + D.score[key][best(key)].miou.toFixed(1) + ")";
+      " over the " + __N__ + " cached images: mIoU <b>" + num(s.miou) + "</b>, precision " +
+      num(s.precision) + ", recall " + num(s.recall) + "; its best offered threshold, read against the " +
+      "ground truth (an oracle view): " + D.thresholds[best(key)].toFixed(2) + " (" + num(D.score[key][best(key)].miou) + ")";
     root.setAttribute("data-state", key + "@" + th + "#" + i);
   }
+  function num(x) { return x === null ? "\\u2013" : x.toFixed(1); }
   function best(key) {
     var b = 0, s = D.score[key];
-    for (var j = 1; j < s.length; j++) if (s[j].miou > s[b].miou) b = j;
+    for (var j = 1; j < s.length; j++) if (s[j].miou !== null && !(s[j].miou <= s[b].miou)) b = j;
     return b;
   }
   root.querySelectorAll('input[name="' + uid + '-method"]').forEach(function (r) {

@@ -149,3 +149,17 @@ def test_teaching_index_follows_its_rule(explorer, monkeypatch):
     label[3, 1], fp[:] = 0, False
     fn[:] = False
     assert explorer.teaching_index() == 0  # none met: the first image
+
+
+def test_kernel_free_explorer_survives_scores_without_a_value(explorer, monkeypatch):
+    import json
+    import re
+
+    # a map that predicts no object has no precision: NaN, which JSON cannot carry
+    monkeypatch.setattr(explorer, "score", lambda maps, t=None, indices=None: {
+        "miou": 10.0, "precision": float("nan"), "recall": 0.0, "threshold": t})  # fmt: skip
+    data = explorer.grid(images=(0,), thresholds=(0.2, 0.5))
+    assert data["score"]["cam|"][0] == {"miou": 10.0, "precision": None, "recall": 0.0}
+    page = explorer.html(data, uid="t2")
+    payload = re.search(r'<script type="application/json" id="t2-data">(.*?)</script>', page, re.S)[1]
+    assert json.loads(payload)["score"]["cam|"][1]["precision"] is None  # valid JSON for the page's script
