@@ -143,7 +143,7 @@ def test_summarize_metrics_checks_each_promise_against_its_numbers(tmp_path, cap
     out = capsys.readouterr().out
     assert "PASS  CPMC 69.5 >= CAM 54.5 + 10" in out and "PASS  CPMC 69.5 >= prototype CAM 65.5 + 3" in out
     assert "PASS  CPMC at the ground-truth-free decision 69.5 within 1 point of its oracle" in out
-    assert "FAIL  distractor labelled object 21.0 <= prototype CAM's 20.0" in out  # 21 > 20
+    assert "FAIL  distractor labelled object 21.0 > prototype CAM's 20.0" in out  # the sentence says what was measured
     assert "PASS  context labelled object 10.0" in out and "PASS  ceiling moved +0.40" in out
     assert "PASS  weak / full 0.900 >= 0.88" in out
 

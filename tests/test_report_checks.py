@@ -81,6 +81,9 @@ def test_promises_hold_and_fail_with_their_margins():
                                                  curve=(80.0, 81.0, 82.0), rule="oracle"))}  # fmt: skip
     assert not bad["CAM < proto < CPMC"]["holds"] and not bad["CPMC >= proto + 3"]["holds"]
     assert bad["distractor FP <= proto"]["margin"] == -1.5 and not bad["distractor FP <= proto"]["holds"]
+    # a failed claim's sentence states what was measured, not the claim
+    assert "distractor labelled object 25.5 > prototype CAM's 24.0" in bad["distractor FP <= proto"]["detail"]
+    assert "weak / full 0.850 < 0.88" in bad["weak/full >= 0.88"]["detail"]
     assert not bad["GT-free pseudo labels"]["holds"] and bad["GT-free pseudo labels"]["margin"] is None
     assert not bad["weak/full >= 0.88"]["holds"] and not bad["ceiling converged"]["holds"]
     # with both networks scored after the dense CRF, the claim reads that ratio (the field's protocol)

@@ -104,8 +104,10 @@ def promises(metrics: Mapping[str, Any], view: str = "gt_free") -> list[dict[str
     out: list[dict[str, Any]] = []
 
     def add(claim: str, margin: float | None, detail: str, holds: bool | None = None) -> None:
-        out.append({"claim": claim, "holds": bool(margin >= 0) if holds is None else holds, "margin": margin,
-                    "detail": detail})  # fmt: skip
+        ok = bool(margin >= 0) if holds is None else holds
+        if not ok:  # the sentence states what was measured: a failed "a >= b" reads "a < b"
+            detail = detail.replace(" >= ", " < ", 1) if " >= " in detail else detail.replace(" <= ", " > ", 1)
+        out.append({"claim": claim, "holds": ok, "margin": margin, "detail": detail})
 
     c = metrics.get("cams", {})
     if view not in ("gt_free", "oracle"):
