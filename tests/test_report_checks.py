@@ -84,6 +84,9 @@ def test_promises_hold_and_fail_with_their_margins():
     # a failed claim's sentence states what was measured, not the claim
     assert "distractor labelled object 25.5 > prototype CAM's 24.0" in bad["distractor FP <= proto"]["detail"]
     assert "weak / full 0.850 < 0.88" in bad["weak/full >= 0.88"]["detail"]
+    assert "CAM 50.0, prototype CAM 60.0, CPMC 59.0, not in that order" in bad["CAM < proto < CPMC"]["detail"]
+    assert "reads the ground truth" in bad["GT-free pseudo labels"]["detail"]
+    assert "(not < 0.5)" in bad["ceiling converged"]["detail"]
     assert not bad["GT-free pseudo labels"]["holds"] and bad["GT-free pseudo labels"]["margin"] is None
     assert not bad["weak/full >= 0.88"]["holds"] and not bad["ceiling converged"]["holds"]
     # with both networks scored after the dense CRF, the claim reads that ratio (the field's protocol)

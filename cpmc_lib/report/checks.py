@@ -103,10 +103,11 @@ def promises(metrics: Mapping[str, Any], view: str = "gt_free") -> list[dict[str
     """
     out: list[dict[str, Any]] = []
 
-    def add(claim: str, margin: float | None, detail: str, holds: bool | None = None) -> None:
+    def add(claim: str, margin: float | None, detail: str, holds: bool | None = None, failed: str = "") -> None:
         ok = bool(margin >= 0) if holds is None else holds
         if not ok:  # the sentence states what was measured: a failed "a >= b" reads "a < b"
-            detail = detail.replace(" >= ", " < ", 1) if " >= " in detail else detail.replace(" <= ", " > ", 1)
+            flipped = detail.replace(" >= ", " < ", 1) if " >= " in detail else detail.replace(" <= ", " > ", 1)
+            detail = failed or flipped
         out.append({"claim": claim, "holds": ok, "margin": margin, "detail": detail})
 
     c = metrics.get("cams", {})
@@ -118,14 +119,15 @@ def promises(metrics: Mapping[str, Any], view: str = "gt_free") -> list[dict[str
         cam, proto, cpmc = (free[k]["miou"] for k in maps)
         at = "at the ground-truth-free decision" if view == "gt_free" else "oracle view: each map's best threshold"
         add("CAM < proto < CPMC", min(proto - cam, cpmc - proto),
-            f"ordering {at}: CAM {cam:.1f} < prototype CAM {proto:.1f} < CPMC {cpmc:.1f}",
-            holds=cam < proto < cpmc)  # fmt: skip
+            f"ordering {at}: CAM {cam:.1f} < prototype CAM {proto:.1f} < CPMC {cpmc:.1f}", holds=cam < proto < cpmc,
+            failed=f"ordering {at}: CAM {cam:.1f}, prototype CAM {proto:.1f}, CPMC {cpmc:.1f}, not in that order")  # fmt: skip
         add("CPMC >= CAM + 10", cpmc - cam - 10, f"CPMC {cpmc:.1f} >= CAM {cam:.1f} + 10 ({at})")
         add("CPMC >= proto + 3", cpmc - proto - 3, f"CPMC {cpmc:.1f} >= prototype CAM {proto:.1f} + 3 ({at})")
         oracle = c["cpmc"]["miou"]
         if view == "gt_free":
             add("GT-free cut within 1", 1 - (oracle - cpmc),
-                f"CPMC {at} {cpmc:.1f} within 1 point of its oracle best threshold's {oracle:.1f}")  # fmt: skip
+                f"CPMC {at} {cpmc:.1f} within 1 point of its oracle best threshold's {oracle:.1f}",
+                failed=f"CPMC {at} {cpmc:.1f}, {oracle - cpmc:.1f} points below its oracle best threshold's {oracle:.1f}")  # fmt: skip
         pp, cp = free["proto"].get("pathology") or {}, free["cpmc"].get("pathology") or {}
         if pp and cp:
             add("body recall >= proto + 5", cp["recall_body"] - pp["recall_body"] - 5,
@@ -135,7 +137,8 @@ def promises(metrics: Mapping[str, Any], view: str = "gt_free") -> list[dict[str
                     f"{name} labelled object {cp[key]:.1f} <= prototype CAM's {pp[key]:.1f} ({at})")  # fmt: skip
     rule = metrics.get("pseudo", {}).get("threshold_rule")
     if rule is not None:
-        add("GT-free pseudo labels", None, f"pseudo-label rule {rule!r} reads no ground truth", holds=rule != "oracle")
+        add("GT-free pseudo labels", None, f"pseudo-label rule {rule!r} reads no ground truth", holds=rule != "oracle",
+            failed=f"pseudo-label rule {rule!r} reads the ground truth")  # fmt: skip
     seg = metrics.get("seg", {})
     if "ratio_crf" in seg:  # the field's protocol: both networks with the dense CRF (method notes: SIPE 0.89)
         add("weak/full >= 0.88", 100 * (seg["ratio_crf"] - 0.88),
@@ -146,7 +149,8 @@ def promises(metrics: Mapping[str, Any], view: str = "gt_free") -> list[dict[str
     curve = seg.get("full", {}).get("curve", [])
     if len(curve) >= 3:
         moved = ceiling_moved(curve)
-        add("ceiling converged", 0.5 - abs(moved), f"ceiling moved {moved:+.2f} over its last two epochs (< 0.5)")
+        add("ceiling converged", 0.5 - abs(moved), f"ceiling moved {moved:+.2f} over its last two epochs (< 0.5)",
+            failed=f"ceiling moved {moved:+.2f} over its last two epochs (not < 0.5)")
     return out
 
 
