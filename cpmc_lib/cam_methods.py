@@ -152,6 +152,7 @@ class CamMethod:
     """
 
     title: str = ""
+    origin: str = ""  # where the map comes from, beside its numbers in every table
     sections: tuple[str, ...] = ()
     peer: bool = False
 
@@ -191,6 +192,7 @@ class ClassifierCam(OutputCam):
     """The classifier CAM of IRN: ``ReLU(W^T feat)``, the head's per-pixel class scores."""
 
     title = "classifier CAM"
+    origin = "CPMC step 1 (CAM)"
 
     def from_output(self, out: dict[str, Any], img: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         return F.relu(out["cam"].float())
@@ -280,6 +282,7 @@ class GradCamMethod(CamMethod):
     """
 
     title = "Grad-CAM (peer)"
+    origin = "peer, not CPMC"
     peer = True
 
     @staticmethod
@@ -412,6 +415,7 @@ class RefinedCam(_CpmcMethod):
 
     key = "refined"
     title = "+ context refinement"
+    origin = "CPMC step 2 (SFC's affinity)"
     sections = ("refinement",)
 
 
@@ -420,6 +424,7 @@ class PrototypeCam(_CpmcMethod):
 
     key = "proto"
     title = "prototype CAM"
+    origin = "CPMC step 3 (SIPE)"
     sections = ("refinement", "prototypes")
 
 
@@ -428,6 +433,7 @@ class CpmcCam(_CpmcMethod):
 
     key = "cpmc"
     title = "CPMC (calibrated)"
+    origin = "CPMC step 4"
     sections = ("refinement", "prototypes", "calibration")
 
 

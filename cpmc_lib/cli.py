@@ -130,9 +130,14 @@ def _cmd_records(args: argparse.Namespace) -> int:
     from . import sweep
 
     if args.list:
+        hours = 0.0
         for name, family in sweep.RECORDED.items():
             points = len(sweep.load_sweep(sweep.ROOT / "papermill_runs" / f"{name}.yaml").points)
-            print(f"{name:12s} {family:10s} {points:3d} points  papermill_runs/{name}.yaml")
+            record = sweep.load_record(name)
+            took = f"took {sweep.record_hours(record):.1f} h when recorded" if record else "no record yet"
+            print(f"{name:16s} {family:10s} {points:3d} points  {took:26s}  papermill_runs/{name}.yaml")
+            hours += sweep.record_hours(record) if record else 0.0
+        print(f"the records made so far took {hours:.1f} h in all (the sum of their points' stage times)")
         return 0
     failed = 0
     for name, r in sweep.remake_records(args.only, workers=args.workers, progress=not args.quiet).items():

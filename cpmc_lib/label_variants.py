@@ -84,8 +84,9 @@ def compare_zones(
 
 def examples(
     cfg: Config, store: RunStore, samples: list[dict[str, Any]], threshold: float | None
-) -> list[list[np.ndarray]]:
-    """Rows of [image, ground truth, pseudo label, pseudo label + CRF] of ``cfg.pseudo.method``.
+) -> tuple[list[list[np.ndarray]], list[int]]:
+    """Rows of [image, ground truth, pseudo label, pseudo label + CRF] of ``cfg.pseudo.method``, and
+    the classes any of their masks shows (for the figure's legend; 255: ignored).
 
     Args:
         samples: cam-split dataset items without transform (``img`` uint8 (3, H, W), ``mask``, ``name``).
@@ -95,7 +96,7 @@ def examples(
     p = cfg.pseudo
     folder, parts = store.maps_dir(p.method), part_folder(cfg, store)
     names = build_dataset(cfg, cfg.data.cam_split).class_names  # the mask colours follow the class names
-    rows = []
+    rows, shown = [], set()
     for s in samples:
         saved = load_map(folder, s["name"])
         cam, keys = saved.cam.astype(np.float32), saved.keys
@@ -106,4 +107,5 @@ def examples(
         plain = assign(pseudo_label(cam, keys, fg, bg))
         crf = assign(crf_pseudo_label(img, cam, keys, cfg.crf, fg, bg))
         rows.append([img, colorize(s["mask"], names), colorize(plain, names), colorize(crf, names)])
-    return rows
+        shown |= {int(v) for m in (np.asarray(s["mask"]), plain, crf) for v in np.unique(m)}
+    return rows, sorted(shown)

@@ -51,7 +51,7 @@ from .report import markdown_table, scored_labels
 from .stages import STEPS, check_methods, stage, stage_hash
 from .store import RunStore
 
-__all__ = ["CAM_REPORT", "ensure", "ensure_data", "format_metrics", "load_metrics", "peak_rss_mb", "run", "setup"]
+__all__ = ["CAM_REPORT", "ensure", "ensure_data", "ensure_maps", "format_metrics", "load_metrics", "peak_rss_mb", "run", "setup"]
 
 # The CAM methods the pipeline scores: every registered one, ours first, then the peer baselines.
 CAM_REPORT = tuple(CAM_METHODS)
@@ -90,6 +90,20 @@ def ensure(
     if s.per_method:
         return s.run(cfg, store, method=method, progress=progress, seg_split=seg_split)
     return s.run(cfg, store, progress=progress)
+
+
+def ensure_maps(cfg: Config, store: RunStore, methods: tuple[str, ...] | list[str]) -> dict[str, dict[str, Any]]:
+    """Each method's "cams" result (:func:`ensure`), plus ``gt_free``: the same maps at the pipeline's
+    own ground-truth-free decision (:func:`~cpmc_lib.pseudo.rule_scores`), as in ``metrics.json``.
+
+    The peers of :data:`~cpmc_lib.cam_methods.PEERS` are compared in the oracle view only: no
+    ``gt_free`` unless one of them is ``pseudo.method``.
+    """
+    results = {m: dict(ensure(cfg, "cams", store, method=m)) for m in methods}
+    for m, r in results.items():
+        if m not in PEERS or m == cfg.pseudo.method:
+            r["gt_free"] = rule_scores(cfg, store, m)
+    return results
 
 
 def _done(cfg: Config, store: RunStore, name: str, method: str | None = None, seg_split: bool = False) -> bool:

@@ -51,7 +51,7 @@ __all__ = [
 
 
 COLUMN_IN = 6.8  # the book's output column (688 px in sphinx-book-theme at 1280 px), inches at 100 dpi
-MAX_COLS = 3  # image panels per row: about 225 px each at column width
+MAX_COLS = 2  # image panels per row: about 300 px each at column width (three would be about 218)
 TITLE_PT = 10  # panel titles
 TICK_PT = 9  # tick labels, legends
 
@@ -228,7 +228,8 @@ def plot_columns(
 def plot_samples(
     samples: Sequence[Mapping], class_names: Sequence[str], diag_names: Mapping[int, str] | None = None
 ) -> Figure:
-    """Image, ground-truth mask, and (when present) the diagnostic mask of each sample.
+    """One column per sample (at most :data:`MAX_COLS`): the image, its ground-truth mask and (when
+    present) its diagnostic mask.
 
     Args:
         samples: dataset items with ``img`` (3, H, W) uint8, ``mask`` (H, W), ``label`` (K-1,) and
@@ -236,21 +237,19 @@ def plot_samples(
         class_names: K names, index 0 background.
         diag_names: diagnostic code -> description, for the legend.
     """
-    rows, titles = [], []
+    samples = list(samples)[:MAX_COLS]
     has_diag = all("diag" in s for s in samples)
     diag_colors = _diag_colors(diag_names) if has_diag and diag_names else None
+    columns, names = [], []
     for s in samples:
         keys = (torch.as_tensor(s["label"]).nonzero().flatten() + 1).tolist()
-        label = ", ".join(class_names[k] for k in keys)
-        row = [to_hwc_uint8(s["img"]), colorize(s["mask"], class_names)]
-        title = [f"{s['name']}: {label}", "mask (judged on)"]
+        names.append(f"{s['name']}: {', '.join(class_names[k] for k in keys)}")
+        column = [to_hwc_uint8(s["img"]), colorize(s["mask"], class_names)]
         if has_diag:
             d = np.asarray(s["diag"])
-            row.append(diag_colors[d] if diag_colors is not None else d)
-            title.append("diagnostics")
-        rows.append(row)
-        titles.append(title)
-    fig = plot_image_grid(rows, titles)
+            column.append(diag_colors[d] if diag_colors is not None else d)
+        columns.append(column)
+    fig = plot_columns(columns, ["image", "mask (judged on)", *(["diagnostics"] if has_diag else [])], names)
     diag = [] if diag_colors is None else [
         Patch(color=diag_colors[c] / 255, label=f"({c}) {n}") for c, n in diag_names.items()]  # fmt: skip
     class_legend(fig, class_names, _present([s["mask"] for s in samples]), diag, "diagnostic colours (n)")
@@ -326,7 +325,7 @@ def plot_bars(
     ax = fig.subplots()
     for i, (name, v) in enumerate(values.items()):
         bars = ax.bar(x + (i - (n - 1) / 2) * width, np.asarray(v, dtype=float), width, label=name)
-        if n * len(labels) <= 12:
+        if n * len(labels) <= 16:
             ax.bar_label(bars, fmt="%.1f", fontsize=TICK_PT - 1, padding=1)
             ax.margins(y=0.12)  # room for the labels under the title
     ax.set_xticks(x, labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center",

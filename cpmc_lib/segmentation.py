@@ -420,8 +420,11 @@ def load_segnet(cfg: Config, path: str | Path, device: torch.device | str = "cpu
 
 
 @torch.no_grad()
-def examples(cfg: Config, store: RunStore, samples: Sequence[dict[str, Any]]) -> list[list[np.ndarray]]:
-    """Rows of [image, ground truth, prediction trained on pseudo labels, on ground truth] for plotting.
+def examples(
+    cfg: Config, store: RunStore, samples: Sequence[dict[str, Any]]
+) -> tuple[list[list[np.ndarray]], list[int]]:
+    """Rows of [image, ground truth, prediction trained on pseudo labels, on ground truth] for plotting,
+    and the classes any of their masks shows (for the figure's legend).
 
     Args:
         samples: dataset items without transform (``img`` uint8 (3, H, W), ``mask``).
@@ -431,7 +434,7 @@ def examples(cfg: Config, store: RunStore, samples: Sequence[dict[str, Any]]) ->
     norm = eval_transform()
     names = build_dataset(cfg, cfg.data.val_split).class_names  # the mask colours follow the class names
     models = [load_segnet(cfg, store.path(k) / "model.pt") for k in ("segmentation", "segmentation_gt")]
-    rows = []
+    rows, shown = [], set()
     for s in samples:
         x = norm({"img": s["img"]})["img"][None]
         preds = [
@@ -439,4 +442,5 @@ def examples(cfg: Config, store: RunStore, samples: Sequence[dict[str, Any]]) ->
             for m in models
         ]
         rows.append([to_hwc_uint8(s["img"]), colorize(s["mask"], names), *(colorize(p, names) for p in preds)])
-    return rows
+        shown |= {int(v) for m in (s["mask"], *preds) for v in np.unique(np.asarray(m))}
+    return rows, sorted(shown)

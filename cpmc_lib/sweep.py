@@ -385,6 +385,14 @@ def load_record(name: str, records: str | Path | None = None) -> dict[str, Any] 
     return load_json(path) if path.is_file() else None
 
 
+def record_hours(record: dict[str, Any]) -> float:
+    """What making ``record`` took, in hours: the sum over its points of each stage's wall time in
+    the call that ran it (``metrics.json``'s ``seconds``; a stage reused from another point counts
+    near zero), so the time of a remake on the machine that made the record."""
+    seconds = sum(v or 0 for p in record["points"].values() for v in (p["metrics"].get("seconds") or {}).values())
+    return seconds / 3600
+
+
 def stale_points(name: str, runs: dict[str, dict[str, Any]]) -> list[str]:
     """The points of ``runs`` made with other settings than this checkout gives them.
 

@@ -29,8 +29,8 @@ def test_additions_table_pairs_each_run_with_its_variant():
         "test_labels": {"no-parts-test-0-seed-0": m(79.0), "no-parts-test-1-seed-0": m(83.0)},
     }
     rows = {line.split(" | ")[0].strip("| "): line for line in additions_table(runs).replace("\xa0", " ").splitlines()}
-    assert rows["part-anchored class assignment"].endswith("| 0.0 ± 1.4 | 1 of 2 |")  # +1 and -1
-    assert rows["both label additions (the default against the paper-only pipeline)"].endswith("| 2.0 ± – | 1 of 1 |")
+    assert rows["part-anchored class assignment"].endswith("| +0.0 ± 1.4 | 1 of 2 |")  # +1 and -1
+    assert rows["both label additions (the default against the paper-only pipeline)"].endswith("| +2.0 ± – | 1 of 1 |")
     assert "not recorded" in rows["negative prototypes in the labels"]
     assert "not recorded" in rows["prototype CAM"]  # read inside each run: these have no map numbers
     assert rows["stand-in pretraining"].endswith("| – | – |")  # not switched off on the test family
@@ -48,10 +48,10 @@ def test_verdicts_follow_the_sign_and_spread_of_the_gains():
         "test_labels": {"no-parts-a-seed-0": m(0, 0, 78.0, 0.05), "no-parts-b-seed-0": m(0, 0, 79.0, 0.05)},
     }
     lines = {line.split("**")[1]: line.replace("\xa0", " ") for line in component_verdicts(runs).splitlines()}
-    assert ": helps, 2.0 ± 1.0 " in lines["context refinement"]  # +2, +3, +1: above its spread
+    assert ": helps, +2.0 ± 1.0 " in lines["context refinement"]  # +2, +3, +1: above its spread
     assert "no clear effect" in lines["prototype CAM"]  # +8, -3, +4: the spread covers zero
-    assert ": helps, 1.5 ± 0.7 pseudo-label mIoU" in lines["part-anchored class assignment"]
-    assert "ignored share 5.0 ± 0.0 points" in lines["part-anchored class assignment"]  # beside the label mIoU
-    assert lines["negative prototypes in the labels"].endswith("not recorded")
+    assert ": helps, +1.5 ± 0.7 pseudo-label mIoU" in lines["part-anchored class assignment"]
+    assert "the ignored share moves +5.0 ± 0.0 points" in lines["part-anchored class assignment"]  # beside the label mIoU
+    assert "not recorded (no run of `papermill_runs/test_labels.yaml`" in lines["negative prototypes in the labels"]
     runs["test"] = {"default-a-seed-0": m(40.0, 60.0), "default-b-seed-0": m(49.0, 50.0), "default-c-seed-0": m(45.0, 55.0)}
     assert "**hurts**" in component_verdicts(runs).split("context refinement")[1].splitlines()[0]  # -10, -1, -5

@@ -205,3 +205,18 @@ def test_setup_gives_config_store_and_data(tmp_path, monkeypatch):
     cfg, store = pipeline.setup("configs/default.yaml", overrides)
     assert cfg.synth.train == 4 and store.root == tmp_path / "runs" / "chapter"
     assert (tmp_path / "data" / "dataset_card.json").is_file()
+
+
+@pytest.mark.slow
+def test_ensure_maps_gives_the_chapters_the_numbers_of_metrics_json(tiny):
+    """The chapters' tables read ensure_maps: each map's oracle view and its GT-free cut, as the pipeline records them."""
+    from cpmc_lib.store import RunStore
+
+    cfg, metrics = tiny
+    methods = ("cam", "cpmc", "gradcam")
+    results = pipeline.ensure_maps(cfg, RunStore.for_config(cfg), methods)
+    for m in methods:
+        assert results[m]["miou"] == metrics["cams"][m]["miou"]
+    for m in ("cam", "cpmc"):
+        assert results[m]["gt_free"]["miou"] == metrics["cams"][m]["gt_free"]["miou"]
+    assert "gt_free" not in results["gradcam"]  # a peer is compared in the oracle view only

@@ -16,13 +16,20 @@ def test_method_table_includes_diagnostics():
     }
     main, diag = method_table(res).split("\n\n*Where the maps fail")
     header, _, cam, grad = main.splitlines()
-    assert header == "| method | mIoU | threshold | precision | recall |"
-    assert cam == "| cam | 40.0 | 0.30 | 60.0 | 50.0 |" and grad.startswith("| gradcam | 35.0 | 0.25 |")
+    # where each map comes from, and the oracle view named as such
+    assert header == "| method | from | mIoU, oracle | oracle threshold | precision | recall |"
+    assert cam == "| cam | CPMC step 1 (CAM) | 40.0 | 0.30 | 60.0 | 50.0 |"
+    assert grad.startswith("| gradcam | peer, not CPMC | 35.0 | 0.25 |")
     dheader, _, dcam, dgrad = diag.split("\n\n")[1].splitlines()
     assert "body recall" in dheader and "context act." in dheader
     assert dcam.startswith("| cam | 30.0 | 80.0 |") and "0.46" in dcam and dgrad.startswith("| gradcam | – |")
     # without diagnostics: one table
     assert "\n\n" not in method_table(res, pathology=False)
+    # the pipeline's own cut, when scored, comes before the oracle view
+    res["cam"]["gt_free"] = {"miou": 38.5}
+    header, _, cam, grad = method_table(res, pathology=False).splitlines()
+    assert header.startswith("| method | from | mIoU, GT-free cut | mIoU, oracle |")
+    assert cam.startswith("| cam | CPMC step 1 (CAM) | 38.5 | 40.0 |") and grad.startswith("| gradcam | peer, not CPMC | – | 35.0 |")
 
 
 def test_ablation_verdict_reports_help_and_harm():

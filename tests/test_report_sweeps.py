@@ -85,3 +85,21 @@ def test_group_loss_table_splits_the_loss_by_body_group_size():
     assert lines[2] == "| s1 | 5 | 10.0 to 30.0 | 5.0 to 5.0 | – | 94.0 | 60.0 |"
     assert lines[3] == "| few | 1 | – | – | 1.0 to 1.0 | – | – |"
     assert len(lines) == 4 and report.group_loss_table({"old": runs["old"]}) == ""
+
+
+def test_pipelines_table_sets_the_paper_only_pipeline_beside_the_default_on_shared_runs():
+    def m(labels: float, network: float) -> dict:
+        return {"pseudo": {"cpmc_crf": {"miou": labels, "ignore_frac": 0.1}}, "seg": {"wsss": {"miou_crf": network}}}
+
+    runs = {
+        "default-a-seed-0": m(80.0, 70.0), "paper-a-seed-0": m(78.0, 67.0),
+        "default-b-seed-0": m(82.0, 72.0), "paper-b-seed-0": m(81.0, 71.0),
+        "default-c-seed-0": m(99.0, 99.0),  # no paper-only run: left out of both columns
+    }  # fmt: skip
+    table = report.pipelines_table(runs).replace("\xa0", " ")
+    assert "Over the 2 runs both pipelines finished" in table
+    assert "| pseudo labels + CRF (labelled pixels) | 79.5 ± 2.1 | 81.0 ± 1.4 | +1.5 ± 0.7 |" in table
+    assert "| pseudo labels: ignored (%) | 10.0 ± 0.0 | 10.0 ± 0.0 | +0.0 ± 0.0 |" in table
+    assert "| network on pseudo labels + CRF | 69.0 ± 2.8 | 71.0 ± 1.4 | +2.0 ± 1.4 |" in table
+    assert "weak / full" not in table  # a number no run has is left out
+    assert report.pipelines_table({"default-a-seed-0": m(80.0, 70.0)}) == ""

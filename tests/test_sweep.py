@@ -127,6 +127,12 @@ def test_record_keeps_every_finished_point_with_its_commits(tmp_path):
     assert point["overrides"] == ["synth.seed=1"] and point["stage_commits"] == ["abcdef0123456789"]
     assert point["metrics"] == {"cams": {"cam": {"miou": 50.0}}}  # the resolved config is left out
     assert load_record("other", records) is None
+    # what making it took: the points' stage times, reused stages (None or near zero) counting nothing
+    from cpmc_lib.sweep import record_hours
+
+    assert record_hours(rec) == 0.0  # these metrics carry no times
+    rec["points"]["a"]["metrics"]["seconds"] = {"classifier": 5400.0, "cams_cam": None, "pseudo": 1800.0}
+    assert record_hours(rec) == pytest.approx(2.0)
 
     # no run here: the record, with where it came from; a finished run here wins over it
     runs, source = sweep_runs("rec", output=tmp_path / "nothing", records=records)

@@ -35,6 +35,7 @@ from .sweeps import (
     class_spread_table,
     component_verdicts,
     group_loss_table,
+    pipelines_table,
     settings_tables,
     spread_table,
     variant_runs,
@@ -47,5 +48,5 @@ __all__ = [
     "additions_table", "ablation_verdict", "component_verdicts", "ceiling_moved", "fp_promise", "compare", "delta", "direction", "fmt", "headline", "limits", "markdown_table", "method_table",
     "promise_summary", "promise_table", "promises", "settings_tables", "spread_table", "label_pathologies",
     "error_table", "error_gap", "label_zone_table", "class_table", "class_gap", "body_groups", "class_spread_table", "group_loss_table",
-    "metrics_class_table", "retired_gap_table", "retired_table", "variant_runs",
+    "metrics_class_table", "pipelines_table", "retired_gap_table", "retired_table", "variant_runs",
 ]  # fmt: skip

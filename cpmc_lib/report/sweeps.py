@@ -3,6 +3,7 @@ numbers per setting, the headline numbers with their spread, the per-class loss 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ from .labels import _method, _trained_labels
 from .maps import CAM_NAMES
 from .text import _get, _mean_sd, _num, fmt, markdown_table
 
-__all__ = ["additions_table", "class_spread_table", "component_verdicts", "group_loss_table", "settings_tables", "spread_table", "variant_runs"]
+__all__ = ["additions_table", "class_spread_table", "component_verdicts", "group_loss_table", "pipelines_table", "settings_tables", "spread_table", "variant_runs"]
 
 
 def _arrow(before: Mapping[str, float], after: Mapping[str, float], key: str) -> str:
@@ -229,7 +230,7 @@ def additions_table(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
         >>> m = lambda x, y: {"seg": {"wsss": {"miou": x, "miou_crf": y}}}
         >>> table = additions_table({"test": {"default-t-seed-0": m(70.0, 74.0), "default-t-seed-1": m(71.0, 73.0)}})
         >>> [line.replace("\xa0", " ") for line in table.splitlines() if line.startswith("| test-time")]
-        ["| test-time dense CRF | field | DeepLab's protocol | seg.wsss.miou_crf | 3.0 ± 1.4 | 2 of 2 |"]
+        ["| test-time dense CRF | field | DeepLab's protocol | seg.wsss.miou_crf | +3.0 ± 1.4 | 2 of 2 |"]
     """
     rows = []
     for c in COMPONENTS:
@@ -237,7 +238,7 @@ def additions_table(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
         measured = c.metric and (c.within or c.variant)
         rows.append({
             "component": c.name, "origin": c.origin, "source": c.source, "metric": c.metric or "–",
-            "gain on the test family": _mean_sd(gains) if gains else ("not recorded" if measured else "–"),
+            "gain on the test family": _mean_sd(gains, signed=True) if gains else ("not recorded" if measured else "–"),
             "positive on": f"{sum(g > 0 for g in gains)} of {len(gains)}" if gains else "–",
         })  # fmt: skip
     return markdown_table(rows, list(rows[0]))
@@ -275,25 +276,57 @@ def component_verdicts(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> s
         >>> m = lambda x, y: {"seg": {"wsss": {"miou": x, "miou_crf": y}}}
         >>> lines = component_verdicts({"test": {"default-t-seed-0": m(70.0, 74.0), "default-t-seed-1": m(71.0, 73.0)}})
         >>> [line.replace("\xa0", " ") for line in lines.splitlines() if "test-time dense CRF" in line]
-        ['- **test-time dense CRF** (field standard): helps, 3.0 ± 1.4 network mIoU, with the test-time CRF over without it (positive on 2 of 2 runs)']
+        ['- **test-time dense CRF**, field standard: helps, +3.0 ± 1.4 network mIoU, with the test-time CRF over without it (positive on 2 of 2 runs)']
     """
     lines = []
     for c in COMPONENTS:
         if not (c.metric and (c.within or c.variant)):
             continue
-        head = f"- **{c.name}** ({ORIGIN_NAMES[c.origin]})"
+        head = f"- **{c.name}**, {ORIGIN_NAMES[c.origin]}"
         gains = _gains(c, runs)
         if not gains:
-            lines.append(f"{head}: not recorded")
+            lines.append(f"{head}: not recorded (no run of `papermill_runs/{c.sweep or 'test'}.yaml` yet)")
             continue
         mean = statistics.fmean(gains)
         sd = statistics.stdev(gains) if len(gains) > 1 else 0.0
         verdict = "helps" if mean > sd else "**hurts**" if mean < -sd else "no clear effect (its spread covers zero)"
-        line = f"{head}: {verdict}, {_mean_sd(gains)} {_metric_words(c)} (positive on {sum(g > 0 for g in gains)} of {len(gains)} runs)"
+        line = f"{head}: {verdict}, {_mean_sd(gains, signed=True)} {_metric_words(c)} (positive on {sum(g > 0 for g in gains)} of {len(gains)} runs)"
         if c.metric.startswith("pseudo.") and c.metric.endswith(".miou"):
             share = c.metric.removesuffix(".miou") + ".ignore_frac"
-            ignored = _gains(Component(c.name, c.origin, c.source, c.keys, c.sweep, c.variant, share, c.within), runs)
+            ignored = _gains(dataclasses.replace(c, metric=share), runs)
             if ignored:
-                line += f"; ignored share {_mean_sd([100 * g for g in ignored])} points"
+                line += f"; the ignored share moves {_mean_sd([100 * g for g in ignored], signed=True)} points"
         lines.append(line)
     return "\n".join(lines)
+
+
+# the pipeline's end numbers, for the paper-only pipeline beside the default (labels of _HEADLINES)
+_PIPELINE_ROWS = (
+    "CPMC mIoU, ground-truth-free decision", "pseudo labels + CRF (labelled pixels)", "pseudo labels: ignored (%)",
+    "pseudo labels + CRF, ignored as background", "network on pseudo labels", "network on pseudo labels + CRF",
+    "weak / full (%)", "weak / full + CRF (%)",
+)  # fmt: skip
+
+
+def pipelines_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """The paper-only pipeline beside the default on a family sweep's runs (points ``paper-...`` and
+    ``default-...``, :func:`variant_runs`), over the runs both variants finished: each end number as
+    mean ± sd, and the default's gain run by run, mean ± sd.
+
+    Returns:
+        A Markdown table, or "" when no run has both variants.
+    """
+    paper, default = variant_runs(runs, "paper"), variant_runs(runs, "default")
+    both = [n for n in default if n in paper]
+    if not both:
+        return ""
+    read = dict(_HEADLINES)
+    rows = []
+    for label in _PIPELINE_ROWS:
+        pairs = [(a, b) for n in both if (a := read[label](paper[n])) is not None and (b := read[label](default[n])) is not None]
+        if pairs:
+            rows.append({"": label, "the paper's pipeline": _mean_sd([a for a, _ in pairs]),
+                         "the default (+ this book's additions)": _mean_sd([b for _, b in pairs]),
+                         "the default's gain": _mean_sd([b - a for a, b in pairs], signed=True)})  # fmt: skip
+    head = f"*Over the {len(both)} runs both pipelines finished (mean ± sd; the gain is taken run by run):*\n\n"
+    return head + markdown_table(rows, list(rows[0])) if rows else ""

@@ -126,8 +126,9 @@ def _num(x: float | None) -> float:
     return float("nan") if x is None else float(x)
 
 
-def _mean_sd(values: Sequence[float]) -> str:
+def _mean_sd(values: Sequence[float], signed: bool = False) -> str:
+    """"mean ± sd" of ``values`` (a gain: ``signed``, "+2.0 ± 1.0"); "–" for none, "± –" for one."""
     if not values:
         return "–"
     sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.fmean(values):.1f}\u00a0±\u00a0{fmt(sd)}"
+    return f"{statistics.fmean(values):{'+' if signed else ''}.1f}\u00a0±\u00a0{fmt(sd)}"
