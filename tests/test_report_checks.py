@@ -114,6 +114,10 @@ def test_promise_tables_name_where_and_by_how_much_a_claim_fails():
     assert "**CPMC >= proto + 3** holds on 1 of 2; fails on b (-1.0)." in summary
     assert "**context FP <= proto** holds on 1 of 2; fails on b (-2.0)." in summary
     assert "**CPMC >= CAM + 10** holds on 2 of 2." in summary
+    # a failure too small for one decimal keeps two, so it never reads as a failure of -0.0
+    runs["c"] = _run(50.0, 60.0, 64.0, context=(12.0, 12.03))
+    assert "fails on b (-2.0), c (-0.03)." in promise_summary(runs)
+    assert "✗\u00a0-0.03" in promise_table(runs)
 
 
 def test_limits_box_names_the_failing_promises_and_the_additions():

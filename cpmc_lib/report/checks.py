@@ -163,9 +163,14 @@ _SHORT = {
 }  # fmt: skip
 
 
+def _margin(x: float) -> str:
+    """A promise's margin: one decimal, two where one would read as zero (a failure of -0.03 is not -0.0)."""
+    return f"{x:+.2f}" if abs(x) < 0.05 else f"{x:+.1f}"
+
+
 def _mark(p: Mapping[str, Any]) -> str:
     sign = "✓" if p["holds"] else "✗"
-    return sign if p["margin"] is None else f"{sign}\u00a0{p['margin']:+.1f}"  # no break inside a cell
+    return sign if p["margin"] is None else f"{sign}\u00a0{_margin(p['margin'])}"  # no break inside a cell
 
 
 def promise_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
@@ -192,7 +197,7 @@ def promise_summary(runs: Mapping[str, Mapping[str, Any]]) -> str:
         text = f"- **{claim}** holds on {len(results) - len(fails)} of {len(results)}"
         if fails:
             text += "; fails on " + ", ".join(
-                n if p["margin"] is None else f"{n} ({p['margin']:+.1f})" for n, p in fails
+                n if p["margin"] is None else f"{n} ({_margin(p['margin'])})" for n, p in fails
             )
         lines.append(text + ".")
     return "\n".join(lines)
