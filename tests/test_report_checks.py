@@ -118,6 +118,16 @@ def test_promise_tables_name_where_and_by_how_much_a_claim_fails():
     runs["c"] = _run(50.0, 60.0, 64.0, context=(12.0, 12.03))
     assert "fails on b (-2.0), c (-0.03)." in promise_summary(runs)
     assert "✗\u00a0-0.03" in promise_table(runs)
+    # the landing page's lines for a family: only the failing promises, each with its worst run
+    from cpmc_lib.report import family_limits, limits
+
+    lines = family_limits(runs).splitlines()
+    assert "  - **context FP <= proto** holds on 1 of 3 runs of the test family; by most on b (-2.0)" in lines
+    assert not any("CPMC >= CAM + 10" in line for line in lines)
+    assert family_limits({"a": runs["a"]}) == ""
+    box = limits(runs["a"], test_runs=runs)  # the landing page's box carries the family's failures
+    assert "on the test family" in box and lines[0] in box.splitlines()
+    assert "test family" not in limits(runs["a"])
 
 
 def test_limits_box_names_the_failing_promises_and_the_additions():

@@ -17,7 +17,7 @@ Imports among them flow one way, floor by floor (each imports only from the floo
 
 from __future__ import annotations
 
-from .checks import ceiling_moved, headline, limits, promise_summary, promise_table, promises
+from .checks import ceiling_moved, family_limits, headline, limits, promise_summary, promise_table, promises
 from .classes import body_groups, class_gap, class_table, error_gap, error_table, metrics_class_table
 from .labels import (
     background_rule_verdicts,
@@ -45,7 +45,7 @@ from .tried import retired_gap_table, retired_table
 
 __all__ = [
     "background_rule_verdicts", "label_row", "label_variants_table", "method_labels_table", "negatives_line", "scored_labels",
-    "additions_table", "ablation_verdict", "component_verdicts", "ceiling_moved", "fp_promise", "compare", "delta", "direction", "fmt", "headline", "limits", "markdown_table", "method_table",
+    "additions_table", "ablation_verdict", "component_verdicts", "ceiling_moved", "family_limits", "fp_promise", "compare", "delta", "direction", "fmt", "headline", "limits", "markdown_table", "method_table",
     "promise_summary", "promise_table", "promises", "settings_tables", "spread_table", "label_pathologies",
     "error_table", "error_gap", "label_zone_table", "class_table", "class_gap", "body_groups", "class_spread_table", "group_loss_table",
     "metrics_class_table", "pipelines_table", "retired_gap_table", "retired_table", "variant_runs",

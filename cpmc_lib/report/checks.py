@@ -10,7 +10,7 @@ from .labels import scored_labels
 from .maps import CAM_NAMES
 from .text import delta, markdown_table
 
-__all__ = ["ceiling_moved", "headline", "limits", "promise_summary", "promise_table", "promises"]
+__all__ = ["ceiling_moved", "family_limits", "headline", "limits", "promise_summary", "promise_table", "promises"]
 
 
 def ceiling_moved(curve: Sequence[float]) -> float:
@@ -203,10 +203,11 @@ def promise_summary(runs: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def limits(metrics: Mapping[str, Any]) -> str:
+def limits(metrics: Mapping[str, Any], test_runs: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The landing page's box of limits, as a MyST admonition: what is CPMC and what was added, the
-    promises that fail on this run at its ground-truth-free operating point (read from ``metrics``),
-    that the benchmark is synthetic, and which setting the numbers come from."""
+    promises that fail on this run at its ground-truth-free operating point (read from ``metrics``)
+    and, given the test family's default runs (``test_runs``), those that fail on some of them
+    (:func:`family_limits`), that the benchmark is synthetic, and which setting the numbers come from."""
     from ..components import COMPONENTS
 
     added = [c.name for c in COMPONENTS if c.origin in ("book", "reconstruction") and c.variant != "paper"]
@@ -223,6 +224,8 @@ def limits(metrics: Mapping[str, Any]) -> str:
         "- **Where the promises do not hold on this run**, read at the pipeline's own ground-truth-free "
         "operating point:",
         failing,
+        *(["- **Where they do not hold on the test family** (settings no choice has seen, at the same "
+           "operating point; chapter 9 gives every run):", family] if (family := family_limits(test_runs or {})) else []),
         "- **Synthetic, not PASCAL VOC.** Every number here is of the embedded synthetic benchmark; its "
         "weak / full ratio is not comparable with the ratios the papers report on VOC.",
         "- **The tuning setting.** This run is generator seed 0 with training seed "
@@ -230,3 +233,20 @@ def limits(metrics: Mapping[str, Any]) -> str:
         "gives the spread over training seeds and the validation and test families.",
         ":::",
     ])  # fmt: skip
+
+
+def family_limits(runs: Mapping[str, Mapping[str, Any]], family: str = "test family") -> str:
+    """The promises that fail on some run of a family (setting name -> ``metrics.json``), one bullet
+    each: on how many runs it holds, and the run where it fails by most; "" when every one holds."""
+    by_claim: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, m in runs.items():
+        for p in promises(m):
+            by_claim.setdefault(p["claim"], []).append((name, p))
+    lines = []
+    for claim, results in by_claim.items():
+        fails = [(n, p) for n, p in results if not p["holds"]]
+        if fails:
+            n, p = min(fails, key=lambda f: f[1]["margin"] if f[1]["margin"] is not None else 0.0)
+            worst = "" if p["margin"] is None else f"; by most on {n} ({_margin(p['margin'])})"
+            lines.append(f"  - **{claim}** holds on {len(results) - len(fails)} of {len(results)} runs of the {family}{worst}")
+    return "\n".join(lines)
