@@ -185,14 +185,19 @@ def promise_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     return markdown_table(rows, ["setting", *(_SHORT.get(k, k) for k in claims)])
 
 
-def promise_summary(runs: Mapping[str, Mapping[str, Any]]) -> str:
-    """One Markdown bullet per promise: on how many runs it holds, and where and by how much it fails."""
+def _by_claim(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Each promise's checks over the runs (setting name -> ``metrics.json``): claim -> [(run, check)]."""
     by_claim: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for name, m in runs.items():
         for p in promises(m):
             by_claim.setdefault(p["claim"], []).append((name, p))
+    return by_claim
+
+
+def promise_summary(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """One Markdown bullet per promise: on how many runs it holds, and where and by how much it fails."""
     lines = []
-    for claim, results in by_claim.items():
+    for claim, results in _by_claim(runs).items():
         fails = [(n, p) for n, p in results if not p["holds"]]
         text = f"- **{claim}** holds on {len(results) - len(fails)} of {len(results)}"
         if fails:
@@ -238,12 +243,8 @@ def limits(metrics: Mapping[str, Any], test_runs: Mapping[str, Mapping[str, Any]
 def family_limits(runs: Mapping[str, Mapping[str, Any]], family: str = "test family") -> str:
     """The promises that fail on some run of a family (setting name -> ``metrics.json``), one bullet
     each: on how many runs it holds, and the run where it fails by most; "" when every one holds."""
-    by_claim: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for name, m in runs.items():
-        for p in promises(m):
-            by_claim.setdefault(p["claim"], []).append((name, p))
     lines = []
-    for claim, results in by_claim.items():
+    for claim, results in _by_claim(runs).items():
         fails = [(n, p) for n, p in results if not p["holds"]]
         if fails:
             n, p = min(fails, key=lambda f: f[1]["margin"] if f[1]["margin"] is not None else 0.0)
